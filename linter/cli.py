@@ -1,0 +1,252 @@
+"""The ``modelcheck`` command line (Typer).
+
+``modelcheck PATH... [--fix]`` checks model source; ``modelcheck audit TARGET`` audits a
+third-party architecture. Errors the user can act on are one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from modelcheck import __version__
+from modelcheck.config import Config, ConfigError, find_pyproject, load_config, parse_shape
+from modelcheck.findings import Severity
+from modelcheck.targets import TargetError, make_target
+from rich.console import Console
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class OutputFormat(str, Enum):
+    rich = "rich"
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+    github = "github"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    never = "never"
+
+
+class TargetName(str, Enum):
+    caffe2 = "caffe2"
+    onnx = "onnx"
+
+
+class Exporter(str, Enum):
+    torchscript = "torchscript"
+    dynamo = "dynamo"
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print a one-line error on stderr; the caller raises the returned Exit."""
+    typer.echo(f"modelcheck: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _split_codes(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [code.strip().upper() for value in values for code in value.split(",") if code.strip()]
+
+
+def _list_rules(console: Console) -> None:
+    from modelcheck.rules import ALL_RULES
+    from modelcheck.targets import make_target as mk
+    from rich.table import Table
+
+    profiles = [("caffe2@9", mk("caffe2", 9)), ("caffe2@11", mk("caffe2", 11)),
+                ("onnx@9", mk("onnx", 9)), ("onnx@17", mk("onnx", 17))]
+    table = Table(title="modelcheck rules (severity per target@opset; - = harmless there)")
+    table.add_column("code")
+    table.add_column("name")
+    for label, _ in profiles:
+        table.add_column(label)
+    table.add_column("summary")
+    for rule in ALL_RULES:
+        verdicts = [(rule.verdict(t).value if rule.verdict(t) else "-") for _, t in profiles]
+        table.add_row(rule.code, rule.name, *verdicts, rule.summary)
+    console.print(table)
+
+
+def _explain(code: str, console: Console) -> None:
+    from modelcheck.rules import RULES_BY_CODE
+
+    rule = RULES_BY_CODE.get(code.upper())
+    if rule is None:
+        raise fail(f"unknown rule code {code!r} (see modelcheck --list-rules)")
+    console.print(f"[bold]{rule.code}[/bold] {rule.name}: {rule.summary}\n")
+    console.print(rule.rationale, markup=False)
+    console.print("\n[bold]Bad[/bold]")
+    console.print(rule.bad_example, markup=False, highlight=False)
+    console.print("[bold]Good[/bold]")
+    console.print(rule.good_example, markup=False, highlight=False)
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def check(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Model source files or folders.")] = None,
+    static_only: Annotated[bool, typer.Option("--static-only", help="Only read source: no torch, no user code run (the pre-commit path).")] = False,
+    fix: Annotated[bool, typer.Option("--fix", help="Apply the fixes that provably keep weights and outputs.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Print what --fix would change; write nothing.")] = False,
+    unsafe_fixes: Annotated[bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")] = False,
+    target: Annotated[TargetName | None, typer.Option(help="Where the model goes: caffe2 (opset 9) or onnx (ONNX Runtime).")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 9 for caffe2, 17 for onnx).")] = None,
+    exporter: Annotated[Exporter | None, typer.Option(help="torch.onnx exporter for the onnx target.")] = None,
+    output_format: Annotated[OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif or github.")] = None,
+    fail_on: Annotated[FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")] = None,
+    select: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to check (e.g. MC2,MC301).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to skip.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")] = None,
+    model_args: Annotated[str | None, typer.Option("--model-args", help='JSON keyword arguments for the model constructor, e.g. \'{"num_classes": 1}\'.')] = None,
+    input_shape: Annotated[str | None, typer.Option("--input-shape", help="Input shape for tracing and export, e.g. 1,3,224,224.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds each child process (trace, smoke) may take.")] = None,
+    no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the export-and-run smoke test.")] = False,
+    artifacts: Annotated[Path | None, typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/).")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance for runtime vs PyTorch outputs.")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance for runtime vs PyTorch outputs.")] = None,
+    list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and exit.")] = False,
+    explain: Annotated[str | None, typer.Option("--explain", help="Explain one rule code and exit.")] = None,
+    install_caffe2: Annotated[bool, typer.Option("--install-caffe2", help="Build the Caffe2 runtime (Debian bullseye's torch 1.7.1) and exit.")] = False,
+    doctor: Annotated[bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
+    console = Console()
+    if version:
+        typer.echo(f"modelcheck {__version__}")
+        raise typer.Exit(EXIT_OK)
+    if list_rules:
+        _list_rules(console)
+        raise typer.Exit(EXIT_OK)
+    if explain:
+        _explain(explain, console)
+        raise typer.Exit(EXIT_OK)
+    if install_caffe2:
+        raise typer.Exit(_install_caffe2())
+    if doctor:
+        raise typer.Exit(_doctor(console))
+    if not paths and not model:
+        raise fail("no paths given (try: modelcheck src/model.py)")
+    paths = paths or []
+    if fix and diff:
+        raise fail("--fix and --diff exclude each other: --diff only shows what --fix would write")
+
+    try:
+        config = load_config(find_pyproject(paths))
+        _apply_flags(config, target, opset, exporter, fail_on, select, ignore, input_shape,
+                     timeout, atol, rtol)
+        the_target = make_target(config.target, config.opset, config.exporter)
+        kwargs = _parse_model_args(model_args)
+    except (ConfigError, TargetError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+    from modelcheck.pipeline import Options, exit_code, run
+    from modelcheck.static import PathError
+
+    options = Options(
+        paths=paths, target=the_target, config=config, static_only=static_only, fix=fix,
+        diff=diff, unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []),
+        model_args=kwargs, artifacts=artifacts,
+    )
+    try:
+        report = run(options)
+    except PathError as exc:
+        raise fail(str(exc)) from None
+
+    fmt = output_format or (OutputFormat.rich if sys.stdout.isatty() else OutputFormat.text)
+    _render(report, fmt, console)
+    threshold = None if config.fail_on == "never" else Severity(config.fail_on)
+    raise typer.Exit(exit_code(report, threshold))
+
+
+def _apply_flags(config: Config, target, opset, exporter, fail_on, select, ignore,
+                 input_shape, timeout, atol, rtol) -> None:
+    """Command-line flags override pyproject values."""
+    if target is not None:
+        config.target = target.value
+        if opset is None and config.opset is not None:
+            config.opset = None  # a new target brings its own default opset
+    if opset is not None:
+        config.opset = opset
+    if exporter is not None:
+        config.exporter = exporter.value
+    if fail_on is not None:
+        config.fail_on = fail_on.value  # type: ignore[assignment]
+    elif isinstance(config.fail_on, Severity):
+        config.fail_on = config.fail_on.value  # type: ignore[assignment]
+    if select := _split_codes(select):
+        config.select = select
+    if ignore := _split_codes(ignore):
+        config.ignore = [*config.ignore, *ignore]
+    if input_shape is not None:
+        config.input_shape = parse_shape(input_shape)
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError("--timeout must be positive")
+        config.timeout = timeout
+    if atol is not None:
+        config.atol = atol
+    if rtol is not None:
+        config.rtol = rtol
+
+
+def _parse_model_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--model-args is not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise ValueError("--model-args must be a JSON object of keyword arguments")
+    return value
+
+
+def _render(report, fmt: OutputFormat, console: Console) -> None:
+    from modelcheck import report as reporting
+
+    if fmt is OutputFormat.json:
+        sys.stdout.write(reporting.render_json(report) + "\n")
+    elif fmt is OutputFormat.text:
+        sys.stdout.write(reporting.render_text(report))
+    elif fmt is OutputFormat.rich:
+        reporting.render_rich(report, console)
+    else:
+        raise fail(f"--format {fmt.value} is not available yet")
+
+
+def _install_caffe2() -> int:
+    from modelcheck.caffe2_runtime import Caffe2InstallError, install_runtime
+
+    try:
+        status = install_runtime(progress=lambda line: typer.echo(line, err=True))
+    except Caffe2InstallError as exc:
+        typer.echo(f"modelcheck: cannot install the Caffe2 runtime: {exc}", err=True)
+        return EXIT_USAGE
+    typer.echo(f"Caffe2 runtime ready: {status.version}")
+    return EXIT_OK
+
+
+def _doctor(console: Console) -> int:
+    from modelcheck.doctor import run_doctor
+
+    return run_doctor(console)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

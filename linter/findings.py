@@ -1,0 +1,172 @@
+"""Plain data passed between the pipeline's stages: findings, locations, stage results.
+
+Nothing here knows about torch, libcst or the terminal, so every stage and the reporter can
+share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    """How bad a finding is for the chosen target; ordered error > warning > info."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 3, "warning": 2, "info": 1}[self.value]
+
+    def lowered(self) -> Severity:
+        """One step milder: used when a value could not be known statically ("may ...")."""
+        return {Severity.ERROR: Severity.WARNING}.get(self, Severity.INFO)
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A span in a source file; lines and columns are 1-based, as editors and SARIF count."""
+
+    path: str
+    line: int
+    column: int = 1
+    end_line: int | None = None
+    end_column: int | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem at one place.
+
+    ``key`` identifies the construct independently of how it was found, so a static and a
+    dynamic sighting of the same call merge into one finding with ``evidence == "both"``.
+    """
+
+    code: str
+    message: str
+    severity: Severity
+    location: Location
+    fixable: bool = False
+    evidence: str = "static"  # "static" | "dynamic" | "both"
+    model: str | None = None
+    module_path: str | None = None
+    source_line: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        loc = self.location
+        return {
+            "code": self.code,
+            "path": loc.path,
+            "line": loc.line,
+            "column": loc.column,
+            "end_line": loc.end_line if loc.end_line is not None else loc.line,
+            "end_column": loc.end_column if loc.end_column is not None else loc.column,
+            "severity": self.severity.value,
+            "message": self.message,
+            "fixable": self.fixable,
+            "evidence": self.evidence,
+            "model": self.model,
+            "module_path": self.module_path,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        """Rebuild a finding sent back by a child process."""
+        return cls(
+            code=data["code"],
+            message=data["message"],
+            severity=Severity(data["severity"]),
+            location=Location(
+                data["path"], data["line"], data.get("column", 1),
+                data.get("end_line"), data.get("end_column"),
+            ),
+            fixable=data.get("fixable", False),
+            evidence=data.get("evidence", "dynamic"),
+            model=data.get("model"),
+            module_path=data.get("module_path"),
+        )
+
+    def with_(self, **changes: Any) -> Finding:
+        return replace(self, **changes)
+
+
+STAGE_STATUSES = ("passed", "failed", "mismatch", "crashed", "timeout", "skipped")
+BAD_STATUSES = frozenset({"failed", "mismatch", "crashed", "timeout"})
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """The outcome of one smoke-test stage (export, onnx_check, onnxruntime, caffe2) of a model."""
+
+    model: str
+    name: str
+    status: str  # one of STAGE_STATUSES
+    seconds: float | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    detail: str = ""
+    predicted_by: tuple[str, ...] = ()
+    location: Location | None = None
+
+    @property
+    def bad(self) -> bool:
+        return self.status in BAD_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["predicted_by"] = list(self.predicted_by)
+        data["location"] = asdict(self.location) if self.location else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageResult:
+        loc = data.get("location")
+        return cls(
+            model=data["model"], name=data["name"], status=data["status"],
+            seconds=data.get("seconds"), max_abs_diff=data.get("max_abs_diff"),
+            max_rel_diff=data.get("max_rel_diff"), detail=data.get("detail", ""),
+            predicted_by=tuple(data.get("predicted_by", ())),
+            location=Location(**loc) if loc else None,
+        )
+
+
+@dataclass
+class ModelResult:
+    """What the dynamic pass learned about one model spec (filled by later stages)."""
+
+    spec: str
+    status: str  # "ok" | "failed" | "crashed" | "timeout" | "skipped"
+    detail: str = ""
+    parameters: int | None = None
+    pickle: dict[str, Any] | None = None
+    stages: list[StageResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "status": self.status,
+            "detail": self.detail,
+            "parameters": self.parameters,
+            "pickle": self.pickle,
+        }
+
+
+@dataclass
+class Report:
+    """Everything one run found; the reporter renders it, the CLI turns it into an exit code."""
+
+    target: str
+    opset: int
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # skipped files and the like
+    models: list[ModelResult] = field(default_factory=list)
+    files_checked: int = 0
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stages(self) -> list[StageResult]:
+        return [stage for model in self.models for stage in model.stages]

@@ -1,0 +1,60 @@
+"""The run, as plain functions over plain data: static → dynamic → fix → smoke → Report.
+
+Each stage lives in its own module and is imported only when the run needs it, so the
+``--static-only`` path never loads torch (the dynamic pass, fix verification and smoke test
+run user code in child processes anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelcheck.config import Config
+from modelcheck.findings import Report, Severity
+from modelcheck.static import check_paths
+from modelcheck.targets import Target
+
+
+@dataclass
+class Options:
+    """What one ``modelcheck`` invocation asked for, after config and flags are merged."""
+
+    paths: list[Path]
+    target: Target
+    config: Config
+    static_only: bool = False
+    fix: bool = False
+    diff: bool = False
+    unsafe_fixes: bool = False
+    smoke: bool = True
+    model_specs: list[str] = field(default_factory=list)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    artifacts: Path | None = None
+
+
+def run(options: Options) -> Report:
+    """Run every stage the options ask for and return one Report."""
+    static = check_paths(options.paths, options.target, options.config)
+    report = Report(
+        target=options.target.name,
+        opset=options.target.opset,
+        findings=static.findings,
+        notes=static.notes,
+        files_checked=static.files_checked,
+    )
+    if not static.files_checked and not static.notes:
+        report.notes.append("nothing to check")
+    return report
+
+
+def exit_code(report: Report, fail_on: Severity | None) -> int:
+    """1 when a finding reaches ``fail_on`` or a smoke stage went wrong; else 0."""
+    if any(stage.bad for stage in report.stages):
+        return 1
+    if any(model.status in ("failed", "crashed", "timeout") for model in report.models):
+        return 1
+    if fail_on is None:
+        return 0
+    return 1 if any(f.severity.rank >= fail_on.rank for f in report.findings) else 0

@@ -1,0 +1,188 @@
+"""Render a Report for people (rich or plain text) and for machines (JSON).
+
+The reporter knows nothing of torch or libcst: it reads plain data only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from modelcheck.findings import Finding, Report, Severity, StageResult
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+JSON_VERSION = 1
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+_STATUS_STYLE = {"passed": "green", "skipped": "dim", "failed": "bold red", "mismatch": "bold red",
+                 "crashed": "bold red", "timeout": "bold red"}
+
+
+def summary(report: Report) -> dict[str, Any]:
+    by_severity = Counter(f.severity.value for f in report.findings)
+    by_code = Counter(f.code for f in report.findings)
+    return {
+        "files": report.files_checked,
+        "findings": len(report.findings),
+        "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
+        "by_code": dict(sorted(by_code.items())),
+        "fixable": sum(f.fixable for f in report.findings),
+        "stages": dict(Counter(s.status for s in report.stages)),
+    }
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The JSON document; its shape is versioned by ``version``."""
+    return {
+        "version": JSON_VERSION,
+        "target": report.target,
+        "opset": report.opset,
+        "findings": [f.to_json() for f in report.findings],
+        "models": [m.to_json() for m in report.models],
+        "stages": [s.to_json() for s in report.stages],
+        "fixes": report.fixes,
+        "notes": report.notes,
+        "summary": summary(report),
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(to_json(report), indent=2)
+
+
+def _finding_head(finding: Finding) -> str:
+    loc = finding.location
+    marker = " [*]" if finding.fixable else ""
+    extra = f" ({finding.evidence})" if finding.evidence != "static" else ""
+    where = f" in {finding.model}:{finding.module_path}" if finding.module_path else ""
+    return f"{loc.path}:{loc.line}:{loc.column}: {finding.code}{marker} {finding.message}{where}{extra}"
+
+
+def _underline(finding: Finding) -> tuple[str, str] | None:
+    """The flagged source line and a caret line under the construct (first line only)."""
+    line = finding.source_line
+    if not line:
+        return None
+    loc = finding.location
+    start = max(loc.column - 1, 0)
+    end = (loc.end_column - 1) if loc.end_line in (None, loc.line) and loc.end_column else len(line)
+    end = max(min(end, len(line)), start + 1)
+    return line, " " * start + "^" * (end - start)
+
+
+def render_text(report: Report) -> str:
+    """Plain text for pipes and logs: one finding a line, source and caret, then a summary."""
+    out: list[str] = []
+    for note in report.notes:
+        out.append(f"note: {note}")
+    for finding in report.findings:
+        out.append(f"{_finding_head(finding)} [{finding.severity.value}]")
+        under = _underline(finding)
+        if under:
+            out.append(f"    {under[0]}")
+            out.append(f"    {under[1]}")
+    for model in report.models:
+        out.append(f"model {model.spec}: {model.status}" + (f" ({model.detail})" if model.detail else ""))
+        if model.pickle is not None:
+            out.append(f"  pickle: {'ok' if model.pickle.get('ok') else 'FAILS'}")
+            for failure in model.pickle.get("failures", []):
+                out.append(f"    {failure['path']}: {failure['type']} defined at {failure.get('defined_at')}")
+        for stage in model.stages:
+            out.append("  " + _stage_line(stage))
+    out.append(_summary_line(report))
+    return "\n".join(out) + "\n"
+
+
+def _stage_line(stage: StageResult) -> str:
+    diff = f" max_abs_diff={stage.max_abs_diff:.3g}" if stage.max_abs_diff is not None else ""
+    seconds = f" {stage.seconds:.2f}s" if stage.seconds is not None else ""
+    predicted = f" (predicted by {', '.join(stage.predicted_by)})" if stage.predicted_by else ""
+    detail = f": {stage.detail}" if stage.detail else ""
+    return f"{stage.name}: {stage.status}{seconds}{diff}{predicted}{detail}"
+
+
+def _summary_line(report: Report) -> str:
+    data = summary(report)
+    sev = data["by_severity"]
+    parts = [f"{data['findings']} finding(s) in {data['files']} file(s)"]
+    parts.append(f"{sev['error']} error(s), {sev['warning']} warning(s), {sev['info']} info")
+    if data["fixable"]:
+        parts.append(f"{data['fixable']} fixable with --fix")
+    return "; ".join(parts) + f" [target {report.target}, opset {report.opset}]"
+
+
+def render_rich(report: Report, console: Console) -> None:
+    """The terminal report: grouped by file, source line underlined, then summary tables."""
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+    current = None
+    for finding in report.findings:
+        if finding.location.path != current:
+            current = finding.location.path
+            console.print(Text(f"\n{current}", style="bold underline"))
+        loc = finding.location
+        head = Text()
+        head.append(f"  {loc.line}:{loc.column} ", style="dim")
+        head.append(finding.code, style=_STYLE[finding.severity])
+        head.append(f" {finding.severity.value}", style=_STYLE[finding.severity])
+        if finding.fixable:
+            head.append(" [*]", style="green")
+        head.append(f" {finding.message}")
+        if finding.module_path:
+            head.append(f" in {finding.model}:{finding.module_path}", style="magenta")
+        if finding.evidence != "static":
+            head.append(f" ({finding.evidence})", style="dim")
+        console.print(head)
+        under = _underline(finding)
+        if under:
+            console.print(Text(f"      {under[0]}", style="white"))
+            console.print(Text(f"      {under[1]}", style=_STYLE[finding.severity]))
+    for model in report.models:
+        _render_model(model, console)
+    data = summary(report)
+    if data["by_code"]:
+        table = Table(title="Findings by code", show_edge=False)
+        table.add_column("code")
+        table.add_column("severity")
+        table.add_column("count", justify="right")
+        pairs = Counter((f.code, f.severity) for f in report.findings)
+        for (code, severity), count in sorted(pairs.items(), key=lambda kv: (kv[0][0], -kv[0][1].rank)):
+            table.add_row(code, Text(severity.value, style=_STYLE[severity]), str(count))
+        console.print()
+        console.print(table)
+    console.print()
+    console.print(Text(_summary_line(report), style="bold"))
+
+
+def _render_model(model: Any, console: Console) -> None:
+    console.print()
+    title = f"model {model.spec}: {model.status}"
+    if model.parameters is not None:
+        title += f", {model.parameters:,} parameters"
+    console.print(Text(title, style="bold"))
+    if model.detail:
+        console.print(Text(f"  {model.detail}", style="red" if model.status != "ok" else "dim"))
+    if model.pickle is not None:
+        ok = model.pickle.get("ok")
+        console.print(Text(f"  torch.save(model): {'works (verified)' if ok else 'FAILS'}",
+                           style="green" if ok else "bold red"))
+        for failure in model.pickle.get("failures", []):
+            console.print(f"    {failure['path']}: {failure['type']} defined at {failure.get('defined_at')}")
+    if model.stages:
+        table = Table(show_edge=False)
+        for column in ("stage", "status", "seconds", "max abs diff", "detail"):
+            table.add_column(column)
+        for stage in model.stages:
+            detail = stage.detail
+            if stage.predicted_by:
+                detail = f"predicted by {', '.join(stage.predicted_by)}; {detail}"
+            table.add_row(
+                stage.name,
+                Text(stage.status, style=_STATUS_STYLE.get(stage.status, "")),
+                f"{stage.seconds:.2f}" if stage.seconds is not None else "",
+                f"{stage.max_abs_diff:.3g}" if stage.max_abs_diff is not None else "",
+                detail,
+            )
+        console.print(table)

@@ -1,0 +1,304 @@
+"""One parsed source file and the static facts rules ask of it.
+
+Rules see a :class:`SourceFile`: the libcst tree plus answers to the questions every rule
+has — what does this name refer to (``F`` → ``torch.nn.functional``), what is this value when
+it is a literal or a module-level constant, which source span is this node. Anything the code
+cannot know without running it is :data:`UNKNOWN`, so rules can say "may" instead of guessing.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+from modelcheck.findings import Location
+
+
+class _Unknown:
+    """The value of an expression that static reading cannot determine."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+    def __bool__(self) -> bool:
+        raise TypeError("UNKNOWN has no truth value; compare with `is UNKNOWN`")
+
+
+UNKNOWN: Any = _Unknown()
+
+# Where torch defines a public name under a private path; qualified names are folded to the
+# public spelling so rules match ``torch.nn.modules.pooling.MaxPool2d`` like ``nn.MaxPool2d``.
+_PRIVATE_PREFIXES = ("torch.nn.modules.",)
+
+
+def canonical(qualname: str) -> str:
+    for prefix in _PRIVATE_PREFIXES:
+        if qualname.startswith(prefix):
+            rest = qualname[len(prefix):]
+            return "torch.nn." + rest.split(".", 1)[1] if "." in rest else qualname
+    return qualname
+
+
+def dotted_name(expr: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        base = dotted_name(expr.value)
+        return f"{base}.{expr.attr.value}" if base else None
+    return None
+
+
+@dataclass
+class SourceFile:
+    """A parsed file: its text, its tree and lazily computed name and value tables."""
+
+    path: str
+    text: str
+    module: cst.Module
+    _wrapper: MetadataWrapper | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, path: str, text: str) -> SourceFile:
+        """Parse ``text``; raises ``libcst.ParserSyntaxError`` on invalid source."""
+        return cls(path, text, cst.parse_module(text))
+
+    # ----- positions -------------------------------------------------------------------
+    @cached_property
+    def _positions(self) -> Any:
+        self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        return self._wrapper.resolve(PositionProvider)
+
+    def location(self, node: cst.CSTNode) -> Location:
+        rng = self._positions[node]
+        return Location(
+            self.path, rng.start.line, rng.start.column + 1, rng.end.line, rng.end.column + 1
+        )
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def line_text(self, line: int) -> str:
+        return self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+
+    # ----- names -----------------------------------------------------------------------
+    @cached_property
+    def imports(self) -> dict[str, str]:
+        """Local name → qualified name, from every import statement in the file."""
+        table: dict[str, str] = {}
+        for node in _walk_imports(self.module):
+            if isinstance(node, cst.Import):
+                for alias in node.names:
+                    full = dotted_name(alias.name) or ""
+                    if alias.asname is not None:
+                        table[_asname(alias)] = full
+                    else:
+                        top = full.split(".")[0]
+                        table[top] = top
+            elif isinstance(node.names, cst.ImportStar):
+                continue
+            else:
+                base = _relative_prefix(node) + (dotted_name(node.module) if node.module else "")
+                for alias in node.names:
+                    name = dotted_name(alias.name) or ""
+                    local = _asname(alias) if alias.asname is not None else name
+                    table[local] = f"{base}.{name}" if base and not base.endswith(".") else base + name
+        return table
+
+    @cached_property
+    def star_imports(self) -> tuple[str, ...]:
+        return tuple(
+            dotted_name(node.module) or ""
+            for node in _walk_imports(self.module)
+            if isinstance(node, cst.ImportFrom)
+            and isinstance(node.names, cst.ImportStar)
+            and node.module is not None
+            and not node.relative
+        )
+
+    def qualname(self, expr: cst.BaseExpression) -> str | None:
+        """The qualified name an expression refers to, resolved through the file's imports.
+
+        Names defined in the file itself resolve to themselves (``Lambda`` → ``Lambda``).
+        """
+        dotted = dotted_name(expr)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        if head in self.imports:
+            full = self.imports[head] + ("." + rest if rest else "")
+            return canonical(full)
+        return dotted
+
+    def resolves_to(self, expr: cst.BaseExpression, candidates: Sequence[str]) -> str | None:
+        """Which of ``candidates`` (qualified names) ``expr`` names, also via ``import *``."""
+        name = self.qualname(expr)
+        if name in candidates:
+            return name
+        if name and "." not in name and name not in self.imports and name not in self.local_classes:
+            for module in self.star_imports:
+                if f"{module}.{name}" in candidates:
+                    return f"{module}.{name}"
+        return None
+
+    # ----- values ----------------------------------------------------------------------
+    @cached_property
+    def constants(self) -> dict[str, cst.BaseExpression]:
+        """Module-level names bound exactly once by a plain assignment."""
+        seen: dict[str, list[cst.BaseExpression]] = {}
+        for stmt in self.module.body:
+            if not isinstance(stmt, cst.SimpleStatementLine):
+                continue
+            for small in stmt.body:
+                if isinstance(small, cst.Assign):
+                    for target in small.targets:
+                        if isinstance(target.target, cst.Name):
+                            seen.setdefault(target.target.value, []).append(small.value)
+                elif isinstance(small, cst.AnnAssign) and small.value is not None:
+                    if isinstance(small.target, cst.Name):
+                        seen.setdefault(small.target.value, []).append(small.value)
+        return {name: values[0] for name, values in seen.items() if len(values) == 1}
+
+    def value(self, expr: cst.BaseExpression | None, _depth: int = 0) -> Any:
+        """The Python value of a literal or module-level constant expression, else UNKNOWN."""
+        if expr is None or _depth > 8:
+            return UNKNOWN
+        if isinstance(expr, cst.Name):
+            if expr.value in ("True", "False", "None"):
+                return {"True": True, "False": False, "None": None}[expr.value]
+            if expr.value in self.constants:
+                return self.value(self.constants[expr.value], _depth + 1)
+            return UNKNOWN
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            items = [self.value(el.value, _depth + 1) for el in expr.elements
+                     if not isinstance(el, (cst.StarredElement,))]
+            if len(items) != len(expr.elements) or any(i is UNKNOWN for i in items):
+                return UNKNOWN
+            return tuple(items)
+        try:
+            code = self.module.code_for_node(expr)
+            return ast.literal_eval(code.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return UNKNOWN
+
+    @cached_property
+    def module_names(self) -> frozenset[str]:
+        """Every name bound at module level: imports, defs, classes and assignments."""
+        names = set(self.imports)
+        for stmt in self.module.body:
+            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                names.add(stmt.name.value)
+        names.update(self.constants)
+        for stmt in self.module.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign):
+                        for target in small.targets:
+                            names.update(
+                                n.value for n in _names_in(target.target)
+                            )
+        return frozenset(names)
+
+    # ----- classes ---------------------------------------------------------------------
+    @cached_property
+    def local_classes(self) -> dict[str, cst.ClassDef]:
+        """Classes defined at module level in this file, by name."""
+        return {
+            stmt.name.value: stmt for stmt in self.module.body if isinstance(stmt, cst.ClassDef)
+        }
+
+    def is_module_class(self, name: str, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """Does the in-file class ``name`` derive from ``torch.nn.Module``? None if unknowable."""
+        cls = self.local_classes.get(name)
+        if cls is None or name in _seen:
+            return None
+        unknown = False
+        for base in cls.bases:
+            qual = self.qualname(base.value) or ""
+            if qual.startswith("torch.nn.") or qual == "torch.nn.Module":
+                return True
+            if qual in self.local_classes:
+                verdict = self.is_module_class(qual, _seen | {name})
+                if verdict:
+                    return True
+                unknown = unknown or verdict is None
+            else:
+                unknown = True
+        return None if unknown else False
+
+
+def _names_in(target: cst.BaseExpression) -> Iterator[cst.Name]:
+    if isinstance(target, cst.Name):
+        yield target
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from _names_in(element.value)
+
+
+def _asname(alias: cst.ImportAlias) -> str:
+    assert alias.asname is not None
+    name = alias.asname.name
+    assert isinstance(name, cst.Name)
+    return name.value
+
+
+def _relative_prefix(node: cst.ImportFrom) -> str:
+    return "." * len(node.relative)
+
+
+def _walk_imports(module: cst.Module) -> Iterator[cst.Import | cst.ImportFrom]:
+    """Every import statement, also inside functions, classes and try/if blocks."""
+
+    found: list[cst.Import | cst.ImportFrom] = []
+
+    class _Collector(cst.CSTVisitor):
+        def visit_Import(self, node: cst.Import) -> bool:
+            found.append(node)
+            return False
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+            found.append(node)
+            return False
+
+        def visit_Expr(self, node: cst.Expr) -> bool:
+            return False
+
+    module.visit(_Collector())
+    return iter(found)
+
+
+def bind_arguments(
+    call: cst.Call, params: Sequence[str]
+) -> tuple[dict[str, cst.BaseExpression], bool]:
+    """Map a call's arguments onto a signature's parameter names.
+
+    Returns the bound expressions and whether ``*args``/``**kwargs`` make unbound parameters
+    unknowable (rather than their defaults).
+    """
+    bound: dict[str, cst.BaseExpression] = {}
+    opaque = False
+    position = 0
+    for arg in call.args:
+        if arg.star:
+            opaque = True
+            continue
+        if arg.keyword is not None:
+            bound[arg.keyword.value] = arg.value
+        else:
+            if position < len(params):
+                bound[params[position]] = arg.value
+            position += 1
+    return bound, opaque

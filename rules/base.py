@@ -1,0 +1,81 @@
+"""What a rule is: a code, its documentation, a per-target verdict and a predicate over facts.
+
+A rule family (one module in ``rules/``) extracts *facts* about a construct — an upsampling
+call's mode, a pool's ``ceil_mode`` — from source (libcst) or from a live module (the dynamic
+pass), and each rule of the family decides from those facts alone. Static and dynamic
+evidence therefore go through the very same rule, and merge on the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from modelcheck.findings import Severity
+from modelcheck.targets import Target
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule's claim about one construct.
+
+    ``certain`` is False when a value the claim depends on could not be known (``mode=self.m``);
+    the finding then says "may" and is one severity step milder.
+    """
+
+    message: str
+    certain: bool = True
+    fixable: bool = False
+
+
+class Rule:
+    """One finding code. Subclasses fill in the documentation and the two methods."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    rationale: ClassVar[str]
+    bad_example: ClassVar[str]
+    good_example: ClassVar[str]
+    #: which examples' findings the tests expect at this target (keys are target specs)
+    example_target: ClassVar[str] = "caffe2"
+
+    def verdict(self, target: Target) -> Severity | None:
+        """How bad the construct is for ``target``; None means harmless there."""
+        raise NotImplementedError
+
+    def match(self, facts: Any) -> Match | None:
+        """Does this construct (described by ``facts``) have the problem?"""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "summary": self.summary,
+            "rationale": self.rationale,
+            "bad_example": self.bad_example,
+            "good_example": self.good_example,
+        }
+
+
+class Family(Protocol):
+    """A rule family module: the rules plus a static extractor of (node, facts) pairs."""
+
+    RULES: tuple[Rule, ...]
+    TRIGGER: Any  # compiled regex: a file without a match cannot hold a finding of the family
+
+    def extract(self, source: Any) -> Iterable[tuple[Any, Any]]: ...
+
+
+def matches_for(rules: Iterable[Rule], facts: Any, target: Target) -> Iterator[tuple[Rule, Match, Severity]]:
+    """Every rule that fires on ``facts`` at ``target``, with the severity it fires at."""
+    for rule in rules:
+        severity = rule.verdict(target)
+        if severity is None:
+            continue
+        match = rule.match(facts)
+        if match is None:
+            continue
+        yield rule, match, severity if match.certain else severity.lowered()

@@ -1,0 +1,397 @@
+"""MC1xx: callables and objects stored on a module that ``pickle`` cannot save.
+
+``torch.save(model)`` pickles the whole module tree. Pickle saves a function by its qualified
+name, so a lambda (``<lambda>``), a function or class defined inside another function
+(``f.<locals>.g``), an open file or a lock stored anywhere on the tree makes it fail with
+"Can't pickle ... <lambda>". The seed's ResNeXt-101, auto-converted from Lua Torch, stores
+``Lambda(lambda x: x)``, ``LambdaMap(...)`` and ``LambdaReduce(lambda x, y: x + y)`` modules.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import libcst as cst
+from modelcheck.findings import Severity
+from modelcheck.rules.base import Match, Rule
+from modelcheck.source import SourceFile, dotted_name
+from modelcheck.targets import Target
+
+TRIGGER = re.compile(r"lambda|^[ \t]+(?:def|class)[ \t]", re.MULTILINE)
+
+#: calls that keep what they are given on the module they are called on
+_STORING_METHODS = re.compile(r"^register_\w*hook$|^register_\w*pre_hook$|^setattr$|^add_module$")
+_CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"})
+_BUILTINS = frozenset(dir(builtins))
+
+
+@dataclass(frozen=True)
+class StoredObjectFacts:
+    """Something unpicklable that ends up on a module.
+
+    ``kind``: "lambda", "local_function" (defined inside a function, a closure included),
+    "local_class" (a class defined inside a function, or an instance of one) or "unpicklable"
+    (a live resource such as a file, lock or generator; seen by the dynamic pass only).
+    """
+
+    kind: str
+    how: str  # how it gets stored, e.g. "passed to Lambda(...)" or "assigned to self.act"
+    certain: bool = True  # False when the receiving object may not be a module
+    name: str | None = None
+    captures_locals: bool = False
+    type_name: str | None = None
+
+
+def _storage_message(facts: StoredObjectFacts, what: str) -> str:
+    return f"{what} {facts.how}: torch.save(model) fails (\"Can't pickle ...\")"
+
+
+class _StoredRule(Rule):
+    kinds: frozenset[str] = frozenset()
+
+    def verdict(self, target: Target) -> Severity | None:
+        return Severity.ERROR
+
+    def describe_what(self, facts: StoredObjectFacts) -> str:
+        raise NotImplementedError
+
+    def match(self, facts: StoredObjectFacts) -> Match | None:
+        if facts.kind not in self.kinds:
+            return None
+        message = _storage_message(facts, self.describe_what(facts))
+        if not facts.certain:
+            message = message.replace(": torch.save", ", which may be a module: torch.save", 1)
+        return Match(message, certain=facts.certain, fixable=self.fixable(facts))
+
+    def fixable(self, facts: StoredObjectFacts) -> bool:
+        return False
+
+
+class LambdaOnModule(_StoredRule):
+    code = "MC101"
+    name = "lambda-on-module"
+    summary = "a lambda stored on an nn.Module: torch.save(model) cannot pickle it"
+    rationale = (
+        "pickle saves functions by qualified name and a lambda has none it can be found by, so "
+        "torch.save(model), copy.deepcopy and multiprocessing fail on any lambda stored on the "
+        "module tree (Lambda(lambda x: x) in Lua-converted code, self.act = lambda x: x, a "
+        "lambda hook). Fix: a module-level function (modelcheck --fix names it by what it does) "
+        "or an operator.* function; the module tree and state_dict stay identical."
+    )
+    bad_example = (
+        "import torch.nn as nn\n\n"
+        "class Lambda(nn.Module):\n"
+        "    def __init__(self, fn):\n        super().__init__()\n        self.fn = fn\n\n"
+        "    def forward(self, x):\n        return self.fn(x)\n\n"
+        "identity = Lambda(lambda x: x)\n"
+    )
+    good_example = (
+        "import torch.nn as nn\n\n"
+        "class Lambda(nn.Module):\n"
+        "    def __init__(self, fn):\n        super().__init__()\n        self.fn = fn\n\n"
+        "    def forward(self, x):\n        return self.fn(x)\n\n"
+        "def _identity(x):\n    return x\n\n"
+        "identity = Lambda(_identity)\n"
+    )
+    kinds = frozenset({"lambda"})
+
+    def describe_what(self, facts: StoredObjectFacts) -> str:
+        return "lambda"
+
+    def fixable(self, facts: StoredObjectFacts) -> bool:
+        return not facts.captures_locals
+
+
+class LocalFunctionOnModule(_StoredRule):
+    code = "MC102"
+    name = "local-function-on-module"
+    summary = "a function defined inside a function (a closure) stored on an nn.Module"
+    rationale = (
+        "A function defined inside another function has a qualified name like "
+        "'make.<locals>.act' that pickle cannot look up, so torch.save(model) fails once it is "
+        "stored on the module tree. Fix: define it at module level; pass what it closed over "
+        "with functools.partial or as module attributes."
+    )
+    bad_example = (
+        "import torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, scale):\n        super().__init__()\n\n"
+        "        def act(x):\n            return x * scale\n\n"
+        "        self.act = act\n"
+    )
+    good_example = (
+        "import functools\nimport torch.nn as nn\n\n"
+        "def _scaled(x, scale):\n    return x * scale\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, scale):\n        super().__init__()\n"
+        "        self.act = functools.partial(_scaled, scale=scale)\n"
+    )
+    kinds = frozenset({"local_function"})
+
+    def describe_what(self, facts: StoredObjectFacts) -> str:
+        return f"local function {facts.name or ''}".rstrip()
+
+
+class LocalClassOnModule(_StoredRule):
+    code = "MC103"
+    name = "local-class-on-module"
+    summary = "a class defined inside a function (or its instance) stored on an nn.Module"
+    rationale = (
+        "pickle saves an object's class by qualified name; a class defined inside a function "
+        "('build.<locals>.Block') cannot be looked up, so torch.save(model) fails when such a "
+        "class or its instance is on the module tree. Fix: define the class at module level."
+    )
+    bad_example = (
+        "import torch.nn as nn\n\n"
+        "def build():\n"
+        "    class Block(nn.Module):\n        def forward(self, x):\n            return x\n\n"
+        "    return nn.Sequential(Block())\n"
+    )
+    good_example = (
+        "import torch.nn as nn\n\n"
+        "class Block(nn.Module):\n    def forward(self, x):\n        return x\n\n"
+        "def build():\n    return nn.Sequential(Block())\n"
+    )
+    kinds = frozenset({"local_class"})
+
+    def describe_what(self, facts: StoredObjectFacts) -> str:
+        return f"local class {facts.name or ''}".rstrip()
+
+
+class UnpicklableAttribute(_StoredRule):
+    code = "MC104"
+    name = "unpicklable-attribute"
+    summary = "a live resource (file, lock, generator, ...) stored on an nn.Module"
+    rationale = (
+        "Open files, locks, threads, generators and similar objects cannot be pickled, so "
+        "torch.save(model) fails when one is stored on the module tree. Only the dynamic pass "
+        "sees these (the pickle probe names each by attribute path). Fix: keep them off the "
+        "module, or exclude them in __getstate__."
+    )
+    bad_example = (
+        "import threading\nimport torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.lock = threading.Lock()\n"
+    )
+    good_example = (
+        "import torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+    )
+    kinds = frozenset({"unpicklable"})
+    static = False  # the static pass cannot see these; the examples are checked dynamically
+
+    def describe_what(self, facts: StoredObjectFacts) -> str:
+        return f"{facts.type_name or 'object'}"
+
+
+RULES: tuple[Rule, ...] = (
+    LambdaOnModule(),
+    LocalFunctionOnModule(),
+    LocalClassOnModule(),
+    UnpicklableAttribute(),
+)
+
+
+# ----- static extraction -----------------------------------------------------------------
+
+_PASS_THROUGH = (
+    cst.Arg, cst.Element, cst.StarredElement, cst.List, cst.Tuple, cst.Set, cst.Dict,
+    cst.DictElement, cst.StarredDictElement, cst.ListComp, cst.SetComp, cst.DictComp,
+    cst.GeneratorExp, cst.IfExp, cst.BooleanOperation, cst.ParenthesizedWhitespace,
+    cst.Subscript, cst.SubscriptElement, cst.Index,
+)
+
+
+@dataclass
+class _Scope:
+    node: cst.CSTNode | None  # FunctionDef / ClassDef / None for the module
+    local_defs: dict[str, tuple[str, cst.CSTNode]]  # name → (kind, its def)
+    lambda_names: dict[str, cst.Lambda]
+
+
+class _StorageVisitor(cst.CSTVisitor):
+    """Finds lambdas and local defs that flow into a storing position, keeping a parent stack."""
+
+    def __init__(self, source: SourceFile) -> None:
+        self.source = source
+        self.stack: list[cst.CSTNode] = []
+        self.scopes: list[_Scope] = [_Scope(None, {}, {})]
+        self.found: list[tuple[cst.CSTNode, StoredObjectFacts]] = []
+        self.reported: set[int] = set()
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.FunctionDef):
+            if self._in_function():
+                self.scopes[-1].local_defs[node.name.value] = ("local_function", node)
+            self.scopes.append(_Scope(node, {}, {}))
+        elif isinstance(node, cst.ClassDef):
+            if self._in_function():
+                self.scopes[-1].local_defs[node.name.value] = ("local_class", node)
+            self.scopes.append(_Scope(node, {}, {}))
+        elif isinstance(node, cst.Lambda):
+            self._consider(node, "lambda", None, node)
+            self.stack.append(node)
+            return False  # a lambda inside a lambda goes with its outer one
+        elif isinstance(node, cst.Name) and not self._is_binding_name(node):
+            kind = self._local_kind(node.value)
+            if kind is not None:
+                self._consider(node, kind, node.value, self._definition(node.value) or node)
+        self.stack.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if isinstance(original_node, (cst.FunctionDef, cst.ClassDef)):
+            self.scopes.pop()
+        self.stack.pop()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if isinstance(node.value, cst.Lambda):
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):
+                    self.scopes[-1].lambda_names[target.target.value] = node.value
+
+    # -- helpers --
+    def _in_function(self) -> bool:
+        return any(isinstance(s.node, cst.FunctionDef) for s in self.scopes)
+
+    def _local_kind(self, name: str) -> str | None:
+        for scope in reversed(self.scopes):
+            if name in scope.local_defs:
+                return scope.local_defs[name][0]
+            if name in scope.lambda_names:
+                return "lambda"
+        return None
+
+    def _definition(self, name: str) -> cst.CSTNode | None:
+        """The lambda or def a local name is bound to: findings point where it is written."""
+        for scope in reversed(self.scopes):
+            if name in scope.local_defs:
+                return scope.local_defs[name][1]
+            if name in scope.lambda_names:
+                return scope.lambda_names[name]
+        return None
+
+    def _is_binding_name(self, node: cst.Name) -> bool:
+        parent = self.stack[-1] if self.stack else None
+        if isinstance(parent, (cst.FunctionDef, cst.ClassDef, cst.Param, cst.AssignTarget,
+                               cst.Attribute, cst.Arg, cst.ImportAlias)):
+            if isinstance(parent, cst.Arg):
+                return parent.keyword is node
+            if isinstance(parent, cst.Attribute):
+                return parent.attr is node
+            return True
+        return False
+
+    def _enclosing_class(self) -> cst.ClassDef | None:
+        for scope in reversed(self.scopes):
+            if isinstance(scope.node, cst.ClassDef):
+                return scope.node
+        return None
+
+    def _consider(self, node: cst.CSTNode, kind: str, name: str | None, report_at: cst.CSTNode) -> None:
+        storage = self._storage(node)
+        if storage is None or id(report_at) in self.reported:
+            return
+        how, certain = storage
+        self.reported.add(id(report_at))
+        captures = kind == "lambda" and isinstance(report_at, cst.Lambda) and self._captures(report_at)
+        self.found.append(
+            (report_at, StoredObjectFacts(kind, how, certain, name, captures_locals=captures))
+        )
+
+    def _storage(self, node: cst.CSTNode) -> tuple[str, bool] | None:
+        """How the value at ``node`` is stored on a module, walking up its parents."""
+        child = node
+        for parent in reversed(self.stack):
+            if isinstance(parent, cst.Call):
+                if child is parent.func:
+                    return None  # called right away, not stored
+                return self._call_storage(parent)
+            if isinstance(parent, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+                if isinstance(parent, cst.Assign) and child is not parent.value:
+                    return None
+                return self._assign_storage(parent)
+            if isinstance(parent, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+                if child not in (getattr(parent, "elt", None), getattr(parent, "value", None)):
+                    return None
+            elif not isinstance(parent, _PASS_THROUGH):
+                return None
+            child = parent
+        return None
+
+    def _call_storage(self, call: cst.Call) -> tuple[str, bool] | None:
+        callee = dotted_name(call.func)
+        if callee is None:
+            return None
+        short = callee.rsplit(".", 1)[-1]
+        if _STORING_METHODS.match(short):
+            return f"passed to {short}()", True
+        qual = self.source.qualname(call.func) or callee
+        if qual in _CONTAINERS:
+            return f"put into {qual.rsplit('.', 1)[-1]}(...)", True
+        if qual in ("functools.partial", "partial"):
+            return self._storage(call)
+        if qual in self.source.local_classes:
+            is_module = self.source.is_module_class(qual)
+            if is_module is False:
+                return None
+            return f"passed to {short}(...)", is_module is True
+        if short[:1].isupper():
+            return f"passed to {short}(...), a class that may keep it", False
+        return None
+
+    def _assign_storage(self, node: cst.Assign | cst.AugAssign | cst.AnnAssign) -> tuple[str, bool] | None:
+        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+        for target in targets:
+            base = target
+            while isinstance(base, (cst.Subscript, cst.Attribute)) and not _is_self_attr(base):
+                base = base.value
+            if _is_self_attr(base):
+                cls = self._enclosing_class()
+                is_module = self.source.is_module_class(cls.name.value) if cls else None
+                if is_module is False:
+                    return None
+                attr = self.source.module.code_for_node(target)
+                return f"assigned to {attr}", is_module is True
+        return None
+
+    def _captures(self, node: cst.Lambda) -> bool:
+        """Does the lambda read names that are neither its parameters nor module-level?"""
+        params = {p.name.value for p in (*node.params.params, *node.params.kwonly_params,
+                                         *node.params.posonly_params)}
+        for star in (node.params.star_arg, node.params.star_kwarg):
+            if isinstance(star, cst.Param):
+                params.add(star.name.value)
+        module_names = self.source.module_names
+        used: set[str] = set()
+
+        class _Names(cst.CSTVisitor):
+            def visit_Attribute(self, attr: cst.Attribute) -> bool:
+                attr.value.visit(self)
+                return False
+
+            def visit_Arg(self, arg: cst.Arg) -> bool:
+                arg.value.visit(self)
+                return False
+
+            def visit_Name(self, name: cst.Name) -> None:
+                used.add(name.value)
+
+        node.body.visit(_Names())
+        return any(n not in params and n not in module_names and n not in _BUILTINS for n in used)
+
+
+def _is_self_attr(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"
+
+
+def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, StoredObjectFacts]]:
+    """Every lambda or local def in the file that ends up stored on a module."""
+    visitor = _StorageVisitor(source)
+    source.module.visit(visitor)
+    return iter(visitor.found)

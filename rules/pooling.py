@@ -1,0 +1,139 @@
+"""MC3xx: pooling with ``ceil_mode=True``.
+
+The seed's author had to turn ``nn.MaxPool2d(2, 2, ceil_mode=True)`` into ``ceil_mode=False``
+by hand. Measured on this project's machines: at opset 10 and later the Caffe2 backend ignores
+``ceil_mode`` and silently returns a smaller map (32×32 instead of 34×34); at opset 9 the
+exporter emulates it with padding computed for the traced input size only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import libcst as cst
+from modelcheck.findings import Severity
+from modelcheck.rules.base import Match, Rule
+from modelcheck.source import UNKNOWN, SourceFile, bind_arguments
+from modelcheck.targets import Target
+
+_MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
+_AVG1 = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_AVG = (*_AVG1, "divisor_override")
+_F_MAX = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_F_AVG = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+          "divisor_override")
+
+#: qualified name → positional parameter names, from each function's signature in torch 2.x
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    **{f"torch.nn.MaxPool{d}d": _MAX for d in (1, 2, 3)},
+    "torch.nn.AvgPool1d": _AVG1,
+    "torch.nn.AvgPool2d": _AVG,
+    "torch.nn.AvgPool3d": _AVG,
+    **{f"torch.nn.functional.max_pool{d}d": _F_MAX for d in (1, 2, 3)},
+    **{f"torch.nn.functional.max_pool{d}d_with_indices": _F_MAX for d in (1, 2, 3)},
+    **{f"torch.max_pool{d}d": _F_MAX[:6] for d in (1, 2, 3)},
+    "torch.nn.functional.avg_pool1d": _F_AVG[:6],
+    "torch.nn.functional.avg_pool2d": _F_AVG,
+    "torch.nn.functional.avg_pool3d": _F_AVG,
+    "torch.avg_pool1d": _F_AVG[:6],
+}
+
+# A file can only hold a finding if it names ceil_mode, or calls a pool with enough
+# positional arguments to reach it; both contain one of these words.
+TRIGGER = re.compile(r"ceil_mode|[Pp]ool[123]d")
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """A pooling construct, from source or from a live module; values may be UNKNOWN."""
+
+    api: str
+    ceil_mode: Any
+    kernel_size: Any = UNKNOWN
+    stride: Any = UNKNOWN
+    padding: Any = 0
+    dilation: Any = 1
+
+
+class CeilModePooling(Rule):
+    code = "MC301"
+    name = "ceil-mode-pooling"
+    summary = "pooling with ceil_mode=True: Caffe2 ignores it from opset 10 (smaller output, no error)"
+    rationale = (
+        "PyTorch rounds the output size up when ceil_mode=True. ONNX MaxPool/AveragePool only "
+        "carry ceil_mode from opset 10, and the Caffe2 backend ignores the attribute: measured "
+        "here, MaxPool2d(2, 2, ceil_mode=True) on a 33×33 map gave Caffe2 a 16×16 map instead of "
+        "17×17 at opset 11 (32×32 instead of 34×34 after upsampling), silently. At opset 9 the "
+        "exporter emulates ceil_mode with extra padding computed for the traced input size, so "
+        "the exported graph is only right for that size. ONNX Runtime honours ceil_mode from "
+        "opset 10. Fix: ceil_mode=False with explicit padding that gives the same output size, "
+        "or an input size for which ceil and floor agree."
+    )
+    bad_example = "import torch.nn as nn\npool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)\n"
+    good_example = "import torch.nn as nn\npool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=False)\n"
+
+    def verdict(self, target: Target) -> Severity | None:
+        if target.name == "caffe2":
+            return Severity.ERROR if target.opset >= 10 else Severity.WARNING
+        return Severity.WARNING if target.opset < 10 else None
+
+    def match(self, facts: PoolFacts) -> Match | None:
+        short = facts.api.rsplit(".", 1)[-1]
+        if facts.ceil_mode is True:
+            return Match(
+                f"{short}(ceil_mode=True): Caffe2 ignores ceil_mode from opset 10 and returns a "
+                "smaller output without error; at opset 9 the exporter pads for the traced input "
+                "size only",
+                fixable=True,
+            )
+        if facts.ceil_mode is UNKNOWN:
+            return Match(
+                f"{short} may use ceil_mode=True (its value is not known statically); Caffe2 "
+                "ignores ceil_mode from opset 10",
+                certain=False,
+            )
+        return None
+
+
+RULES: tuple[Rule, ...] = (CeilModePooling(),)
+
+
+def facts_from_call(source: SourceFile, call: cst.Call) -> PoolFacts | None:
+    """PoolFacts for a pooling call or constructor, or None if ``call`` is not one."""
+    api = source.resolves_to(call.func, tuple(SIGNATURES))
+    if api is None:
+        return None
+    bound, opaque = bind_arguments(call, SIGNATURES[api])
+    default = UNKNOWN if opaque else None
+
+    def value(name: str, fallback: Any) -> Any:
+        if name in bound:
+            return source.value(bound[name])
+        return fallback if default is None else default
+
+    kernel = value("kernel_size", UNKNOWN)
+    return PoolFacts(
+        api=api,
+        ceil_mode=value("ceil_mode", False),
+        kernel_size=kernel,
+        stride=value("stride", kernel),
+        padding=value("padding", 0),
+        dilation=value("dilation", 1),
+    )
+
+
+def extract(source: SourceFile) -> Iterator[tuple[cst.Call, PoolFacts]]:
+    """Every pooling call in the file with its facts."""
+    found: list[tuple[cst.Call, PoolFacts]] = []
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            facts = facts_from_call(source, node)
+            if facts is not None:
+                found.append((node, facts))
+
+    source.module.visit(_Visitor())
+    return iter(found)
