@@ -1,0 +1,133 @@
+"""Run a job in a fresh child interpreter, so user code can fail in every way but ours.
+
+The dynamic pass, the smoke test and fix verification import and run the user's model. A
+Python exception, a hang, an ``os.abort()`` or a segfault inside Caffe2 must become a reported
+result, never a crash or a hang of modelcheck. So each job runs in ``python -m
+modelcheck.worker`` (a fresh interpreter: the parent never imports the user's code or torch),
+in its own session so a timeout can kill its whole process group, and talks to the parent
+through JSON files (the user's code may print anything on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: job kind → "module:function"; the function takes the payload dict and returns JSON data
+JOBS: dict[str, str] = {
+    "echo": "modelcheck.worker:echo_job",
+}
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How a child job ended. ``status``: "ok", "error", "crashed" or "timeout"."""
+
+    status: str
+    value: Any = None
+    error: str = ""  # one line, e.g. "RuntimeError: shape mismatch"
+    traceback_tail: str = ""  # the last lines of the traceback, or of stderr for a crash
+    signal: int | None = None
+    seconds: float = 0.0
+    stdout_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        """One line for a report."""
+        if self.status == "timeout":
+            return f"timed out after {self.seconds:.0f} s"
+        if self.status == "crashed":
+            name = signal.Signals(self.signal).name if self.signal else "unknown signal"
+            last = self.traceback_tail.strip().splitlines()[-1:] or [""]
+            return f"crashed ({name}){': ' + last[0] if last[0] else ''}"
+        return self.error
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_job(
+    kind: str,
+    payload: dict[str, Any],
+    timeout: float,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    memory_limit_mb: int | None = None,
+) -> ChildOutcome:
+    """Run job ``kind`` with ``payload`` in a child interpreter and wait at most ``timeout`` s."""
+    if kind not in JOBS:
+        raise KeyError(f"unknown job kind {kind!r}")
+    with tempfile.TemporaryDirectory(prefix="modelcheck-job-") as tmp:
+        job_file = Path(tmp) / "job.json"
+        result_file = Path(tmp) / "result.json"
+        job_file.write_text(json.dumps({"kind": kind, "target": JOBS[kind], "payload": payload}))
+        child_env = {**os.environ, **(env or {})}
+        child_env["PYTHONFAULTHANDLER"] = "1"  # a segfault leaves a Python stack on stderr
+        if memory_limit_mb:
+            child_env["MODELCHECK_MEMORY_LIMIT_MB"] = str(memory_limit_mb)
+        started = time.monotonic()
+        with open(Path(tmp) / "stdout", "w+b") as out, open(Path(tmp) / "stderr", "w+b") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelcheck.worker", str(job_file), str(result_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=child_env,
+                start_new_session=True,
+            )
+            try:
+                returncode = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                return ChildOutcome(
+                    "timeout", seconds=time.monotonic() - started,
+                    traceback_tail=_tail(_read(err)), stdout_tail=_tail(_read(out)),
+                )
+            finally:
+                _kill_group(process)  # grandchildren left behind must not outlive the job
+            seconds = time.monotonic() - started
+            stderr, stdout = _read(err), _read(out)
+        if returncode < 0:
+            return ChildOutcome("crashed", signal=-returncode, seconds=seconds,
+                                traceback_tail=_tail(stderr), stdout_tail=_tail(stdout))
+        try:
+            result = json.loads(result_file.read_text())
+        except (OSError, ValueError):
+            return ChildOutcome(
+                "crashed", seconds=seconds, traceback_tail=_tail(stderr), stdout_tail=_tail(stdout),
+                error=f"the child exited with status {returncode} without a result",
+            )
+        if result.get("ok"):
+            return ChildOutcome("ok", value=result.get("value"), seconds=seconds, stdout_tail=_tail(stdout))
+        return ChildOutcome(
+            "error", error=result.get("error", "unknown error"),
+            traceback_tail=_tail(result.get("traceback", "")), seconds=seconds, stdout_tail=_tail(stdout),
+        )
+
+
+def _read(handle: Any) -> str:
+    handle.flush()
+    handle.seek(0)
+    return handle.read().decode("utf-8", "replace")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
