@@ -225,6 +225,14 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
         sys.stdout.write(reporting.render_text(report))
     elif fmt is OutputFormat.rich:
         reporting.render_rich(report, console)
+    elif fmt is OutputFormat.sarif:
+        from modelcheck.sarif import default_fix_provider, render_sarif
+
+        sys.stdout.write(render_sarif(report, fix_provider=default_fix_provider()) + "\n")
+    elif fmt is OutputFormat.github:
+        from modelcheck.sarif import render_github
+
+        sys.stdout.write(render_github(report))
     else:
         raise fail(f"--format {fmt.value} is not available yet")
 
