@@ -121,6 +121,7 @@ def check(
     install_caffe2: Annotated[bool, typer.Option("--install-caffe2", help="Build the Caffe2 runtime (Debian bullseye's torch 1.7.1) and exit.")] = False,
     doctor: Annotated[bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    no_paths_ok: Annotated[bool, typer.Option("--no-paths-ok", hidden=True, help="No path given is success, not a usage error (pre-commit hooks).")] = False,
 ) -> None:
     """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
     console = Console()
@@ -138,6 +139,8 @@ def check(
     if doctor:
         raise typer.Exit(_doctor(console))
     if not paths and not model:
+        if no_paths_ok:  # pre-commit ran the hook with no staged Python file: nothing to check
+            raise typer.Exit(EXIT_OK)
         raise fail("no paths given (try: modelcheck src/model.py)")
     paths = paths or []
     if fix and diff:
@@ -151,6 +154,8 @@ def check(
         kwargs = _parse_model_args(model_args)
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if not static_only:
+        _require_runtime()
 
     from modelcheck.pipeline import Options, exit_code, run
     from modelcheck.static import PathError
@@ -200,6 +205,16 @@ def _apply_flags(config: Config, target, opset, exporter, fail_on, select, ignor
         config.atol = atol
     if rtol is not None:
         config.rtol = rtol
+
+
+def _require_runtime() -> None:
+    """Tracing, smoke tests, fix verification and audits need torch (the ``runtime`` extra)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("torch", "onnx") if find_spec(name) is None]
+    if missing:
+        raise fail(f"{' and '.join(missing)} not installed: pip install 'modelcheck[runtime]' "
+                   "for tracing and the export smoke test, or pass --static-only")
 
 
 def _parse_model_args(text: str | None) -> dict:
