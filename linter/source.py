@@ -9,7 +9,9 @@ cannot know without running it is :data:`UNKNOWN`, so rules can say "may" instea
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Sequence
+import builtins
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -44,10 +46,10 @@ _PRIVATE_PREFIXES = ("torch.nn.modules.",)
 
 
 def canonical(qualname: str) -> str:
+    """``torch.nn.modules.pooling.MaxPool2d`` and ``torch.nn.modules.MaxPool2d`` → ``torch.nn.MaxPool2d``."""
     for prefix in _PRIVATE_PREFIXES:
         if qualname.startswith(prefix):
-            rest = qualname[len(prefix):]
-            return "torch.nn." + rest.split(".", 1)[1] if "." in rest else qualname
+            return "torch.nn." + qualname[len(prefix):].rsplit(".", 1)[-1]
     return qualname
 
 
@@ -71,9 +73,14 @@ class SourceFile:
     _wrapper: MetadataWrapper | None = field(default=None, repr=False)
 
     @classmethod
-    def parse(cls, path: str, text: str) -> SourceFile:
-        """Parse ``text``; raises ``libcst.ParserSyntaxError`` on invalid source."""
-        return cls(path, text, cst.parse_module(text))
+    def parse(cls, path: str, text: str, code: str | None = None) -> SourceFile:
+        """Parse ``text``; raises ``libcst.ParserSyntaxError`` on invalid source.
+
+        ``code``, when given, is what gets parsed instead: ``text`` with the statements no rule
+        can care about blanked out (see ``static.reduce_source``). It has the same lines at the
+        same places, so positions, source lines and ``# noqa`` comments stay those of ``text``.
+        """
+        return cls(path, text, cst.parse_module(text if code is None else code))
 
     # ----- positions -------------------------------------------------------------------
     @cached_property
@@ -167,9 +174,9 @@ class SourceFile:
                     for target in small.targets:
                         if isinstance(target.target, cst.Name):
                             seen.setdefault(target.target.value, []).append(small.value)
-                elif isinstance(small, cst.AnnAssign) and small.value is not None:
-                    if isinstance(small.target, cst.Name):
-                        seen.setdefault(small.target.value, []).append(small.value)
+                elif (isinstance(small, cst.AnnAssign) and small.value is not None
+                      and isinstance(small.target, cst.Name)):
+                    seen.setdefault(small.target.value, []).append(small.value)
         return {name: values[0] for name, values in seen.items() if len(values) == 1}
 
     def value(self, expr: cst.BaseExpression | None, _depth: int = 0) -> Any:
@@ -220,24 +227,129 @@ class SourceFile:
             stmt.name.value: stmt for stmt in self.module.body if isinstance(stmt, cst.ClassDef)
         }
 
-    def is_module_class(self, name: str, _seen: frozenset[str] = frozenset()) -> bool | None:
-        """Does the in-file class ``name`` derive from ``torch.nn.Module``? None if unknowable."""
-        cls = self.local_classes.get(name)
-        if cls is None or name in _seen:
+    def is_module_class(self, cls: str | cst.ClassDef, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """Does class ``cls`` (a module-level class name, or any ClassDef) derive from
+        ``torch.nn.Module``? None when a base comes from code this file does not show."""
+        node = self.local_classes.get(cls) if isinstance(cls, str) else cls
+        if node is None or node.name.value in _seen:
             return None
         unknown = False
-        for base in cls.bases:
-            qual = self.qualname(base.value) or ""
-            if qual.startswith("torch.nn.") or qual == "torch.nn.Module":
+        for base in node.bases:
+            if base.keyword is not None or base.star:
+                continue
+            expr = base.value.value if isinstance(base.value, cst.Subscript) else base.value
+            qual = self.qualname(expr) or ""
+            if qual.startswith(_MODULE_BASES):
                 return True
             if qual in self.local_classes:
-                verdict = self.is_module_class(qual, _seen | {name})
+                verdict = self.is_module_class(qual, _seen | {node.name.value})
                 if verdict:
                     return True
                 unknown = unknown or verdict is None
-            else:
+            elif not never_module(qual):
                 unknown = True
         return None if unknown else False
+
+    # ----- calls -----------------------------------------------------------------------
+    def api_of(
+        self, func: cst.BaseExpression, apis: Sequence[str], assigned: Mapping[str, Sequence[cst.BaseExpression]]
+    ) -> tuple[str, bool] | None:
+        """Which of ``apis`` calling ``func`` calls, and whether that is certain.
+
+        Also through an alias: a module-level constant or a local in ``assigned`` bound to an
+        API, possibly as one branch of a choice (``pool = nn.AvgPool2d if s > 1 else Same``,
+        where the call is then only maybe the API).
+        """
+        direct = self.resolves_to(func, apis)
+        if direct is not None:
+            return direct, True
+        if not isinstance(func, cst.Name):
+            return None
+        values = assigned.get(func.value) or (
+            [self.constants[func.value]] if func.value in self.constants else []
+        )
+        hits = [self.resolves_to(alt, apis) for value in values for alt in _alternatives(value)]
+        found = [hit for hit in hits if hit is not None]
+        return (found[0], len(found) == len(hits)) if found else None
+
+    def api_call(
+        self, call: cst.Call, apis: Sequence[str], assigned: Mapping[str, Sequence[cst.BaseExpression]]
+    ) -> tuple[str, bool, Sequence[cst.Arg], bool] | None:
+        """``(api, certain, args, partial)`` when ``call`` calls one of ``apis``, else None.
+
+        ``functools.partial(api, ...)`` counts, with ``partial`` True: parameters it leaves
+        unbound are supplied later, so they are unknown rather than their defaults.
+        """
+        hit = self.api_of(call.func, apis, assigned)
+        if hit is not None:
+            return hit[0], hit[1], call.args, False
+        if (
+            call.args
+            and call.args[0].keyword is None
+            and not call.args[0].star
+            and self.qualname(call.func) == "functools.partial"
+        ):
+            hit = self.api_of(call.args[0].value, apis, assigned)
+            if hit is not None:
+                return hit[0], hit[1], call.args[1:], True
+        return None
+
+
+#: bases from outside the file that make a class an nn.Module
+_MODULE_BASES = (
+    "torch.nn.", "torch.jit.ScriptModule", "pytorch_lightning.LightningModule",
+    "lightning.LightningModule", "lightning.pytorch.LightningModule",
+)
+_BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+def never_module(qualname: str) -> bool:
+    """Builtins (``object``, ``dict``) and the standard library never make an nn.Module."""
+    return qualname in _BUILTIN_NAMES or qualname.split(".")[0] in sys.stdlib_module_names
+
+
+def _alternatives(expr: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+    """The values an expression may take: both branches of ``a if c else b`` and ``a or b``."""
+    if isinstance(expr, cst.IfExp):
+        yield from _alternatives(expr.body)
+        yield from _alternatives(expr.orelse)
+    elif isinstance(expr, cst.BooleanOperation):
+        yield from _alternatives(expr.left)
+        yield from _alternatives(expr.right)
+    else:
+        yield expr
+
+
+class ScopedVisitor(cst.CSTVisitor):
+    """A visitor that knows what each name in the current function was assigned.
+
+    ``assigned`` maps a local name to every value assigned to it so far in the innermost
+    function (module level outside functions): enough to see that ``size`` in
+    ``F.interpolate(x, size=size)`` came from ``x.shape``, or that ``pool_fn`` is ``nn.AvgPool2d``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scopes: list[dict[str, list[cst.BaseExpression]]] = [{}]
+
+    @property
+    def assigned(self) -> dict[str, list[cst.BaseExpression]]:
+        return self._scopes[-1]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._scopes.append({})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._scopes.pop()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            for name in _names_in(target.target):
+                self.assigned.setdefault(name.value, []).append(node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None and isinstance(node.target, cst.Name):
+            self.assigned.setdefault(node.target.value, []).append(node.value)
 
 
 def _names_in(target: cst.BaseExpression) -> Iterator[cst.Name]:
@@ -246,6 +358,8 @@ def _names_in(target: cst.BaseExpression) -> Iterator[cst.Name]:
     elif isinstance(target, (cst.Tuple, cst.List)):
         for element in target.elements:
             yield from _names_in(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _names_in(target.value)
 
 
 def _asname(alias: cst.ImportAlias) -> str:
@@ -281,9 +395,9 @@ def _walk_imports(module: cst.Module) -> Iterator[cst.Import | cst.ImportFrom]:
 
 
 def bind_arguments(
-    call: cst.Call, params: Sequence[str]
+    call: cst.Call | Sequence[cst.Arg], params: Sequence[str]
 ) -> tuple[dict[str, cst.BaseExpression], bool]:
-    """Map a call's arguments onto a signature's parameter names.
+    """Map a call's arguments (or an argument list) onto a signature's parameter names.
 
     Returns the bound expressions and whether ``*args``/``**kwargs`` make unbound parameters
     unknowable (rather than their defaults).
@@ -291,7 +405,7 @@ def bind_arguments(
     bound: dict[str, cst.BaseExpression] = {}
     opaque = False
     position = 0
-    for arg in call.args:
+    for arg in call.args if isinstance(call, cst.Call) else call:
         if arg.star:
             opaque = True
             continue

@@ -27,6 +27,9 @@ class Match:
     message: str
     certain: bool = True
     fixable: bool = False
+    #: the construct is measured to work at the targets the rule flags, so it is only worth a
+    #: note (a nearest resize to a shape-derived size): caps the finding at this severity
+    at_most: Severity | None = None
 
 
 class Rule:
@@ -38,8 +41,10 @@ class Rule:
     rationale: ClassVar[str]
     bad_example: ClassVar[str]
     good_example: ClassVar[str]
-    #: which examples' findings the tests expect at this target (keys are target specs)
+    #: the target (``name`` or ``name@opset``) at which bad_example must fire and good_example not
     example_target: ClassVar[str] = "caffe2"
+    #: False for rules only the dynamic pass can see (a lock stored on a module)
+    static: ClassVar[bool] = True
 
     def verdict(self, target: Target) -> Severity | None:
         """How bad the construct is for ``target``; None means harmless there."""
@@ -78,4 +83,8 @@ def matches_for(rules: Iterable[Rule], facts: Any, target: Target) -> Iterator[t
         match = rule.match(facts)
         if match is None:
             continue
-        yield rule, match, severity if match.certain else severity.lowered()
+        if not match.certain:
+            severity = severity.lowered()
+        if match.at_most is not None and match.at_most.rank < severity.rank:
+            severity = match.at_most
+        yield rule, match, severity

@@ -17,14 +17,22 @@ from dataclasses import dataclass
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import SourceFile, dotted_name
+from modelcheck.source import SourceFile, dotted_name, never_module
 from modelcheck.targets import Target
 
-TRIGGER = re.compile(r"lambda|^[ \t]+(?:def|class)[ \t]", re.MULTILINE)
+#: A file can only hold a finding if it has a lambda, or a def/class nested in a function
+#: (``NESTED_DEFS``: the static pre-screen finds those from the block structure, not by regex).
+TRIGGER = re.compile(r"\blambda\b")
+NESTED_DEFS = True
 
-#: calls that keep what they are given on the module they are called on
-_STORING_METHODS = re.compile(r"^register_\w*hook$|^register_\w*pre_hook$|^setattr$|^add_module$")
+#: methods that keep a callable on the module they are called on: module hooks (not
+#: ``Tensor.register_hook``, nor the global ``register_module_*_hook``) and setattr
+_STORING_METHODS = re.compile(r"^_?register_(?!module_)\w+_hook$|^setattr$|^__setattr__$|^add_module$")
 _CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"})
+#: calls whose result holds what they were given: storing the result stores the argument
+_WRAPPERS = frozenset({"functools.partial", "collections.defaultdict"})
+#: libraries whose classes are not modules: a lambda given to them is not stored on the model
+_NOT_MODULES = ("torch.optim.", "torch.utils.data.", "torchvision.transforms.")
 _BUILTINS = frozenset(dir(builtins))
 
 
@@ -215,7 +223,12 @@ class _Scope:
 
 
 class _StorageVisitor(cst.CSTVisitor):
-    """Finds lambdas and local defs that flow into a storing position, keeping a parent stack."""
+    """Finds lambdas and local defs that flow into a storing position, keeping a parent stack.
+
+    A value is followed upwards through containers (lists, dicts, tuples, ``partial``) until
+    something keeps it (a module constructor, ``self.x = ...``, ``nn.Sequential``, a hook) or
+    uses it and lets it go (``sorted(key=...)``, ``filter(...)``, being called).
+    """
 
     def __init__(self, source: SourceFile) -> None:
         self.source = source
@@ -225,14 +238,15 @@ class _StorageVisitor(cst.CSTVisitor):
         self.reported: set[int] = set()
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, cst.FunctionDef):
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
             if self._in_function():
-                self.scopes[-1].local_defs[node.name.value] = ("local_function", node)
+                kind = "local_function" if isinstance(node, cst.FunctionDef) else "local_class"
+                self.scopes[-1].local_defs[node.name.value] = (kind, node)
             self.scopes.append(_Scope(node, {}, {}))
-        elif isinstance(node, cst.ClassDef):
-            if self._in_function():
-                self.scopes[-1].local_defs[node.name.value] = ("local_class", node)
-            self.scopes.append(_Scope(node, {}, {}))
+        elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Lambda):
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):  # fn = lambda ...; stored later by name
+                    self.scopes[-1].lambda_names[target.target.value] = node.value
         elif isinstance(node, cst.Lambda):
             self._consider(node, "lambda", None, node)
             self.stack.append(node)
@@ -249,32 +263,27 @@ class _StorageVisitor(cst.CSTVisitor):
             self.scopes.pop()
         self.stack.pop()
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        if isinstance(node.value, cst.Lambda):
-            for target in node.targets:
-                if isinstance(target.target, cst.Name):
-                    self.scopes[-1].lambda_names[target.target.value] = node.value
-
     # -- helpers --
     def _in_function(self) -> bool:
         return any(isinstance(s.node, cst.FunctionDef) for s in self.scopes)
 
-    def _local_kind(self, name: str) -> str | None:
+    def _lookup(self, name: str) -> tuple[str, cst.CSTNode] | None:
+        """(kind, definition) of a local def or lambda-bound name visible here."""
         for scope in reversed(self.scopes):
             if name in scope.local_defs:
-                return scope.local_defs[name][0]
+                return scope.local_defs[name]
             if name in scope.lambda_names:
-                return "lambda"
+                return "lambda", scope.lambda_names[name]
         return None
+
+    def _local_kind(self, name: str) -> str | None:
+        found = self._lookup(name)
+        return found[0] if found else None
 
     def _definition(self, name: str) -> cst.CSTNode | None:
         """The lambda or def a local name is bound to: findings point where it is written."""
-        for scope in reversed(self.scopes):
-            if name in scope.local_defs:
-                return scope.local_defs[name][1]
-            if name in scope.lambda_names:
-                return scope.lambda_names[name]
-        return None
+        found = self._lookup(name)
+        return found[1] if found else None
 
     def _is_binding_name(self, node: cst.Name) -> bool:
         parent = self.stack[-1] if self.stack else None
@@ -294,7 +303,7 @@ class _StorageVisitor(cst.CSTVisitor):
         return None
 
     def _consider(self, node: cst.CSTNode, kind: str, name: str | None, report_at: cst.CSTNode) -> None:
-        storage = self._storage(node)
+        storage = self._storage(node, kind)
         if storage is None or id(report_at) in self.reported:
             return
         how, certain = storage
@@ -304,19 +313,25 @@ class _StorageVisitor(cst.CSTVisitor):
             (report_at, StoredObjectFacts(kind, how, certain, name, captures_locals=captures))
         )
 
-    def _storage(self, node: cst.CSTNode) -> tuple[str, bool] | None:
+    def _storage(self, node: cst.CSTNode, kind: str) -> tuple[str, bool] | None:
         """How the value at ``node`` is stored on a module, walking up its parents."""
         child = node
-        for parent in reversed(self.stack):
+        for depth in range(len(self.stack) - 1, -1, -1):
+            parent = self.stack[depth]
             if isinstance(parent, cst.Call):
                 if child is parent.func:
-                    return None  # called right away, not stored
-                return self._call_storage(parent)
-            if isinstance(parent, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+                    if kind != "local_class":
+                        return None  # called right away, not stored
+                    # instantiating a local class: follow the instance instead
+                elif self._is_wrapper(parent):
+                    pass  # partial(fn) / defaultdict(fn) holds fn: follow the wrapper
+                else:
+                    return self._call_storage(parent)
+            elif isinstance(parent, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
                 if isinstance(parent, cst.Assign) and child is not parent.value:
                     return None
                 return self._assign_storage(parent)
-            if isinstance(parent, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+            elif isinstance(parent, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
                 if child not in (getattr(parent, "elt", None), getattr(parent, "value", None)):
                     return None
             elif not isinstance(parent, _PASS_THROUGH):
@@ -324,26 +339,40 @@ class _StorageVisitor(cst.CSTVisitor):
             child = parent
         return None
 
+    def _is_wrapper(self, call: cst.Call) -> bool:
+        return self.source.qualname(call.func) in _WRAPPERS
+
     def _call_storage(self, call: cst.Call) -> tuple[str, bool] | None:
         callee = dotted_name(call.func)
         if callee is None:
             return None
         short = callee.rsplit(".", 1)[-1]
         if _STORING_METHODS.match(short):
+            if short in ("setattr", "__setattr__"):
+                return self._setattr_storage(call)
             return f"passed to {short}()", True
         qual = self.source.qualname(call.func) or callee
         if qual in _CONTAINERS:
             return f"put into {qual.rsplit('.', 1)[-1]}(...)", True
-        if qual in ("functools.partial", "partial"):
-            return self._storage(call)
-        if qual in self.source.local_classes:
-            is_module = self.source.is_module_class(qual)
+        local = self._lookup(callee)
+        cls = local[1] if local and local[0] == "local_class" else self.source.local_classes.get(qual)
+        if isinstance(cls, cst.ClassDef):
+            is_module = self.source.is_module_class(cls)
             if is_module is False:
                 return None
             return f"passed to {short}(...)", is_module is True
+        if never_module(qual) or qual.startswith(_NOT_MODULES):
+            return None
         if short[:1].isupper():
             return f"passed to {short}(...), a class that may keep it", False
         return None
+
+    def _setattr_storage(self, call: cst.Call) -> tuple[str, bool] | None:
+        """``setattr(self, name, fn)`` stores fn on self; on anything else it may."""
+        first = call.args[0].value if call.args else None
+        if isinstance(first, cst.Name) and first.value == "self":
+            return self._self_storage("setattr(self, ...)")
+        return "passed to setattr()", False
 
     def _assign_storage(self, node: cst.Assign | cst.AugAssign | cst.AnnAssign) -> tuple[str, bool] | None:
         targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
@@ -352,13 +381,16 @@ class _StorageVisitor(cst.CSTVisitor):
             while isinstance(base, (cst.Subscript, cst.Attribute)) and not _is_self_attr(base):
                 base = base.value
             if _is_self_attr(base):
-                cls = self._enclosing_class()
-                is_module = self.source.is_module_class(cls.name.value) if cls else None
-                if is_module is False:
-                    return None
-                attr = self.source.module.code_for_node(target)
-                return f"assigned to {attr}", is_module is True
+                return self._self_storage(f"assigned to {self.source.module.code_for_node(target)}")
         return None
+
+    def _self_storage(self, how: str) -> tuple[str, bool] | None:
+        """Storing on ``self``: certain in an nn.Module subclass, none in a plain class."""
+        cls = self._enclosing_class()
+        is_module = self.source.is_module_class(cls) if cls else None
+        if is_module is False:
+            return None
+        return how, is_module is True
 
     def _captures(self, node: cst.Lambda) -> bool:
         """Does the lambda read names that are neither its parameters nor module-level?"""

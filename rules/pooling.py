@@ -9,14 +9,14 @@ exporter emulates it with padding computed for the traced input size only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, SourceFile, bind_arguments
+from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments
 from modelcheck.targets import Target
 
 _MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
@@ -35,6 +35,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     **{f"torch.nn.functional.max_pool{d}d": _F_MAX for d in (1, 2, 3)},
     **{f"torch.nn.functional.max_pool{d}d_with_indices": _F_MAX for d in (1, 2, 3)},
     **{f"torch.max_pool{d}d": _F_MAX[:6] for d in (1, 2, 3)},
+    "torch.max_pool1d_with_indices": _F_MAX[:6],
     "torch.nn.functional.avg_pool1d": _F_AVG[:6],
     "torch.nn.functional.avg_pool2d": _F_AVG,
     "torch.nn.functional.avg_pool3d": _F_AVG,
@@ -56,6 +57,7 @@ class PoolFacts:
     stride: Any = UNKNOWN
     padding: Any = 0
     dilation: Any = 1
+    certain_api: bool = True  # False when the callee is only maybe this pool (an alias with choices)
 
 
 class CeilModePooling(Rule):
@@ -83,10 +85,14 @@ class CeilModePooling(Rule):
     def match(self, facts: PoolFacts) -> Match | None:
         short = facts.api.rsplit(".", 1)[-1]
         if facts.ceil_mode is True:
+            what = f"{short}(ceil_mode=True)"
+            if not facts.certain_api:
+                what = f"ceil_mode=True to a callee that may be {short}"
             return Match(
-                f"{short}(ceil_mode=True): Caffe2 ignores ceil_mode from opset 10 and returns a "
+                f"{what}: Caffe2 ignores ceil_mode from opset 10 and returns a "
                 "smaller output without error; at opset 9 the exporter pads for the traced input "
                 "size only",
+                certain=facts.certain_api,
                 fixable=True,
             )
         if facts.ceil_mode is UNKNOWN:
@@ -101,13 +107,20 @@ class CeilModePooling(Rule):
 RULES: tuple[Rule, ...] = (CeilModePooling(),)
 
 
-def facts_from_call(source: SourceFile, call: cst.Call) -> PoolFacts | None:
-    """PoolFacts for a pooling call or constructor, or None if ``call`` is not one."""
-    api = source.resolves_to(call.func, tuple(SIGNATURES))
-    if api is None:
+def facts_from_call(
+    source: SourceFile, call: cst.Call, assigned: Mapping[str, Sequence[cst.BaseExpression]] | None = None
+) -> PoolFacts | None:
+    """PoolFacts for a pooling call or constructor, or None if ``call`` is not one.
+
+    Sees through local aliases (``pool_fn = nn.AvgPool2d if ... else Same; pool_fn(2, ceil_mode=True)``,
+    then only maybe a pool) and ``functools.partial(nn.MaxPool2d, ...)``.
+    """
+    hit = source.api_call(call, tuple(SIGNATURES), assigned or {})
+    if hit is None:
         return None
-    bound, opaque = bind_arguments(call, SIGNATURES[api])
-    default = UNKNOWN if opaque else None
+    api, certain, args, partial = hit
+    bound, opaque = bind_arguments(args, SIGNATURES[api])
+    default = UNKNOWN if opaque or partial else None
 
     def value(name: str, fallback: Any) -> Any:
         if name in bound:
@@ -122,6 +135,7 @@ def facts_from_call(source: SourceFile, call: cst.Call) -> PoolFacts | None:
         stride=value("stride", kernel),
         padding=value("padding", 0),
         dilation=value("dilation", 1),
+        certain_api=certain,
     )
 
 
@@ -129,9 +143,9 @@ def extract(source: SourceFile) -> Iterator[tuple[cst.Call, PoolFacts]]:
     """Every pooling call in the file with its facts."""
     found: list[tuple[cst.Call, PoolFacts]] = []
 
-    class _Visitor(cst.CSTVisitor):
+    class _Visitor(ScopedVisitor):
         def visit_Call(self, node: cst.Call) -> None:
-            facts = facts_from_call(source, node)
+            facts = facts_from_call(source, node, self.assigned)
             if facts is not None:
                 found.append((node, facts))
 
