@@ -1,0 +1,42 @@
+# Two commands do all the set-up (each creates or reuses what it needs):
+#   make demo   - check the bundled example model: static rules, tracing, export smoke test with
+#                 ONNX Runtime and a real Caffe2 runtime
+#   make test   - the whole test suite (real torch, ONNX Runtime, Caffe2, pre-commit)
+# `make test-fast` runs only the quick tests (no real exporter or runtime).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.modelcheck-installed
+
+.PHONY: demo test test-fast caffe2 venv lint bench
+
+venv: $(STAMP)
+
+# torch==2.13.0 is pinned in pyproject.toml: pip takes the local CPU build on these machines.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# The Caffe2 runtime (Debian bullseye's python3-torch 1.7.1 in its own root file system).
+# Idempotent: a complete install returns at once.
+caffe2: $(STAMP)
+	$(BIN)/modelcheck --install-caffe2
+
+demo: caffe2
+	@$(BIN)/modelcheck examples/seed_model.py; status=$$?; \
+	  if [ $$status -gt 1 ]; then exit $$status; fi; \
+	  echo; echo "modelcheck exited $$status (1 = it found problems that break deployment: the example has them on purpose)"
+
+test: caffe2
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
