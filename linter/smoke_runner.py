@@ -1,0 +1,254 @@
+"""The smoke test, parent side: one ``smoke`` child job per model, its outcome as stage results.
+
+Never imports torch (the child, :mod:`modelcheck.smoke`, does the work). A job that crashes or
+times out becomes stage results: the stages it finished keep their results, the one it was in
+becomes ``crashed``/``timeout`` and the rest ``skipped``. Each bad stage then names the
+findings that predicted it (``PREDICTED_BY``); a bad stage that no finding predicted is a gap
+in modelcheck's rules and is said so loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from modelcheck.config import Config
+from modelcheck.findings import Finding, Location, Severity, StageResult
+from modelcheck.specs import ModelSpec
+from modelcheck.targets import Target
+
+STAGES = ("export", "onnx_check", "onnxruntime", "caffe2")  # as in modelcheck.smoke
+DEFAULT_ARTIFACTS = Path(".modelcheck")
+#: seconds the parent waits beyond the job's own budget before it kills the child
+_GRACE = 10.0
+
+#: (stage, status) → the rule codes whose findings predict that outcome, each with the least
+#: severity at which it does (DESIGN.md's measured table): align_corners=True fails the export
+#: before opset 11 (MC202); linear and shape-sized resizes before opset 11 compute something else
+#: (MC201, MC203); Caffe2 ignores ceil_mode from opset 10, where MC301 is an error (at opset 9 it
+#: is a warning about other input sizes, not the traced one); Caffe2 has no Resize (MC204).
+PREDICTED_BY: dict[tuple[str, str], dict[str, Severity]] = {
+    ("export", "failed"): {"MC202": Severity.WARNING},
+    ("onnxruntime", "mismatch"): {"MC201": Severity.WARNING, "MC203": Severity.WARNING},
+    ("caffe2", "mismatch"): {"MC201": Severity.WARNING, "MC203": Severity.WARNING, "MC301": Severity.ERROR},
+    ("caffe2", "failed"): {"MC204": Severity.WARNING},
+    ("caffe2", "crashed"): {"MC204": Severity.WARNING},
+}
+#: an operator named in an error → the rule family about it (for the source line of a failure)
+_OP_FAMILY = ((re.compile(r"upsampl|interpolat|resize", re.IGNORECASE), "MC2"),
+              (re.compile(r"pool", re.IGNORECASE), "MC3"))
+
+
+@dataclass
+class SmokeOutcome:
+    """The stage results of one model plus what the child learned on the way."""
+
+    stages: list[StageResult]
+    artifacts: Path
+    source_files: list[str] = field(default_factory=list)
+    parameters: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # timings, peak memory of the child
+    notes: list[str] = field(default_factory=list)
+
+
+def artifact_name(model_name: str) -> str:
+    """A folder name for a model spec: ``src/nets.py:UNet`` → ``nets.UNet``."""
+    module, _, name = model_name.rpartition(":")
+    stem = Path(module).stem if module.endswith(".py") else module
+    text = f"{stem}.{name}" if stem else name
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "model"
+
+
+def artifacts_for(model_name: str, artifacts: Path | None, many: bool) -> Path:
+    """``--artifacts DIR`` holds one model's files directly; with several models, one folder each."""
+    if artifacts is None:
+        return DEFAULT_ARTIFACTS / artifact_name(model_name)
+    return artifacts / artifact_name(model_name) if many else artifacts
+
+
+def run_smoke(
+    spec: ModelSpec,
+    target: Target,
+    config: Config,
+    findings: Iterable[Finding],
+    artifacts: Path,
+    progress: Callable[[str], None] | None = None,
+    caffe2_home: Path | None = None,
+) -> SmokeOutcome:
+    """Smoke-test one model in a child job; every way the job can end becomes stage results."""
+    from modelcheck.isolation import run_job
+
+    artifacts = artifacts.resolve()
+    name = spec.text
+    payload = {
+        "model": name,
+        "spec": spec.to_json(),
+        "target": {"name": target.name, "opset": target.opset, "exporter": target.exporter},
+        "atol": config.atol,
+        "rtol": config.rtol,
+        "artifacts": str(artifacts),
+        "budget": config.timeout,
+        "caffe2_home": str(caffe2_home) if caffe2_home else None,
+    }
+    (artifacts / "report.json").unlink(missing_ok=True)
+    watcher = _Watcher(artifacts / "report.json", name, progress) if progress else None
+    try:
+        outcome = run_job("smoke", payload, timeout=config.timeout + _GRACE)
+    finally:
+        if watcher:
+            watcher.stop()
+    if outcome.ok:
+        value = outcome.value or {}
+        stages = [_stage(data) for data in value.get("stages", [])]
+        ops = {data["name"]: (data.get("op"), data.get("node")) for data in value.get("stages", [])}
+        result = SmokeOutcome(stages, artifacts, value.get("source_files", []), value.get("parameters"),
+                              {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb")})
+    else:
+        partial = _read_progress(artifacts / "report.json")
+        ops = {data["name"]: (data.get("op"), data.get("node")) for data in partial.get("stages", [])}
+        stages = _after_death(name, partial, outcome)
+        result = SmokeOutcome(stages, artifacts)
+        if outcome.status == "crashed" and outcome.traceback_tail.strip():
+            (artifacts / "smoke.log").write_text(outcome.traceback_tail + "\n")
+    result.stages = [_with_prediction(stage, *ops.get(stage.name, (None, None)), name, result.source_files, findings)
+                     for stage in result.stages]
+    result.notes = [
+        f"{name}: the {stage.name} stage {stage.status} and no finding predicted it: a gap in "
+        "modelcheck's rules (please report it with the model)"
+        for stage in result.stages if stage.bad and not stage.predicted_by
+    ]
+    _write_report(result, spec, target)
+    return result
+
+
+def skipped_stages(model_name: str, reason: str) -> list[StageResult]:
+    """All four stages skipped, e.g. when the dynamic pass could not build the model."""
+    return [StageResult(model_name, name, "skipped", detail=reason) for name in STAGES]
+
+
+def _stage(data: dict[str, Any]) -> StageResult:
+    data = {k: v for k, v in data.items() if k not in ("op", "node")}
+    return StageResult.from_json(data)
+
+
+def _read_progress(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _after_death(model_name: str, partial: dict[str, Any], outcome: Any) -> list[StageResult]:
+    """Stage results for a job that crashed, hung or raised: from what its progress file says."""
+    done = {data["name"]: _stage(data) for data in partial.get("stages", [])}
+    running = [name for name in partial.get("running", []) if name not in done]
+    if not running:  # died before the first stage began, or between two
+        running = [next((name for name in STAGES if name not in done), STAGES[-1])]
+    status = {"crashed": "crashed", "timeout": "timeout"}.get(outcome.status, "failed")
+    detail = outcome.describe() if outcome.status != "error" else f"modelcheck smoke job: {outcome.error}"
+    stages = []
+    for name in STAGES:
+        if name in done:
+            stages.append(done[name])
+        elif name in running:
+            stages.append(StageResult(model_name, name, status, round(outcome.seconds, 2), detail=detail))
+        else:
+            stages.append(StageResult(model_name, name, "skipped", detail=f"{running[0]} {status}"))
+    return stages
+
+
+def _findings_of(model_name: str, source_files: list[str], findings: Iterable[Finding]) -> list[Finding]:
+    """Findings about this model: dynamic ones naming it, static ones in the files it comes from."""
+    files = set(source_files)
+    mine = []
+    for finding in findings:
+        if finding.model is not None:
+            if finding.model == model_name:
+                mine.append(finding)
+            continue
+        try:
+            path = str(Path(finding.location.path).resolve())
+        except OSError:
+            continue
+        if path in files:
+            mine.append(finding)
+    return sorted(mine, key=lambda f: (f.location.path, f.location.line, f.code))
+
+
+def _with_prediction(stage: StageResult, op: str | None, node: str | None, model_name: str,
+                     source_files: list[str], findings: Iterable[Finding]) -> StageResult:
+    """Name the findings that predicted a bad stage, and the source line of a failure."""
+    if not stage.bad:
+        return stage
+    mine = _findings_of(model_name, source_files, findings)
+    codes = PREDICTED_BY.get((stage.name, stage.status), {})
+    predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
+    # "/up/Resize" is the node of module "up": prefer the finding about that module
+    scope = ".".join(node.strip("/").split("/")[:-1]) if node else ""
+    predicting.sort(key=lambda f: not scope or f.module_path != scope)
+    location: Location | None = predicting[0].location if predicting else None
+    if location is None and op:
+        family = next((prefix for pattern, prefix in _OP_FAMILY if pattern.search(op)), None)
+        about_op = [f for f in mine if family and f.code.startswith(family)]
+        location = about_op[0].location if about_op else None
+    detail = stage.detail
+    if location is not None:
+        detail = f"{detail} (at {location.path}:{location.line})"
+    return replace(stage, predicted_by=tuple(sorted({f.code for f in predicting})), location=location,
+                   detail=detail)
+
+
+def _write_report(result: SmokeOutcome, spec: ModelSpec, target: Target) -> None:
+    """``report.json`` next to the artifacts: the final stage results of this model."""
+    files = [name for name in ("model.onnx", "init_net.pb", "predict_net.pb", "caffe2.log", "smoke.log")
+             if (result.artifacts / name).exists()]
+    data = {
+        "model": spec.text,
+        "target": target.name,
+        "opset": target.opset,
+        "exporter": target.exporter,
+        "input_shape": list(spec.input_shape),
+        "dtype": spec.dtype,
+        "parameters": result.parameters,
+        "stages": [stage.to_json() for stage in result.stages],
+        "artifacts": files,
+        "notes": result.notes,
+        **result.info,
+    }
+    path = result.artifacts / "report.json"
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError:
+        pass  # the artifacts folder vanished or is read-only: the run's report still has it all
+
+
+class _Watcher:
+    """Polls the child's progress file and reports the stages running now (for the CLI)."""
+
+    def __init__(self, path: Path, model_name: str, progress: Callable[[str], None]) -> None:
+        self.path, self.model_name, self.progress = path, model_name, progress
+        self.done = threading.Event()
+        self.last = ""
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.progress(f"smoke test {model_name}: starting")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(0.3):
+            running = _read_progress(self.path).get("running") or []
+            text = f"smoke test {self.model_name}: {', '.join(running)}" if running else ""
+            if text and text != self.last:
+                self.last = text
+                self.progress(text)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
