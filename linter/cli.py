@@ -111,6 +111,7 @@ def check(
     model: Annotated[list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")] = None,
     model_args: Annotated[str | None, typer.Option("--model-args", help='JSON keyword arguments for the model constructor, e.g. \'{"num_classes": 1}\'.')] = None,
     input_shape: Annotated[str | None, typer.Option("--input-shape", help="Input shape for tracing and export, e.g. 1,3,224,224.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Input dtype for tracing and export: float32, float64, float16, bfloat16, int64 or int32.")] = "float32",
     timeout: Annotated[float | None, typer.Option(help="Seconds each child process (trace, smoke) may take.")] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the export-and-run smoke test.")] = False,
     artifacts: Annotated[Path | None, typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/).")] = None,
@@ -152,6 +153,10 @@ def check(
                      timeout, atol, rtol)
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
+        if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
+            from modelcheck.specs import specs_from_config
+
+            specs_from_config(list(model or []), kwargs, config, dtype)
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
     if not static_only:
@@ -163,7 +168,7 @@ def check(
     options = Options(
         paths=paths, target=the_target, config=config, static_only=static_only, fix=fix,
         diff=diff, unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []),
-        model_args=kwargs, artifacts=artifacts,
+        model_args=kwargs, artifacts=artifacts, dtype=dtype,
     )
     try:
         report = run(options)
@@ -243,7 +248,7 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
     elif fmt is OutputFormat.sarif:
         from modelcheck.sarif import default_fix_provider, render_sarif
 
-        sys.stdout.write(render_sarif(report, fix_provider=default_fix_provider()) + "\n")
+        sys.stdout.write(render_sarif(report, fix_provider=default_fix_provider(report.target, report.opset)) + "\n")
     elif fmt is OutputFormat.github:
         from modelcheck.sarif import render_github
 

@@ -11,8 +11,10 @@ Plain data in, plain data out: no torch, no terminal (the pre-commit/CI path imp
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from modelcheck.rules import ALL_RULES, PSEUDO_CODES
 from modelcheck.rules.base import Rule
 
 SARIF_VERSION = "2.1.0"
+_LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SRCROOT = "SRCROOT"
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -263,25 +266,44 @@ def render_sarif(report: Report, **kwargs: Any) -> str:
 
 
 def replacements_from_edit(before: str, after: str) -> list[dict[str, Any]] | None:
-    """One SARIF replacement turning ``before`` into ``after``: the smallest differing span.
+    """SARIF replacements turning ``before`` into ``after``: one per changed hunk, each minimal.
 
-    Regions are in lines and (code point) columns, 1-based, end exclusive, as SARIF counts
-    with ``columnKind: unicodeCodePoints``.
+    A fix that inserts a helper function at the top and rewrites a call further down gives two
+    replacements, not one spanning everything in between. Regions are in lines and (code point)
+    columns, 1-based, end exclusive, as SARIF counts with ``columnKind: unicodeCodePoints``.
     """
     if before == after:
         return None
-    start = 0
-    limit = min(len(before), len(after))
-    while start < limit and before[start] == after[start]:
-        start += 1
-    end_before, end_after = len(before), len(after)
-    while end_before > start and end_after > start and before[end_before - 1] == after[end_after - 1]:
-        end_before -= 1
-        end_after -= 1
-    start_line, start_col = _line_col(before, start)
-    end_line, end_col = _line_col(before, end_before)
-    region = {"startLine": start_line, "startColumn": start_col, "endLine": end_line, "endColumn": end_col}
-    return [{"deletedRegion": region, "insertedContent": {"text": after[start:end_after]}}]
+    old_lines, new_lines = _lines(before), _lines(after)
+    old_starts, new_starts = _starts(old_lines), _starts(new_lines)
+    replacements = []
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        a0, a1 = old_starts[i1], old_starts[i2]
+        b0, b1 = new_starts[j1], new_starts[j2]
+        while a0 < a1 and b0 < b1 and before[a0] == after[b0]:  # trim what the hunk keeps
+            a0, b0 = a0 + 1, b0 + 1
+        while a1 > a0 and b1 > b0 and before[a1 - 1] == after[b1 - 1]:
+            a1, b1 = a1 - 1, b1 - 1
+        start_line, start_col = _line_col(before, a0)
+        end_line, end_col = _line_col(before, a1)
+        region = {"startLine": start_line, "startColumn": start_col, "endLine": end_line, "endColumn": end_col}
+        replacements.append({"deletedRegion": region, "insertedContent": {"text": after[b0:b1]}})
+    return replacements
+
+
+def _lines(text: str) -> list[str]:
+    """Lines with their ends, split at "\\n" only: the same lines ``_line_col`` counts."""
+    return _LINE.findall(text)
+
+
+def _starts(lines: list[str]) -> list[int]:
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return starts
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
@@ -354,6 +376,23 @@ def _github_model_lines(models: Iterable[Any], base: Path) -> Iterable[str]:
             yield f"::error {','.join(props)}::{_escape_data(text)}"
 
 
-def default_fix_provider() -> FixProvider | None:
-    """The safe fixers as a FixProvider, or None while no fixer module is installed."""
-    return None
+def default_fix_provider(target_name: str, opset: int) -> FixProvider | None:
+    """The fixes ``--fix --static-only`` would apply (safe, exact by construction), as a FixProvider.
+
+    Only those: an edit that needs a model to verify it, or is exact for one input size only,
+    is no fix a code-scanning tool should offer with one click. None without the fixers.
+    """
+    try:
+        from modelcheck.fixers.base import FixContext
+        from modelcheck.fixing import make_plans
+    except ImportError:
+        return None
+    context = FixContext(target_name, opset)
+
+    def provide(finding: Finding, text: str) -> list[dict[str, Any]] | None:
+        plans = make_plans({finding.location.path: text}, [finding], context, unsafe=False, verifiable=False)
+        if not plans or plans[0].error or not plans[0].changed:
+            return None  # no fix is better than an invalid one
+        return replacements_from_edit(text, plans[0].fixed)
+
+    return provide

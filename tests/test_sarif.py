@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -159,7 +160,7 @@ def test_syntax_errors_and_stage_failures_are_valid_sarif(tmp_path: Path, valida
 
 def apply_replacements(text: str, replacements: list[dict]) -> str:
     """What a SARIF consumer does with a fix: delete each region, insert the content."""
-    lines = text.splitlines(keepends=True)
+    lines = re.findall(r"[^\n]*\n|[^\n]+$", text)  # SARIF lines end at "\n" ("\r\n" included)
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))
@@ -177,7 +178,7 @@ def apply_replacements(text: str, replacements: list[dict]) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="ab\n é", max_size=30), st.text(alphabet="ab\n é", max_size=30))
+@given(st.text(alphabet="ab\n\r\x0c é", max_size=40), st.text(alphabet="ab\n\r\x0c é", max_size=40))
 def test_a_fix_replacement_turns_the_old_source_into_the_new(before: str, after: str) -> None:
     replacements = replacements_from_edit(before, after)
     if before == after:
@@ -245,3 +246,40 @@ def test_cli_github_format_prints_one_annotation_per_finding(project: Path) -> N
     first = report.findings[0]
     assert lines[0].startswith(f"::error file=src dir/seed model.py,line={first.location.line},")
     assert all(line.startswith(("::error ", "::warning ", "::notice ")) for line in lines)
+
+
+def test_the_fixers_fixes_are_offered_and_remove_their_finding(project: Path, validator: Draft4Validator) -> None:
+    """Each offered fix, applied alone as a SARIF viewer would, parses and removes its finding."""
+    from modelcheck.sarif import default_fix_provider
+
+    report = static_report([project])
+    provider = default_fix_provider(report.target, report.opset)
+    assert provider is not None
+    log = to_sarif(report, base=project, fix_provider=provider)
+    assert_valid(validator, log)
+    path = project / "src dir" / "seed model.py"
+    offered = [r for r in log["runs"][0]["results"] if "fixes" in r]
+    assert "MC101" in {r["ruleId"] for r in offered}  # the lambda fix is exact by construction
+    for result in offered:
+        assert result["properties"]["fixable"]
+        fixed = apply_replacements(SEED_MODEL, result["fixes"][0]["artifactChanges"][0]["replacements"])
+        compile(fixed, "fixed.py", "exec")
+        path.write_text(fixed)
+        after = [f.code for f in static_report([path]).findings]
+        before = [f.code for f in report.findings]
+        assert after.count(result["ruleId"]) == before.count(result["ruleId"]) - 1, (result["ruleId"], fixed)
+        path.write_text(SEED_MODEL)
+
+
+def test_a_fix_with_two_distant_changes_gives_two_small_replacements() -> None:
+    body = "\n\nclass Block:\n    scale = 2\n\n\n"
+    before = f"import a{body}x = f(lambda v: v)\n"
+    after = f"import a\n\n\ndef _identity(v):\n    return v\n{body}x = f(_identity)\n"
+    replacements = replacements_from_edit(before, after)
+    assert len(replacements) == 2
+    inserted, renamed = replacements
+    assert "def _identity(v):" in inserted["insertedContent"]["text"]
+    assert inserted["deletedRegion"]["startLine"] <= 2
+    assert renamed == {"deletedRegion": {"startLine": 7, "startColumn": 7, "endLine": 7, "endColumn": 18},
+                       "insertedContent": {"text": "_identity"}}
+    assert apply_replacements(before, replacements) == after
