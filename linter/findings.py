@@ -144,6 +144,9 @@ class ModelResult:
     parameters: int | None = None
     pickle: dict[str, Any] | None = None
     stages: list[StageResult] = field(default_factory=list)
+    stage: str | None = None  # the dynamic-pass stage that failed: import/build/walk/pickle/forward
+    traceback: str = ""  # the last lines of the failure's traceback (or of stderr for a crash)
+    graph: dict[str, Any] | None = None  # graph capture: method, captured upsampling/pooling ops
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +155,9 @@ class ModelResult:
             "detail": self.detail,
             "parameters": self.parameters,
             "pickle": self.pickle,
+            "stage": self.stage,
+            "traceback": self.traceback,
+            "graph": self.graph,
         }
 
 

@@ -24,6 +24,8 @@ from typing import Any
 #: job kind → "module:function"; the function takes the payload dict and returns JSON data
 JOBS: dict[str, str] = {
     "echo": "modelcheck.worker:echo_job",
+    "inspect": "modelcheck.inspect_model:run",
+    "discover": "modelcheck.specs:discover_job",
     "smoke": "modelcheck.smoke:run",
     "doctor": "modelcheck.doctor:doctor_job",
 }

@@ -32,11 +32,12 @@ class Options:
     model_specs: list[str] = field(default_factory=list)
     model_args: dict[str, Any] = field(default_factory=dict)
     artifacts: Path | None = None
+    dtype: str = "float32"  # the traced/exported input's dtype (--dtype)
 
 
 def run(options: Options) -> Report:
     """Run every stage the options ask for and return one Report."""
-    static = check_paths(options.paths, options.target, options.config)
+    static = check_paths(options.paths or _spec_files(options), options.target, options.config)
     report = Report(
         target=options.target.name,
         opset=options.target.opset,
@@ -46,7 +47,25 @@ def run(options: Options) -> Report:
     )
     if not static.files_checked and not static.notes:
         report.notes.append("nothing to check")
+
+    # ----- dynamic pass: import, build, walk, pickle-probe and trace models in child processes -----
+    if not options.static_only:
+        from modelcheck.dynamic import run_dynamic
+
+        dynamic = run_dynamic(options, static)
+        report.findings = dynamic.findings  # static and dynamic, merged (evidence static/dynamic/both)
+        report.models.extend(dynamic.models)
+        report.notes.extend(dynamic.notes)
+    elif options.model_specs:
+        report.notes.append("--static-only: the models named by --model were not built or traced")
     return report
+
+
+def _spec_files(options: Options) -> list[Path]:
+    """With only ``--model file.py:Name`` given, the static pass reads those files."""
+    from modelcheck.specs import spec_files
+
+    return spec_files(options.model_specs)
 
 
 def exit_code(report: Report, fail_on: Severity | None) -> int:

@@ -1,0 +1,266 @@
+"""The dynamic pass, parent side: run the inspect job per model, turn facts into findings, merge.
+
+The parent never imports the user's code (nor torch): specs are parsed here, models are found
+and built in child jobs (``discover``, ``inspect``), and what comes back is plain JSON facts.
+Those facts go through the very rules the static pass uses (``rules.base.matches_for``), so a
+construct seen both ways gets the same code and severity, and merges into ONE finding with
+``evidence == "both"`` on (code, resolved file, line).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelcheck.findings import Finding, Location, ModelResult
+from modelcheck.inspect_model import ROOT_PATH, decode_facts
+from modelcheck.isolation import ChildOutcome, run_job
+from modelcheck.rules import pickling, pooling, upsampling
+from modelcheck.rules.base import matches_for
+from modelcheck.specs import ModelSpec, discovery_files, specs_from_config
+from modelcheck.static import StaticResult, suppressed
+
+FAMILIES = {"upsampling": upsampling, "pooling": pooling, "pickling": pickling}
+
+_KIND_WORDS = {
+    "instance": "module-level nn.Module instance",
+    "class": "nn.Module class, built without arguments",
+    "factory": "factory function, called without arguments",
+}
+
+
+@dataclass
+class DynamicResult:
+    """What the dynamic pass adds to a run: merged findings, one ModelResult per spec, notes."""
+
+    findings: list[Finding] = field(default_factory=list)
+    models: list[ModelResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    specs: list[ModelSpec] = field(default_factory=list)
+
+
+class _Paths:
+    """Maps the absolute files the child reports to the paths the user sees (as given, or relative)."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
+        self.display = {_resolve(path): path for path in sources}
+        self.cwd = Path.cwd().resolve()
+        self._lines: dict[str, list[str]] = {}
+
+    def show(self, path: str) -> str:
+        resolved = _resolve(path)
+        if resolved in self.display:
+            return self.display[resolved]
+        try:
+            return str(Path(resolved).relative_to(self.cwd))
+        except ValueError:
+            return path
+
+    def lines(self, display: str) -> list[str]:
+        if display not in self._lines:
+            text = self.sources.get(display)
+            if text is None:
+                try:
+                    text = Path(display).read_text(encoding="utf-8-sig")
+                except (OSError, UnicodeDecodeError):
+                    text = ""
+            self._lines[display] = text.splitlines()
+        return self._lines[display]
+
+
+def _resolve(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return path
+
+
+def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
+    """Specs (flags, pyproject or discovery) → inspect each in a child → merged findings."""
+    result = DynamicResult()
+    specs, notes = resolve_specs(options, static)
+    result.specs, result.notes = specs, notes
+    paths = _Paths(static.sources)
+    dynamic: list[Finding] = []
+    for spec in specs:
+        model, constructs = inspect_spec(spec, options.config.timeout, paths)
+        result.models.append(model)
+        dynamic.extend(findings_from_constructs(constructs, spec, options.target, options.config, paths))
+    result.findings = merge(static.findings, dedupe(dynamic))
+    return result
+
+
+def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], list[str]]:
+    """``--model`` flags, else ``[tool.modelcheck.models]``, else models discovered in the checked files."""
+    dtype = getattr(options, "dtype", "float32")
+    specs = specs_from_config(options.model_specs, options.model_args, options.config, dtype)
+    if specs:
+        return specs, []
+    files, notes = discovery_files(static.sources)
+    if not files:
+        return [], notes
+    outcome = run_job("discover", {"files": files}, options.config.timeout)
+    if not outcome.ok:
+        notes.append(f"models: looking for models failed ({outcome.describe()}); no model was traced")
+        return [], notes
+    value = outcome.value
+    for error in value["errors"]:
+        notes.append(f"models: cannot import {error['file']} to look for models: {error['error']}")
+    for picked in value["picked"]:
+        where, _, name = picked["spec"].rpartition(":")
+        specs.append(ModelSpec(picked["spec"], name, path=where, input_shape=options.config.input_shape,
+                               dtype=dtype, origin="discovered"))
+        notes.append(f"models: picked {picked['spec']} ({_KIND_WORDS[picked['kind']]})")
+    for skipped in value["skipped"]:
+        notes.append(f"models: skipped {skipped['spec']}: {skipped['reason']}")
+    if not value["picked"] and not value["errors"]:
+        notes.append("models: no model found to trace (pass --model file.py:Name)")
+    return specs, notes
+
+
+def inspect_spec(spec: ModelSpec, timeout: float, paths: _Paths) -> tuple[ModelResult, list[dict[str, Any]]]:
+    """Run the inspect job for one spec; every way it can end becomes a ModelResult."""
+    with tempfile.TemporaryDirectory(prefix="modelcheck-inspect-") as tmp:
+        progress = Path(tmp) / "progress.json"
+        outcome = run_job("inspect", {"spec": spec.to_json(), "progress": str(progress)}, timeout)
+        partial = _read_json(progress)
+    return model_result(spec, outcome, partial, paths)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def model_result(
+    spec: ModelSpec, outcome: ChildOutcome, partial: dict[str, Any] | None, paths: _Paths
+) -> tuple[ModelResult, list[dict[str, Any]]]:
+    """A ModelResult (status, stage, detail, pickle) and the constructs learned before any failure."""
+    value = outcome.value if outcome.ok else (partial or {})
+    model = ModelResult(spec=spec.text, status="ok", parameters=value.get("parameters"))
+    if outcome.ok:
+        if value.get("status") != "ok":
+            model.status, model.stage = "failed", value.get("stage")
+            model.detail = f"{model.stage}: {value.get('error', 'failed')}"
+            model.traceback = value.get("traceback", "")
+    else:
+        model.status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
+        model.stage = value.get("stage")
+        model.detail = f"{model.stage or 'start'}: {outcome.describe()}"
+        model.traceback = outcome.traceback_tail
+    if value.get("pickle") is not None:
+        model.pickle = _pickle_json(value["pickle"], paths)
+    if value.get("graph") is not None:
+        model.graph = _graph_json(value["graph"], paths)
+    return model, list(value.get("constructs") or [])
+
+
+def _site(location: dict[str, Any] | None, paths: _Paths) -> dict[str, Any] | None:
+    if not location:
+        return None
+    return {**location, "path": paths.show(location["path"])}
+
+
+def _pickle_json(probe: dict[str, Any], paths: _Paths) -> dict[str, Any]:
+    failures = []
+    for failure in probe.get("failures", []):
+        site = _site(failure.get("location"), paths)
+        failures.append({
+            "path": failure["path"], "type": failure["type"], "kind": failure.get("kind"),
+            "name": failure.get("name"),
+            "defined_at": f"{site['path']}:{site['line']}" if site else None,
+            "line": site["line"] if site else None,
+            "source": (failure.get("source") or "").strip(),
+            **({"error": failure["error"]} if failure.get("error") else {}),
+        })
+    data = {"ok": probe["ok"], "failures": failures}
+    for attempt in ("pickle_dumps", "torch_save"):
+        if attempt in probe:
+            data[attempt] = probe[attempt]
+    if probe.get("walk_complete") is False:
+        data["walk_complete"] = False
+    return data
+
+
+def _graph_json(graph: dict[str, Any], paths: _Paths) -> dict[str, Any]:
+    ops = [{**op, "location": _site(op.get("location"), paths)} for op in graph.get("ops", [])]
+    return {**graph, "ops": ops}
+
+
+def findings_from_constructs(
+    constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: Any, config: Any, paths: _Paths
+) -> list[Finding]:
+    """The rules' verdicts on live facts, located at the user's source lines."""
+    findings = []
+    for construct in constructs:
+        family_name, facts = decode_facts(construct)
+        site = _site(construct.get("location"), paths)
+        if site is None:  # nothing on the stack was the user's: point at the spec itself
+            site = {"path": spec.path or spec.module or spec.text, "line": 1, "column": 1}
+        location = Location(site["path"], site["line"], site.get("column", 1),
+                            site.get("end_line"), site.get("end_column"))
+        lines = paths.lines(location.path)
+        for rule, match, severity in matches_for(FAMILIES[family_name].RULES, facts, target):
+            finding = Finding(
+                code=rule.code, message=match.message, severity=severity, location=location,
+                fixable=match.fixable, evidence="dynamic", model=spec.text,
+                module_path=construct.get("module_path") or ROOT_PATH,
+                source_line=lines[location.line - 1] if 0 < location.line <= len(lines) else None,
+            )
+            if config.code_enabled(finding.code, location.path) and not suppressed(finding, lines):
+                findings.append(finding)
+    return findings
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One dynamic finding per construct (code + place), however many objects or calls showed it.
+
+    A lambda written once inside a loop makes many function objects; a decoder block's
+    ``F.interpolate`` runs once per block. The most severe sighting speaks for the construct.
+    """
+    best: dict[tuple[str, str, int, int], Finding] = {}
+    for finding in findings:
+        loc = finding.location
+        key = (finding.code, _resolve(loc.path), loc.line, loc.column)
+        kept = best.get(key)
+        if kept is None or finding.severity.rank > kept.severity.rank:
+            best[key] = finding
+    return list(best.values())
+
+
+def merge(static: list[Finding], dynamic: list[Finding]) -> list[Finding]:
+    """Static + dynamic findings, a construct seen both ways becoming one ``"both"`` finding.
+
+    The key is (code, resolved file, line): static paths are as given on the command line,
+    dynamic ones absolute. Several findings of one code on one line pair up by nearest column.
+    The merged finding keeps the static location and fix flag (fixers work on the source) and
+    takes the dynamic message and severity when they are at least as strong: they describe the
+    live model (``mode='bilinear'`` where the source only says ``mode=self.mode``).
+    """
+    merged = list(static)
+    free: dict[tuple[str, str, int], list[int]] = {}
+    for index, finding in enumerate(static):
+        free.setdefault((finding.code, _resolve(finding.location.path), finding.location.line), []).append(index)
+    for finding in dynamic:
+        candidates = free.get((finding.code, _resolve(finding.location.path), finding.location.line))
+        if not candidates:
+            merged.append(finding)
+            continue
+        index = min(candidates, key=lambda i: abs(merged[i].location.column - finding.location.column))
+        candidates.remove(index)
+        seen = merged[index]
+        stronger = finding.severity.rank >= seen.severity.rank
+        merged[index] = seen.with_(
+            evidence="both", model=finding.model, module_path=finding.module_path,
+            severity=finding.severity if stronger else seen.severity,
+            message=finding.message if stronger else seen.message,
+        )
+    merged.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
+    return merged

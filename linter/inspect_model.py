@@ -1,0 +1,850 @@
+"""The dynamic pass's child job: build one model, walk it, probe pickling, capture its graph.
+
+Runs inside ``python -m modelcheck.worker`` (see :mod:`modelcheck.isolation`), never in the
+parent. Returns plain JSON: the facts of every construct, in the very dataclasses the static
+rules use (``UpsampleFacts``, ``PoolFacts``, ``StoredObjectFacts``), each with the source
+location it maps to and its module path; the parent runs the same rules over them.
+
+Choices, and why:
+
+* **Construction sites** — ``nn.Module.__init__`` is wrapped while the model is imported and
+  built; each call records the first stack frame that is neither torch/modelcheck/stdlib code
+  nor the constructor chain of the module being built. That is the line that constructed the
+  layer (``nn.MaxPool2d(..., ceil_mode=cfg["ceil"])`` inside a loop over a config dict), with its
+  column span from ``co_positions()``. A ``sys.setprofile`` hook would see the same frames but
+  pay for every Python call; the wrapper pays only per module constructed.
+* **Pickle probe** — ``pickle.dumps(model)`` and ``torch.save(model, BytesIO())`` really run.
+  Only when one fails is the object graph walked the way pickle walks it (``__reduce_ex__(2)``,
+  ``nn.Module.__getstate__``, containers) to name *every* unpicklable object by attribute path
+  (``4.0.0.lambda_func``), not only the first one pickle stops at. When both succeed that is a
+  verified fact, and there is nothing to walk: what pickle does not reach cannot break it.
+* **Graph capture** — one forward pass under ``torch.jit.trace`` with a ``TorchFunctionMode``
+  active. The mode sees functional calls (``F.interpolate``, ``F.max_pool2d``, ...) with their
+  Python arguments and the Python stack, which maps each to the user's file and line. The
+  tracer is what tells whether an upsampling size came from a tensor's shape: while tracing,
+  ``x.shape``/``x.size()`` hand out traced 0-dim tensors instead of ints, so a size holding
+  tensors was computed from a shape, and a plain int is a constant to the exporter. It is also
+  the very tracer the TorchScript ONNX exporter (the caffe2 target) uses, so data-dependent
+  branches go the same way as in the export. ``torch.export`` would give the same provenance
+  through SymInts but fails on much ordinary model code and is slower. If tracing fails, the
+  forward runs once more without it and shape provenance is reported as unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copyreg
+import dataclasses
+import functools
+import inspect
+import io
+import json
+import linecache
+import os
+import pickle
+import sys
+import sysconfig
+import time
+import traceback
+import types
+import warnings
+import weakref
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from modelcheck.source import UNKNOWN
+from modelcheck.specs import ModelSpec, build_model, load_object, make_input
+
+ROOT_PATH = "(root)"  # the module path of the model itself
+_UNKNOWN_JSON = {"$unknown": True}
+_MAX_WALK = 500_000  # objects visited by the unpicklable-object walk before it gives up
+
+
+# ----- facts as JSON (used by both sides) -----------------------------------------------------
+
+def _facts_classes() -> dict[str, type]:
+    from modelcheck.rules.pickling import StoredObjectFacts
+    from modelcheck.rules.pooling import PoolFacts
+    from modelcheck.rules.upsampling import UpsampleFacts
+
+    return {"upsampling": UpsampleFacts, "pooling": PoolFacts, "pickling": StoredObjectFacts}
+
+
+def encode_value(value: Any) -> Any:
+    """A facts value as JSON: UNKNOWN becomes ``{"$unknown": true}``, tuples become lists."""
+    if value is UNKNOWN:
+        return dict(_UNKNOWN_JSON)
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def decode_value(value: Any) -> Any:
+    if value == _UNKNOWN_JSON:
+        return UNKNOWN
+    if isinstance(value, list):
+        return tuple(decode_value(v) for v in value)
+    return value
+
+
+def encode_facts(facts: Any) -> dict[str, Any]:
+    """``{"family": "pooling", "facts": {...}}`` for a rules facts dataclass."""
+    family = next(name for name, cls in _facts_classes().items() if isinstance(facts, cls))
+    return {"family": family,
+            "facts": {f.name: encode_value(getattr(facts, f.name)) for f in dataclasses.fields(facts)}}
+
+
+def decode_facts(data: dict[str, Any]) -> tuple[str, Any]:
+    """(family name, facts dataclass) from :func:`encode_facts` output."""
+    cls = _facts_classes()[data["family"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return data["family"], cls(**{k: decode_value(v) for k, v in data["facts"].items() if k in names})
+
+
+# ----- source locations ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _internal_dirs() -> tuple[str, ...]:
+    """Code that is not the user's: torch, modelcheck itself, the standard library."""
+    import modelcheck.rules
+    import torch
+
+    dirs = {str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parent),
+            str(Path(modelcheck.rules.__file__).resolve().parent)}
+    for key in ("stdlib", "platstdlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(str(Path(path).resolve()))
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_internal(filename: str) -> bool:
+    if filename.startswith("<"):
+        return True
+    try:
+        resolved = str(Path(filename).resolve())
+    except OSError:
+        resolved = filename
+    return resolved.startswith(_internal_dirs()) or "site-packages" + os.sep + "torch" + os.sep in resolved
+
+
+def _char_column(filename: str, line: int, byte_col: int | None) -> int:
+    """1-based character column from ``co_positions``' 0-based UTF-8 byte offset."""
+    if byte_col is None:
+        return 1
+    text = linecache.getline(filename, line)
+    return len(text.encode("utf-8")[:byte_col].decode("utf-8", "replace")) + 1 if text else byte_col + 1
+
+
+def frame_site(frame: types.FrameType) -> dict[str, Any]:
+    """The source span a frame is executing (the whole call expression, for a call)."""
+    code = frame.f_code
+    filename = str(Path(code.co_filename).resolve()) if not code.co_filename.startswith("<") else code.co_filename
+    line, end_line, col, end_col = frame.f_lineno, None, None, None
+    try:
+        position = next(islice(code.co_positions(), frame.f_lasti // 2, None))
+        if position[0] is not None:
+            line, end_line, col, end_col = position
+    except (StopIteration, AttributeError, ValueError):
+        pass
+    site = {"path": filename, "line": line, "column": _char_column(filename, line, col)}
+    if end_line is not None and end_col is not None:
+        site["end_line"] = end_line
+        site["end_column"] = _char_column(filename, end_line, end_col)
+    return site
+
+
+def definition_site(obj: Any) -> dict[str, Any] | None:
+    """Where a function, lambda or class is written: file, line and the column of its keyword."""
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        filename, line = code.co_filename, code.co_firstlineno
+        column = None
+        if getattr(obj, "__name__", "") == "<lambda>":
+            column = _lambda_column(code)
+    elif isinstance(obj, type):
+        try:
+            filename = inspect.getsourcefile(obj) or inspect.getfile(obj)
+            line = inspect.getsourcelines(obj)[1]
+        except (OSError, TypeError):
+            return None
+        column = None
+    else:
+        return None
+    if not filename.startswith("<"):
+        filename = str(Path(filename).resolve())
+    if column is None:
+        text = linecache.getline(filename, line)
+        column = len(text) - len(text.lstrip()) + 1 if text.strip() else 1
+    return {"path": filename, "line": line, "column": column}
+
+
+def _lambda_column(code: types.CodeType) -> int | None:
+    """The column of the ``lambda`` keyword: the last one before the body on its first line."""
+    line = code.co_firstlineno
+    text = linecache.getline(code.co_filename, line)
+    body = next((c for ln, _, c, _ in code.co_positions() if ln == line and c), None)
+    if not text:
+        return None
+    prefix = text.encode("utf-8")[:body].decode("utf-8", "replace") if body else text
+    found = prefix.rfind("lambda")
+    return found + 1 if found >= 0 else None
+
+
+def _source_line(site: dict[str, Any] | None) -> str:
+    if not site:
+        return ""
+    return linecache.getline(site["path"], site["line"]).rstrip("\n")
+
+
+def _describe(site: dict[str, Any] | None) -> str | None:
+    return f"{site['path']}:{site['line']}" if site else None
+
+
+# ----- construction sites -------------------------------------------------------------------------
+
+class ConstructionSites:
+    """Records, for each nn.Module built while installed, the line that constructed it."""
+
+    def __init__(self) -> None:
+        self.sites: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        self._original: Any = None
+
+    def __enter__(self) -> ConstructionSites:
+        import torch.nn as nn
+
+        original = self._original = nn.Module.__init__
+        sites = self.sites
+
+        @functools.wraps(original)
+        def __init__(module: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                site = _construction_site(module, sys._getframe(1))
+            except Exception:  # bookkeeping must never break the user's constructor
+                site = None
+            original(module, *args, **kwargs)
+            if site is not None:
+                with contextlib.suppress(TypeError):  # not weak-referenceable
+                    sites[module] = site
+
+        nn.Module.__init__ = __init__  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch.nn as nn
+
+        nn.Module.__init__ = self._original  # type: ignore[method-assign]
+
+    def get(self, module: Any) -> dict[str, Any] | None:
+        try:
+            return self.sites.get(module)
+        except TypeError:
+            return None
+
+
+def _construction_site(module: Any, frame: types.FrameType | None) -> dict[str, Any] | None:
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__init__" and code.co_argcount and frame.f_locals.get(code.co_varnames[0]) is module:
+            pass  # the constructor chain of this very module (super().__init__() calls)
+        elif not is_internal(code.co_filename):
+            return frame_site(frame)
+        frame = frame.f_back
+    return None
+
+
+# ----- module walk --------------------------------------------------------------------------------
+
+def _layer_api(module: Any) -> tuple[str, str] | None:
+    """("upsampling"|"pooling", torch API name) for a torch upsampling or pooling layer."""
+    from modelcheck.rules.pooling import SIGNATURES
+    from modelcheck.rules.upsampling import APIS
+
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn.modules."):
+            name = f"torch.nn.{cls.__name__}"
+            if name in APIS:
+                return "upsampling", name
+            if name in SIGNATURES:
+                return "pooling", name
+            return None
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and torch.Size to plain numbers and tuples, for facts."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else tuple(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def walk_modules(model: Any, sites: ConstructionSites) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Facts for every upsampling and pooling layer, by module path, at its construction site."""
+    from modelcheck.rules.pooling import PoolFacts
+    from modelcheck.rules.upsampling import UpsampleFacts
+
+    constructs: list[dict[str, Any]] = []
+    paths: dict[int, str] = {}
+    site_by_path: dict[str, dict[str, Any] | None] = {}
+    for path, module in model.named_modules():
+        paths[id(module)] = path or ROOT_PATH
+        site = sites.get(module)
+        site_by_path[path] = site
+        found = _layer_api(module)
+        if found is None:
+            continue
+        family, api = found
+        if family == "upsampling":
+            facts: Any = UpsampleFacts(
+                api=api, mode=module.mode, align_corners=module.align_corners, size_from_shape=False,
+                scale_factor=_plain(module.scale_factor), size=_plain(module.size),
+            )
+        else:
+            facts = PoolFacts(
+                api=api, ceil_mode=bool(module.ceil_mode), kernel_size=_plain(module.kernel_size),
+                stride=_plain(module.stride), padding=_plain(module.padding),
+                dilation=_plain(getattr(module, "dilation", 1)),
+            )
+        if site is None:  # built without __init__ (deepcopy): the nearest ancestor's site
+            parts = path.split(".")
+            site = next((site_by_path.get(".".join(parts[:i])) for i in range(len(parts) - 1, -1, -1)
+                         if site_by_path.get(".".join(parts[:i]))), None)
+        constructs.append({
+            **encode_facts(facts), "origin": "module", "module_path": path or ROOT_PATH,
+            "location": site, "source": _source_line(site),
+        })
+    return constructs, paths
+
+
+# ----- pickle probe -------------------------------------------------------------------------------
+
+def probe_pickle(model: Any, sites: ConstructionSites) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Really pickle the model both ways; on failure, name every unpicklable object.
+
+    Returns the probe (``ok``, each attempt, ``failures``) and a construct with
+    ``StoredObjectFacts`` for each failure, for the MC1xx rules.
+    """
+    import torch
+
+    result: dict[str, Any] = {"ok": True, "failures": []}
+    for name, attempt in (("pickle_dumps", lambda: pickle.dumps(model)),
+                          ("torch_save", lambda: torch.save(model, io.BytesIO()))):
+        started = time.monotonic()
+        try:
+            attempt()
+            result[name] = {"ok": True, "seconds": round(time.monotonic() - started, 3)}
+        except Exception as exc:  # pickling failure of any kind is the finding
+            result["ok"] = False
+            result[name] = {"ok": False, "error": _one_line(exc), "seconds": round(time.monotonic() - started, 3)}
+    constructs: list[dict[str, Any]] = []
+    if result["ok"]:
+        return result, constructs
+    found, result["walk_complete"] = find_unpicklable(model, sites)
+    for failure, construct in found:
+        result["failures"].append(failure)
+        constructs.append(construct)
+    if not found:  # pickle failed on something the walk does not model: say what pickle said
+        error = result["pickle_dumps"].get("error") or result["torch_save"].get("error")
+        result["failures"] = [{"path": ROOT_PATH, "type": _type_name(model), "kind": "unknown",
+                               "defined_at": None, "error": error}]
+    return result, constructs
+
+
+def _importable(obj: Any) -> bool:
+    """Can pickle save ``obj`` by reference (module + qualified name lookup gives it back)?"""
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    module_name = getattr(obj, "__module__", None)
+    if not name or "<locals>" in name or "<lambda>" in name:
+        return False
+    if module_name is None:
+        return isinstance(obj, types.BuiltinFunctionType)
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    found: Any = module
+    for part in name.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return found is obj
+
+
+def _kind_of_reference(obj: Any) -> str:
+    if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
+        return "lambda"
+    if isinstance(obj, type):
+        return "local_class" if "<locals>" in obj.__qualname__ else "unpicklable"
+    if isinstance(obj, types.FunctionType):
+        return "local_function" if "<locals>" in obj.__qualname__ else "unpicklable"
+    return "unpicklable"
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    return cls.__qualname__ if cls.__module__ in ("builtins", None) else f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclasses.dataclass
+class _Visit:
+    obj: Any
+    path: str
+    owner: Any  # the nearest enclosing nn.Module
+    attribute: str | None  # the attribute of ``owner`` this object hangs under
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def find_unpicklable(
+    model: Any, sites: ConstructionSites
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], bool]:
+    """Every object pickle cannot save, by attribute path, in module order (pickle's own walk).
+
+    Returns ((failure, construct) pairs, complete); ``complete`` is False when the walk gave
+    up on a huge graph.
+    """
+    import torch
+    import torch.nn as nn
+
+    atomic = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Tensor, torch.dtype,
+              torch.device, torch.layout, torch.memory_format, type(Ellipsis), type(NotImplemented))
+    failures: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    seen: set[int] = set()
+    stack = [_Visit(model, "", model, None)]
+    visited = 0
+    while stack:
+        visit = stack.pop()
+        obj = visit.obj
+        if isinstance(obj, atomic) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        visited += 1
+        if visited > _MAX_WALK:
+            return failures, False
+        children: list[_Visit] = []
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and not (
+            isinstance(obj, types.BuiltinFunctionType) and not isinstance(getattr(obj, "__self__", None),
+                                                                          (types.ModuleType, type(None)))
+        ):
+            if not _importable(obj):
+                failures.append(_failure(obj, visit, _kind_of_reference(obj), sites))
+            continue
+        if not isinstance(obj, type) and not _importable(type(obj)):
+            failures.append(_failure(type(obj), visit, "local_class", sites, instance=obj))
+        if isinstance(obj, nn.Module):
+            children = _module_children(obj, visit)
+        elif type(obj) in (list, tuple, set, frozenset):
+            children = [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(obj)]
+        elif isinstance(obj, dict) and type(obj).__reduce_ex__ is dict.__reduce_ex__:
+            children = [_Visit(v, f"{visit.path}[{k!r}]", visit.owner, visit.attribute) for k, v in obj.items()]
+        elif isinstance(obj, functools.partial):
+            children = [_Visit(obj.func, f"{visit.path}.func", visit.owner, visit.attribute)]
+            children += [_Visit(v, f"{visit.path}.args[{i}]", visit.owner, visit.attribute)
+                         for i, v in enumerate(obj.args)]
+            children += [_Visit(v, f"{visit.path}.keywords[{k!r}]", visit.owner, visit.attribute)
+                         for k, v in obj.keywords.items()]
+        elif isinstance(obj, types.MethodType):
+            children = [_Visit(obj.__self__, f"{visit.path}.__self__", visit.owner, visit.attribute)]
+        else:
+            try:
+                reducer = copyreg.dispatch_table.get(type(obj))
+                reduced = reducer(obj) if reducer else obj.__reduce_ex__(2)
+            except Exception as exc:  # the object refuses to be pickled
+                failures.append(_failure(obj, visit, "unpicklable", sites, error=_one_line(exc)))
+                continue
+            children = _reduce_children(reduced, visit)
+        stack.extend(reversed(children))
+    return failures, True
+
+
+def _module_children(module: Any, visit: _Visit) -> list[_Visit]:
+    state = module.__getstate__() if hasattr(module, "__getstate__") else dict(vars(module))
+    children: list[_Visit] = []
+    for key, value in state.items():
+        if key == "_modules":
+            children += [_Visit(sub, _join(visit.path, name), sub, None) for name, sub in value.items()]
+        elif key in ("_parameters", "_buffers"):
+            continue  # tensors
+        elif isinstance(value, dict) and key.endswith(("hooks", "_hooks_with_kwargs", "_hooks_always_called")):
+            children += [_Visit(v, f"{_join(visit.path, key)}[{k!r}]", module, key) for k, v in value.items()]
+        else:
+            children.append(_Visit(value, _join(visit.path, key), module, key))
+    return children
+
+
+def _reduce_children(reduced: Any, visit: _Visit) -> list[_Visit]:
+    if isinstance(reduced, str):
+        return []
+    parts = list(reduced) + [None] * (5 - len(reduced))
+    func, args, state, list_items, dict_items = parts[:5]
+    children: list[_Visit] = []
+    if isinstance(func, types.FunctionType):
+        children.append(_Visit(func, f"{visit.path}.__reduce__", visit.owner, visit.attribute))
+    if func not in (copyreg.__newobj__, copyreg._reconstructor, getattr(copyreg, "__newobj_ex__", None)):
+        children += [_Visit(a, f"{visit.path}.__reduce__[{i}]", visit.owner, visit.attribute)
+                     for i, a in enumerate(args or ())]
+    elif args:
+        children += [_Visit(a, f"{visit.path}.__reduce__[{i}]", visit.owner, visit.attribute)
+                     for i, a in enumerate(args[1:], 1) if not isinstance(a, type)]
+    states = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in states:
+        if isinstance(part, dict):
+            children += [_Visit(v, _join(visit.path, str(k)), visit.owner, visit.attribute) for k, v in part.items()]
+        elif part is not None:
+            children.append(_Visit(part, f"{visit.path}.__getstate__()", visit.owner, visit.attribute))
+    if list_items is not None:
+        children += [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(list_items)]
+    if dict_items is not None:
+        children += [_Visit(v, f"{visit.path}[{k!r}]", visit.owner, visit.attribute) for k, v in dict_items]
+    return children
+
+
+def _failure(
+    obj: Any, visit: _Visit, kind: str, sites: ConstructionSites, *, instance: Any = None, error: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One unpicklable object: the probe's failure entry and the construct for the MC1xx rules."""
+    from modelcheck.rules.pickling import StoredObjectFacts
+
+    site = _resource_site(obj, visit, sites) if kind == "unpicklable" else definition_site(obj)
+    qualname = getattr(obj, "__qualname__", None)
+    if kind in ("lambda", "local_function"):
+        type_name = "function"
+    elif kind == "local_class":
+        type_name = qualname if instance is not None else "type"
+    else:
+        type_name = _type_name(obj)
+    path = visit.path or ROOT_PATH
+    facts = StoredObjectFacts(
+        kind=kind, how=f"stored at {path}", certain=True,
+        name=qualname if kind in ("local_function", "local_class") else None,
+        captures_locals=bool(getattr(obj, "__closure__", None)),
+        type_name=type_name if kind == "unpicklable" else None,
+    )
+    source = _source_line(site)
+    failure = {
+        "path": path, "type": type_name, "kind": kind, "name": qualname, "instance": instance is not None,
+        "defined_at": _describe(site), "location": site, "source": source, "error": error,
+    }
+    construct = {**encode_facts(facts), "origin": "stored", "module_path": _module_path_of(visit),
+                 "location": site, "source": source}
+    return failure, construct
+
+
+def _module_path_of(visit: _Visit) -> str:
+    """The module path of the owner: the attribute path minus what hangs below the module."""
+    if visit.attribute is None:
+        return visit.path or ROOT_PATH
+    cut = visit.path.rfind("." + visit.attribute) if visit.path != visit.attribute else 0
+    return visit.path[:cut] if cut > 0 else ROOT_PATH
+
+
+def _resource_site(obj: Any, visit: _Visit, sites: ConstructionSites) -> dict[str, Any] | None:
+    """Where a live resource comes from: a generator's function, else the ``self.x = ...`` line."""
+    code = getattr(obj, "gi_code", None) or getattr(obj, "cr_code", None) or getattr(obj, "ag_code", None)
+    if code is not None:
+        return {"path": str(Path(code.co_filename).resolve()), "line": code.co_firstlineno, "column": 1}
+    if visit.attribute is not None:
+        for cls in type(visit.owner).__mro__:
+            if cls.__module__.startswith("torch.") or cls is object:
+                break
+            site = _assignment_site(cls, visit.attribute)
+            if site is not None:
+                return site
+    return sites.get(visit.owner)
+
+
+def _assignment_site(cls: type, attribute: str) -> dict[str, Any] | None:
+    import ast
+    import textwrap
+
+    try:
+        lines, start = inspect.getsourcelines(cls)
+        filename = str(Path(inspect.getsourcefile(cls) or "").resolve())
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            if (isinstance(target, ast.Attribute) and target.attr == attribute
+                    and isinstance(target.value, ast.Name) and target.value.id == "self"):
+                return {"path": filename, "line": start + node.lineno - 1, "column": node.col_offset + indent + 1}
+    return None
+
+
+# ----- graph capture ------------------------------------------------------------------------------
+
+def _capture_apis() -> dict[Any, str]:
+    """The functions whose calls are captured, by identity → their public name."""
+    import torch
+    import torch.nn.functional as F
+    from modelcheck.rules.pooling import SIGNATURES
+    from modelcheck.rules.upsampling import APIS
+
+    apis: dict[Any, str] = {}
+    for name in (*APIS, *SIGNATURES):
+        if name.startswith("torch.nn.functional."):
+            fn = getattr(F, name.rsplit(".", 1)[1], None)
+        elif name.startswith("torch.") and not name.startswith("torch.nn."):
+            fn = getattr(torch, name.rsplit(".", 1)[1], None)
+        else:
+            continue
+        if fn is not None:
+            apis.setdefault(fn, name)
+    return apis
+
+
+def _make_recorder(apis: dict[Any, str], paths: dict[int, str]) -> Any:
+    import torch
+    import torch.nn as nn
+    from modelcheck.rules.pooling import PoolFacts
+    from modelcheck.rules.upsampling import APIS, UpsampleFacts
+    from torch.overrides import TorchFunctionMode
+
+    functional_file = str(Path(torch.nn.functional.__file__).resolve())
+
+    class Recorder(TorchFunctionMode):
+        """Sees every torch call of the forward; keeps the upsampling and pooling ones."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.tracing = False
+            self.calls = 0
+            self.constructs: list[dict[str, Any]] = []
+            self.ops: dict[tuple[Any, ...], dict[str, Any]] = {}
+            self.called_modules: set[str] = set()
+            self.errors: list[str] = []
+
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            self.calls += 1
+            try:
+                api = apis.get(func)
+            except TypeError:
+                api = None
+            if api is not None:
+                try:
+                    self.record(api, args, kwargs, sys._getframe(1))
+                except Exception as exc:  # a capture bug must not fail the user's forward
+                    self.errors.append(_one_line(exc))
+            return func(*args, **kwargs)
+
+        def record(self, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
+            via_module = None
+            wrapper = None
+            while frame is not None and is_internal(frame.f_code.co_filename):
+                code = frame.f_code
+                if via_module is None and code.co_name == "forward" and code.co_argcount:
+                    owner = frame.f_locals.get(code.co_varnames[0])
+                    if isinstance(owner, nn.Module):
+                        via_module = owner
+                if code.co_filename == functional_file and f"torch.nn.functional.{code.co_name}" in APIS:
+                    wrapper = f"torch.nn.functional.{code.co_name}"
+                frame = frame.f_back
+            if via_module is not None:  # inside a torch layer: the module walk has its facts
+                self.called_modules.add(paths.get(id(via_module), "?"))
+                return
+            if frame is None:
+                return
+            if wrapper is not None and api.startswith("torch.nn.functional.interpolate"):
+                api = wrapper  # F.upsample_bilinear(...) reaches us as interpolate
+            site = frame_site(frame)
+            module_path = _enclosing_module_path(frame, paths)
+            facts = self.facts(api, args, kwargs)
+            if facts is None:
+                return
+            encoded = encode_facts(facts)
+            key = (api, site["path"], site["line"], site["column"], module_path, json.dumps(encoded, sort_keys=True))
+            if key in self.ops:
+                self.ops[key]["count"] += 1
+                return
+            self.ops[key] = {"op": api, "location": site, "module_path": module_path,
+                             "args": encoded["facts"], "count": 1}
+            self.constructs.append({**encoded, "origin": "call", "module_path": module_path,
+                                    "location": site, "source": _source_line(site)})
+
+        def facts(self, api: str, args: Any, kwargs: dict[str, Any]) -> Any:
+            from modelcheck.rules.pooling import SIGNATURES
+
+            if api in APIS:
+                spec = APIS[api]
+                bound = {**dict(zip(spec.params, args, strict=False)), **kwargs}
+                size = bound.get("size")
+                if size is None:
+                    from_shape: Any = False
+                elif self.tracing:
+                    from_shape = _holds_tensor(size)
+                else:
+                    from_shape = UNKNOWN
+                return UpsampleFacts(
+                    api=api,
+                    mode=spec.mode if spec.mode is not None else bound.get("mode", "nearest"),
+                    align_corners=spec.align_corners if spec.mode is not None else bound.get("align_corners"),
+                    size_from_shape=from_shape,
+                    scale_factor=_plain(bound.get("scale_factor")),
+                    size=_plain(size),
+                    deprecated=spec.deprecated,
+                )
+            params = SIGNATURES.get(api)
+            if params is None:
+                return None
+            bound = {**dict(zip(params, args, strict=False)), **kwargs}
+            kernel = _plain(bound.get("kernel_size"))
+            stride = _plain(bound.get("stride"))
+            return PoolFacts(
+                api=api, ceil_mode=bool(bound.get("ceil_mode", False)), kernel_size=kernel,
+                stride=kernel if stride in (None, ()) else stride, padding=_plain(bound.get("padding", 0)),
+                dilation=_plain(bound.get("dilation", 1)),
+            )
+
+    def _holds_tensor(value: Any) -> bool:
+        if isinstance(value, torch.Tensor):
+            return True
+        return isinstance(value, (list, tuple)) and any(_holds_tensor(v) for v in value)
+
+    return Recorder()
+
+
+def _enclosing_module_path(frame: Any, paths: dict[int, str]) -> str:
+    """The module path of the innermost module whose method is on the stack."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_argcount:
+            owner = frame.f_locals.get(code.co_varnames[0])
+            if id(owner) in paths:
+                return paths[id(owner)]
+        frame = frame.f_back
+    return ROOT_PATH
+
+
+def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, Any]:
+    """Run forward once under torch.jit.trace with the recorder; fall back to a plain forward."""
+    import torch
+
+    recorder = _make_recorder(_capture_apis(), paths)
+    graph: dict[str, Any] = {"method": "torch.jit.trace", "ok": True}
+    started = time.monotonic()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            recorder.tracing = True
+            with recorder:
+                torch.jit.trace(model, example, check_trace=False, strict=False)
+        except Exception as exc:  # tracing refused (outputs, control flow...): run it plainly
+            graph["trace_error"] = _one_line(exc)
+            graph["method"] = "forward (no shape provenance)"
+            recorder = _make_recorder(_capture_apis(), paths)
+            recorder.tracing = False
+            with recorder:
+                model(example)  # an exception here is the forward's own failure
+    graph["seconds"] = round(time.monotonic() - started, 3)
+    graph["torch_calls"] = recorder.calls
+    graph["ops"] = list(recorder.ops.values())
+    graph["modules_called"] = sorted(recorder.called_modules)
+    if recorder.errors:
+        graph["capture_errors"] = recorder.errors[:5]
+    graph["constructs"] = recorder.constructs
+    return graph
+
+
+# ----- the job ------------------------------------------------------------------------------------
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _user_traceback(limit: int = 12) -> str:
+    """The traceback's last lines, without modelcheck's own frames at the top."""
+    lines = traceback.format_exc().rstrip().splitlines()
+    return "\n".join(lines[-limit:])
+
+
+class _Progress:
+    """Writes the partial result after each stage, so a timeout or crash still reports them."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def save(self, result: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, default=str))
+        tmp.replace(self.path)
+
+
+def _stages(result: dict[str, Any], progress: _Progress) -> Iterator[str]:
+    """Mark each stage as reached (persisting what is known so far) before it runs."""
+    for stage in ("import", "build", "walk", "pickle", "forward"):
+        result["stage"] = stage
+        progress.save(result)
+        yield stage
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child job ``inspect``: payload ``{"spec": ModelSpec JSON, "progress": path | None}``.
+
+    ``status`` is "ok" or "failed"; on failure ``stage`` names the first stage that raised
+    ("import", "build", "walk", "pickle", "forward") with ``error`` and ``traceback``. Stages
+    after a failed walk or pickle probe still run; nothing runs after a failed import or build.
+    """
+    spec = ModelSpec.from_json(payload["spec"])
+    progress = _Progress(payload.get("progress"))
+    result: dict[str, Any] = {"spec": spec.text, "status": "ok", "stage": None, "constructs": [],
+                              "pickle": None, "graph": None, "parameters": None, "seconds": {}}
+    failed: str | None = None
+    model: Any = None
+    obj: Any = None
+    sites = ConstructionSites()
+    paths: dict[int, str] = {}
+    for stage in _stages(result, progress):
+        started = time.monotonic()
+        try:
+            if stage == "import":
+                import torch  # noqa: F401 - torch's own import time is not the user's
+
+                with sites:
+                    obj = load_object(spec)
+            elif stage == "build":
+                with sites:
+                    model = build_model(spec, obj)
+                model.eval()
+                result["model_type"] = f"{type(model).__module__}.{type(model).__qualname__}"
+                result["parameters"] = sum(p.numel() for p in model.parameters())
+            elif stage == "walk":
+                constructs, paths = walk_modules(model, sites)
+                result["constructs"].extend(constructs)
+                result["modules"] = len(paths)
+            elif stage == "pickle":
+                probe, constructs = probe_pickle(model, sites)
+                result["pickle"] = probe
+                result["constructs"].extend(constructs)
+            elif stage == "forward":
+                graph = capture_graph(model, make_input(spec), paths)
+                result["constructs"].extend(graph.pop("constructs"))
+                result["graph"] = graph
+        except BaseException as exc:  # user code may raise anything, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if failed is None:
+                failed = stage
+                result.update(status="failed", error=_one_line(exc), traceback=_user_traceback())
+            if stage in ("import", "build"):
+                result["seconds"][stage] = round(time.monotonic() - started, 3)
+                break
+        result["seconds"][stage] = round(time.monotonic() - started, 3)
+    result["stage"] = failed
+    return result
