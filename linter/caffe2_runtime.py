@@ -52,7 +52,7 @@ __all__ = [
 
 SUITE = "bullseye"
 ROOT_NAME = "caffe2-bullseye"
-MARKER_NAME = ".modelcheck-runtime.json"
+MARKER_NAME = ".modelcheck-ready"  # JSON; the Makefile also looks for it
 # Bump when the install recipe changes in a way older roots lack.
 MARKER_FORMAT = 1
 NOT_INSTALLED = "Caffe2 runtime not installed (run `modelcheck --install-caffe2`)"
@@ -77,8 +77,12 @@ STEPS_DIR_IN_ROOT = ".modelcheck-steps"
 # leak into the chroot's Python.  OpenBLAS/OpenMP tuning variables are passed on:
 # on some processors they are what keeps an old OpenBLAS from wrong results.
 _PASS_ENV_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "GOTO")
-_WORKER_TEST_ABORT_ENV = "MODELCHECK_CAFFE2_WORKER_TEST_ABORT"
-_STDERR_TAIL_LINES = 30
+# Debian's libgoogle-glog links the non-GNU libunwind, whose _Unwind_* symbols then
+# win over libgcc_s's: every C++ exception Caffe2 throws (any failed CAFFE_ENFORCE)
+# dies in __libunwind_Unwind_Resume with SIGSEGV/SIGABRT instead of becoming a
+# Python RuntimeError.  Preloading libgcc_s puts its unwinder first.
+_LIBGCC_S = "/lib/x86_64-linux-gnu/libgcc_s.so.1"
+_STDERR_TAIL_LINES = 40
 
 
 class Caffe2InstallError(RuntimeError):
@@ -149,8 +153,7 @@ def runtime_status(home: Path | None = None) -> RuntimeStatus:
         return RuntimeStatus(
             False,
             None,
-            f"Caffe2 runtime install at {root} is incomplete "
-            "(run `modelcheck --install-caffe2` to finish it)",
+            f"Caffe2 runtime install at {root} is incomplete (run `modelcheck --install-caffe2` to finish it)",
         )
     if marker.get("format") != MARKER_FORMAT:
         return RuntimeStatus(
@@ -159,10 +162,7 @@ def runtime_status(home: Path | None = None) -> RuntimeStatus:
             f"Caffe2 runtime at {root} was installed by another modelcheck version "
             "(run `modelcheck --install-caffe2` to update it)",
         )
-    if (
-        not (root / "usr/bin/python3").exists()
-        or not (root / "usr/lib/python3/dist-packages/caffe2").is_dir()
-    ):
+    if not (root / "usr/bin/python3").exists() or not (root / "usr/lib/python3/dist-packages/caffe2").is_dir():
         return RuntimeStatus(
             False,
             None,
@@ -257,24 +257,39 @@ def _chroot_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith(_PASS_ENV_PREFIXES)})
-    if _WORKER_TEST_ABORT_ENV in os.environ:  # test hook, see caffe2_worker.py
-        env[_WORKER_TEST_ABORT_ENV] = os.environ[_WORKER_TEST_ABORT_ENV]
     if extra:
         env.update(extra)
     return env
 
 
 def _in_root(root: Path, argv: list[str]) -> list[str]:
-    """Command line running argv in the chroot, with /proc mounted privately."""
+    """Command line running argv in the chroot, with /proc mounted privately.
+
+    --kill-child: if unshare dies (see _guarded), so does the command.
+    """
     return [
         "unshare",
         "--mount",
         "--fork",
+        "--kill-child",
         f"--mount-proc={root / 'proc'}",
         "chroot",
         str(root),
         *argv,
     ]
+
+
+def _guarded(argv: list[str]) -> list[str]:
+    """Wrap argv so it dies with modelcheck and dumps no core.
+
+    ``setpriv --pdeathsig KILL``: a modelcheck killed outright (Ctrl-C, kill, its own
+    crash) must not leave a Caffe2 worker or apt-get running in the chroot with no
+    timeout left to stop it; with unshare's --kill-child the chain goes down whole.
+    ``prlimit --core=0``: a Caffe2 segfault leaves no core file behind.  Both are
+    util-linux programs, like unshare, so no ``preexec_fn`` (unsafe with threads,
+    and the smoke test calls run_onnx from one) is needed.
+    """
+    return ["setpriv", "--pdeathsig", "KILL", "--", "prlimit", "--core=0", "--", *argv]
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -310,22 +325,16 @@ class _Installer:
             log.flush()
             try:
                 rc = subprocess.call(
-                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                    _guarded(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
                 )
             except OSError as exc:
                 raise Caffe2InstallError(f"{what}: cannot start {argv[0]}: {exc}") from exc
         if rc != 0:
-            raise Caffe2InstallError(
-                f"{what} failed (exit {rc}): {self._last_log_line()} (log: {self.log_path})"
-            )
+            raise Caffe2InstallError(f"{what} failed (exit {rc}): {self._last_log_line()} (log: {self.log_path})")
 
     def _last_log_line(self) -> str:
         try:
-            lines = [
-                ln.strip()
-                for ln in self.log_path.read_text(errors="replace").splitlines()
-                if ln.strip()
-            ]
+            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return "?"
         for ln in reversed(lines):
@@ -348,14 +357,10 @@ class _Installer:
             here = f"{platform.system()} {platform.machine()}"
             raise Caffe2InstallError(f"the Caffe2 runtime needs Linux on x86-64 (this is {here})")
         if os.geteuid() != 0:
-            raise Caffe2InstallError(
-                "installing the Caffe2 runtime needs root (debootstrap and chroot)"
-            )
-        for tool in ("unshare", "chroot"):
+            raise Caffe2InstallError("installing the Caffe2 runtime needs root (debootstrap and chroot)")
+        for tool in ("unshare", "chroot", "setpriv", "prlimit"):
             if not _which(tool):
-                raise Caffe2InstallError(
-                    f"`{tool}` not found (Debian: apt-get install util-linux coreutils)"
-                )
+                raise Caffe2InstallError(f"`{tool}` not found (Debian: apt-get install util-linux coreutils)")
         debootstrap = _which("debootstrap") or self._install_debootstrap()
         mirror = host_debian_mirror()
         if mirror is None:
@@ -378,9 +383,7 @@ class _Installer:
         self.home.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.home).free
         if not self.step_done("debootstrap") and free < 3 * 1024**3:
-            raise Caffe2InstallError(
-                f"need about 3 GB free under {self.home}, have {free / 1024**3:.1f} GB"
-            )
+            raise Caffe2InstallError(f"need about 3 GB free under {self.home}, have {free / 1024**3:.1f} GB")
         return debootstrap, mirror
 
     def _install_debootstrap(self) -> str:
@@ -390,15 +393,11 @@ class _Installer:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         try:
-            self.run(
-                "apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env
-            )
+            self.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
         except Caffe2InstallError:
             self.say("apt-get update (package lists missing or stale)")
             self.run("apt-get update", ["apt-get", "update"], env)
-            self.run(
-                "apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env
-            )
+            self.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
         found = _which("debootstrap")
         if not found:
             raise Caffe2InstallError("apt-get installed debootstrap but it is not on PATH")
@@ -408,7 +407,7 @@ class _Installer:
     def download_wheels(self) -> None:
         """Host pip fetches CPython 3.9 wheels (the chroot has no CA setup of ours)."""
         self.wheel_cache.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps"]
+        argv = [*_host_pip(), "download", "--disable-pip-version-check", "--no-deps"]
         argv += [
             "--python-version",
             "3.9",
@@ -428,9 +427,7 @@ class _Installer:
         if self.root.exists():
             mounts = _mounts_under(self.root)
             if mounts:
-                raise Caffe2InstallError(
-                    f"cannot redo {self.root}: still mounted there: {', '.join(mounts)}"
-                )
+                raise Caffe2InstallError(f"cannot redo {self.root}: still mounted there: {', '.join(mounts)}")
             self.say(f"removing unfinished root file system {self.root}")
             shutil.rmtree(self.root)
         self.say(f"debootstrap --variant=minbase {SUITE} {self.root} {mirror}")
@@ -454,6 +451,8 @@ class _Installer:
 
     def apt_install(self) -> None:
         env = _chroot_env()
+        # A previous install killed inside dpkg leaves it half-configured: finish that first.
+        self.run("dpkg --configure -a in the chroot", _in_root(self.root, ["dpkg", "--configure", "-a"]), env)
         self.say("apt-get update (in the chroot)")
         self.run("apt-get update in the chroot", _in_root(self.root, ["apt-get", "update"]), env)
         self.say(f"apt-get install {' '.join(APT_PACKAGES)} (in the chroot; the longest step)")
@@ -482,7 +481,7 @@ class _Installer:
         self.mark_done("wheels")
 
     def versions(self) -> dict[str, str]:
-        """Versions of what matters, read with dpkg-query/pip inside the root."""
+        """Versions of what matters: Debian's from dpkg-query in the root, the wheels' pins."""
         out = subprocess.run(
             _in_root(
                 self.root,
@@ -513,14 +512,23 @@ class _Installer:
         self.say("verifying: a one-conv ONNX model through Caffe2")
         ok, msg, run = _check_root(self.root)
         if not ok:
-            extra = (
-                f"; stderr: {run.stderr_tail.splitlines()[-1]}"
-                if run and run.stderr_tail.strip()
-                else ""
-            )
+            extra = f"; stderr: {run.stderr_tail.splitlines()[-1]}" if run and run.stderr_tail.strip() else ""
             raise Caffe2InstallError(f"verification failed: {msg}{extra}")
         self.say(msg)
         return (run.convert_seconds, run.run_seconds) if run else (None, None)
+
+
+def _host_pip() -> list[str]:
+    """This interpreter's pip, else one on PATH (a uv-made venv may have no pip)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise Caffe2InstallError("no pip on the host to download the onnx wheels for the chroot")
 
 
 def _which(tool: str) -> str | None:
@@ -544,9 +552,7 @@ def _install_lock(home: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def install_runtime(
-    home: Path | None = None, progress: Callable[[str], None] = print
-) -> RuntimeStatus:
+def install_runtime(home: Path | None = None, progress: Callable[[str], None] = print) -> RuntimeStatus:
     """Install the bullseye Caffe2 runtime under home; idempotent and resumable.
 
     Raises Caffe2InstallError with a one-line reason when it cannot be done here.
@@ -562,7 +568,8 @@ def install_runtime(
         # The marker goes first, so an interrupted reinstall never looks complete.
         with contextlib.suppress(FileNotFoundError):
             (inst.root / MARKER_NAME).unlink()
-        inst.download_wheels()
+        if not inst.step_done("wheels"):
+            inst.download_wheels()  # first: fails fast when PyPI is out of reach
         if inst.step_done("debootstrap"):
             inst.say("root file system already bootstrapped")
         else:
@@ -603,10 +610,15 @@ def _tail(text: str, lines: int = _STDERR_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+# Noise in the worker's output: glog lines ("W1128 07:40:17.313 123 init.h:137] ..."),
+# Caffe2's CUDA/HIP notice, stack frames.
+_NOISE = re.compile(r"^([IWE]\d{4} |WARNING|Warning|frame #|File \"|@ |\*\*\* )")
+
+
 def _last_meaningful(text: str) -> str:
     for ln in reversed(text.strip().splitlines()):
         ln = ln.strip()
-        if ln and not ln.startswith(("[W ", "WARNING", "Warning")):
+        if ln and not _NOISE.match(ln):
             return ln
     return ""
 
@@ -625,8 +637,9 @@ def run_onnx(
     """Convert an ONNX model to Caffe2 nets and run them in a crash-proof child.
 
     Never raises on model problems: they come back as "failed" (Python error),
-    "crashed" (killed by a signal) or "timeout".  When out_dir is given,
-    ``init_net.pb`` and ``predict_net.pb`` are written there.
+    "crashed" (killed by a signal) or "timeout".  When out_dir is given and the
+    conversion succeeded, ``init_net.pb`` and ``predict_net.pb`` are moved there
+    (even if the run then failed: they are what an app would load).
     """
     status = runtime_status(home)
     if not status.installed:
@@ -634,6 +647,30 @@ def run_onnx(
     if os.geteuid() != 0:
         return _skipped("the Caffe2 runtime runs in a chroot and needs root")
     return _run_in_root(_root(home), Path(onnx_path), inputs, out_dir, timeout)
+
+
+def _job_prefix() -> str:
+    """Job dirs are named mc-<host pid>-XXXX: whose they are, and whether it still lives."""
+    return f"mc-{os.getpid()}-"
+
+
+def _remove_stale_jobs(tmp: Path, max_age: float = 24 * 3600) -> None:
+    """Sweep job dirs left by a modelcheck that was killed outright (SIGKILL)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for job in tmp.glob("mc-*"):
+            pid = job.name.split("-")[1] if job.name.count("-") >= 2 else ""
+            try:
+                if pid.isdigit():
+                    os.kill(int(pid), 0)  # raises if that process is gone
+                    continue
+                if now - job.stat().st_mtime <= max_age:
+                    continue
+            except ProcessLookupError:
+                pass
+            except OSError:  # PermissionError: alive, someone else's
+                continue
+            shutil.rmtree(job, ignore_errors=True)
 
 
 def _run_in_root(
@@ -647,31 +684,39 @@ def _run_in_root(
     """The runner proper, for an installed or being-installed root."""
     import numpy as np
 
-    job = Path(tempfile.mkdtemp(prefix="mc-", dir=root / "tmp"))
+    _remove_stale_jobs(root / "tmp")
+    try:
+        job = Path(tempfile.mkdtemp(prefix=_job_prefix(), dir=root / "tmp"))
+    except OSError as exc:
+        return _skipped(f"Caffe2 runtime at {root} is not usable: {exc}")
     job_in_root = "/" + str(job.relative_to(root))
     try:
         try:
             shutil.copyfile(onnx_path, job / "model.onnx")
         except OSError as exc:
-            return Caffe2Run(
-                "failed", None, None, None, f"cannot read {onnx_path}: {exc}", "convert", "", None
-            )
+            return Caffe2Run("failed", None, None, None, f"cannot read {onnx_path}: {exc}", "convert", "", None)
         items = []
         for i, (name, value) in enumerate(inputs.items()):
             fname = f"in_{i}.npy"
-            np.save(job / fname, np.ascontiguousarray(np.asarray(value)), allow_pickle=False)
+            try:
+                np.save(job / fname, np.ascontiguousarray(np.asarray(value)), allow_pickle=False)
+            except (OSError, ValueError, TypeError) as exc:
+                detail = f"cannot pass input {name!r} to Caffe2: {exc}"
+                return Caffe2Run("failed", None, None, None, detail, "run", "", None)
             items.append({"name": name, "file": fname})
         (job / "job.json").write_text(json.dumps({"model": "model.onnx", "inputs": items}))
         shutil.copyfile(Path(__file__).with_name("caffe2_worker.py"), job / "caffe2_worker.py")
         os.chmod(job, 0o755)
 
-        env = _chroot_env(extra_env)
-        argv = _in_root(
-            root, ["/usr/bin/python3", "-I", f"{job_in_root}/caffe2_worker.py", job_in_root]
-        )
+        env = _chroot_env({"LD_PRELOAD": _LIBGCC_S, **(extra_env or {})})
+        argv = _in_root(root, ["/usr/bin/python3", "-I", f"{job_in_root}/caffe2_worker.py", job_in_root])
         rc, timed_out, stderr = _run_child(argv, env, timeout, job)
+        # "<stage> <step>", e.g. "run RunNetOnce(predict_net)", written by the worker.
         stage_file = job / "stage"
-        stage = stage_file.read_text().strip() if stage_file.exists() else "convert"
+        stage_text = stage_file.read_text().strip() if stage_file.exists() else ""
+        stage, _, step = stage_text.partition(" ")
+        stage = stage if stage in ("convert", "run") else "convert"
+        where = f"{stage} ({step})" if step else stage
         stderr_tail = _tail(stderr)
 
         if out_dir is not None:
@@ -683,7 +728,7 @@ def _run_in_root(
                     shutil.move(str(p), out_dir / p.name)
 
         if timed_out:
-            detail = f"no result within {timeout:g} s; killed during {stage}"
+            detail = f"no result within {timeout:g} s; killed during {where}"
             return Caffe2Run("timeout", None, None, None, detail, stage, stderr_tail, None)
         if rc < 0:
             sig = -rc
@@ -691,25 +736,18 @@ def _run_in_root(
                 name = signal.Signals(sig).name
             except ValueError:
                 name = f"signal {sig}"
-            detail = f"Caffe2 worker killed by {name} during {stage}"
-            last = _last_meaningful(stderr)
-            if last:
-                detail += f": {last}"
+            detail = f"Caffe2 worker killed by {name} during {where}"
             return Caffe2Run("crashed", None, None, None, detail, stage, stderr_tail, sig)
 
         try:
             result = json.loads((job / "result.json").read_text())
         except (OSError, ValueError):
-            detail = (
-                _last_meaningful(stderr) or f"Caffe2 worker exited with code {rc} and no result"
-            )
+            detail = _last_meaningful(stderr) or f"Caffe2 worker exited with code {rc} and no result"
             return Caffe2Run("failed", None, None, None, detail, stage, stderr_tail, None)
 
         outputs = None
         if result.get("status") == "passed":
-            outputs = [
-                np.load(job / name, allow_pickle=False) for name in result.get("outputs", [])
-            ]
+            outputs = [np.load(job / name, allow_pickle=False) for name in result.get("outputs", [])]
         detail = result.get("detail") or ""
         if result.get("status") == "passed" and result.get("notes"):
             detail = "; ".join(result["notes"])
@@ -727,16 +765,7 @@ def _run_in_root(
         shutil.rmtree(job, ignore_errors=True)
 
 
-def _no_core_dumps() -> None:
-    """In the child: a Caffe2 segfault should not leave a core file behind."""
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _run_child(
-    argv: list[str], env: Mapping[str, str], timeout: float, job: Path
-) -> tuple[int, bool, str]:
+def _run_child(argv: list[str], env: Mapping[str, str], timeout: float, job: Path) -> tuple[int, bool, str]:
     """Run argv in its own process group; kill the whole group on timeout.
 
     Returns (returncode, timed_out, output).  stdout and stderr go to one file,
@@ -747,13 +776,12 @@ def _run_child(
     with log_path.open("wb") as log:
         try:
             proc = subprocess.Popen(
-                argv,
+                _guarded(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(env),
                 start_new_session=True,
-                preexec_fn=_no_core_dumps,  # only sets a resource limit
             )
         except OSError as exc:
             return 127, False, f"cannot start {argv[0]}: {exc}"
