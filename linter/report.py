@@ -16,6 +16,8 @@ from rich.text import Text
 
 JSON_VERSION = 1
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+#: a bad smoke stage no finding predicted: a gap in the rules, said loudly
+UNPREDICTED = "UNPREDICTED by any finding"
 _STATUS_STYLE = {"passed": "green", "skipped": "dim", "failed": "bold red", "mismatch": "bold red",
                  "crashed": "bold red", "timeout": "bold red"}
 
@@ -100,6 +102,8 @@ def _stage_line(stage: StageResult) -> str:
     seconds = f" {stage.seconds:.2f}s" if stage.seconds is not None else ""
     predicted = f" (predicted by {', '.join(stage.predicted_by)})" if stage.predicted_by else ""
     detail = f": {stage.detail}" if stage.detail else ""
+    if stage.bad and not stage.predicted_by:
+        predicted = f" ({UNPREDICTED})"
     return f"{stage.name}: {stage.status}{seconds}{diff}{predicted}{detail}"
 
 
@@ -177,7 +181,9 @@ def _render_model(model: Any, console: Console) -> None:
         for stage in model.stages:
             detail = stage.detail
             if stage.predicted_by:
-                detail = f"predicted by {', '.join(stage.predicted_by)}; {detail}"
+                detail = Text(f"predicted by {', '.join(stage.predicted_by)}; {stage.detail}")
+            elif stage.bad:
+                detail = Text.assemble((UNPREDICTED, "bold red reverse"), f"; {stage.detail}")
             table.add_row(
                 stage.name,
                 Text(stage.status, style=_STATUS_STYLE.get(stage.status, "")),

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.config import Config
-from modelcheck.findings import Finding, Location, Severity, StageResult
+from modelcheck.findings import Finding, Location, ModelResult, Report, Severity, StageResult
 from modelcheck.specs import ModelSpec
 from modelcheck.targets import Target
 
 STAGES = ("export", "onnx_check", "onnxruntime", "caffe2")  # as in modelcheck.smoke
 DEFAULT_ARTIFACTS = Path(".modelcheck")
 #: seconds the parent waits beyond the job's own budget before it kills the child
-_GRACE = 10.0
+_GRACE = 5.0
 
 #: (stage, status) → the rule codes whose findings predict that outcome, each with the least
 #: severity at which it does (DESIGN.md's measured table): align_corners=True fails the export
@@ -84,6 +84,12 @@ def run_smoke(
     from modelcheck.isolation import run_job
 
     artifacts = artifacts.resolve()
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from modelcheck.static import PathError
+
+        raise PathError(f"{artifacts}: cannot create the artifacts folder ({exc.strerror or exc})") from None
     name = spec.text
     payload = {
         "model": name,
@@ -124,6 +130,31 @@ def run_smoke(
     ]
     _write_report(result, spec, target)
     return result
+
+
+def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
+    """The pipeline's smoke step: each spec's stages onto its ModelResult in ``report``.
+
+    ``options`` is a ``pipeline.Options`` (its target, config, artifacts and progress callback).
+    A model the dynamic pass could not import or build, or that crashed or hung there, is not
+    run again: its stages are skipped with that reason.
+    """
+    many = len(specs) > 1
+    progress = getattr(options, "progress", None)
+    for spec in specs:
+        model = next((m for m in report.models if m.spec == spec.text), None)
+        if model is None:
+            model = ModelResult(spec=spec.text, status="ok")
+            report.models.append(model)
+        if model.status in ("crashed", "timeout") or (model.status == "failed" and model.stage in ("import", "build")):
+            model.stages = skipped_stages(spec.text, f"not run: the dynamic pass {model.status} ({model.detail})")
+            continue
+        outcome = run_smoke(spec, options.target, options.config, report.findings,
+                            artifacts_for(spec.text, options.artifacts, many), progress)
+        model.stages = outcome.stages
+        report.notes.extend(outcome.notes)
+        if model.parameters is None:
+            model.parameters = outcome.parameters
 
 
 def skipped_stages(model_name: str, reason: str) -> list[StageResult]:
