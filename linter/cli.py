@@ -171,7 +171,7 @@ def check(
         model_args=kwargs, artifacts=artifacts, dtype=dtype,
     )
     try:
-        report = run(options)
+        report = _run_with_progress(options, run)
     except PathError as exc:
         raise fail(str(exc)) from None
 
@@ -220,6 +220,16 @@ def _require_runtime() -> None:
     if missing:
         raise fail(f"{' and '.join(missing)} not installed: pip install 'modelcheck[runtime]' "
                    "for tracing and the export smoke test, or pass --static-only")
+
+
+def _run_with_progress(options, run):
+    """Run the pipeline; on a terminal, a status line says which model and stage run now."""
+    status_console = Console(stderr=True)
+    if options.static_only or not status_console.is_terminal:
+        return run(options)
+    with status_console.status("modelcheck: checking ...") as status:
+        options.progress = status.update
+        return run(options)
 
 
 def _parse_model_args(text: str | None) -> dict:

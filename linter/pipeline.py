@@ -7,6 +7,7 @@ run user code in child processes anyway).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Options:
     model_args: dict[str, Any] = field(default_factory=dict)
     artifacts: Path | None = None
     dtype: str = "float32"  # the traced/exported input's dtype (--dtype)
+    progress: Callable[[str], None] | None = None  # one line on what runs now (the CLI's status)
 
 
 def run(options: Options) -> Report:
@@ -58,6 +60,12 @@ def run(options: Options) -> Report:
         report.notes.extend(dynamic.notes)
     elif options.model_specs:
         report.notes.append("--static-only: the models named by --model were not built or traced")
+
+    # ----- smoke test: export, ONNX checker, ONNX Runtime and Caffe2 per model, in child processes -----
+    if options.smoke and not options.static_only:
+        from modelcheck.smoke_runner import smoke_step
+
+        smoke_step(options, report, dynamic.specs)
     return report
 
 
