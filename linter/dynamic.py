@@ -10,7 +10,11 @@ construct seen both ways gets the same code and severity, and merges into ONE fi
 from __future__ import annotations
 
 import json
+import os
+import re
+import sysconfig
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +130,13 @@ def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], 
 def inspect_spec(spec: ModelSpec, timeout: float, paths: _Paths) -> tuple[ModelResult, list[dict[str, Any]]]:
     """Run the inspect job for one spec; every way it can end becomes a ModelResult."""
     with tempfile.TemporaryDirectory(prefix="modelcheck-inspect-") as tmp:
-        progress = Path(tmp) / "progress.json"
-        outcome = run_job("inspect", {"spec": spec.to_json(), "progress": str(progress)}, timeout)
+        progress, crash_log = Path(tmp) / "progress.json", Path(tmp) / "stack.txt"
+        payload = {"spec": spec.to_json(), "progress": str(progress), "crash_log": str(crash_log),
+                   "deadline": time.time() + timeout}
+        outcome = run_job("inspect", payload, timeout)
         partial = _read_json(progress)
-    return model_result(spec, outcome, partial, paths)
+        stack = crash_log.read_text(errors="replace") if crash_log.exists() else ""
+    return model_result(spec, outcome, partial, paths, stack)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -140,7 +147,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def model_result(
-    spec: ModelSpec, outcome: ChildOutcome, partial: dict[str, Any] | None, paths: _Paths
+    spec: ModelSpec, outcome: ChildOutcome, partial: dict[str, Any] | None, paths: _Paths, stack: str = "",
 ) -> tuple[ModelResult, list[dict[str, Any]]]:
     """A ModelResult (status, stage, detail, pickle) and the constructs learned before any failure."""
     value = outcome.value if outcome.ok else (partial or {})
@@ -153,13 +160,50 @@ def model_result(
     else:
         model.status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
         model.stage = value.get("stage")
-        model.detail = f"{model.stage or 'start'}: {outcome.describe()}"
-        model.traceback = outcome.traceback_tail
+        frames = _dumped_stack(stack)
+        where = _innermost_user_frame(frames, paths)
+        model.detail = f"{model.stage or 'start'}: {outcome.describe()}" if outcome.status != "crashed" else (
+            f"{model.stage or 'start'}: crashed ({_signal_name(outcome.signal)})")
+        if where:
+            model.detail += f", at {where}"
+        model.traceback = "\n".join(frames[:12]) if frames else outcome.traceback_tail
     if value.get("pickle") is not None:
         model.pickle = _pickle_json(value["pickle"], paths)
     if value.get("graph") is not None:
         model.graph = _graph_json(value["graph"], paths)
     return model, list(value.get("constructs") or [])
+
+
+def _dumped_stack(text: str) -> list[str]:
+    """The main thread's frames (innermost first) from a faulthandler dump, made relative."""
+    blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x)", text.strip())
+    main = next((b for b in reversed(blocks) if b.startswith("Current thread")), blocks[-1] if blocks else "")
+    return [line.strip() for line in main.splitlines() if line.strip().startswith("File ")]
+
+
+def _innermost_user_frame(frames: list[str], paths: _Paths) -> str | None:
+    """``file.py:33 in forward`` for the innermost frame outside torch and modelcheck."""
+    own = (str(Path(__file__).resolve().parent), str(Path(pickling.__file__).resolve().parent),
+           str(Path(sysconfig.get_paths()["stdlib"]).resolve()))
+    torch_dir = f"{os.sep}site-packages{os.sep}torch{os.sep}"
+    for line in frames:
+        match = re.match(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)', line)
+        if not match:
+            continue
+        file = match["file"]
+        if file.startswith("<") or torch_dir in file or _resolve(file).startswith(own):
+            continue
+        return f"{paths.show(file)}:{match['line']} in {match['func']}"
+    return None
+
+
+def _signal_name(number: int | None) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name if number else "no result"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _site(location: dict[str, Any] | None, paths: _Paths) -> dict[str, Any] | None:
@@ -250,8 +294,8 @@ def merge(static: list[Finding], dynamic: list[Finding]) -> list[Finding]:
         free.setdefault((finding.code, _resolve(finding.location.path), finding.location.line), []).append(index)
     for finding in dynamic:
         candidates = free.get((finding.code, _resolve(finding.location.path), finding.location.line))
-        if not candidates:
-            merged.append(finding)
+        if not candidates:  # --fix works from source: only what the static pass saw is fixable
+            merged.append(finding.with_(fixable=False))
             continue
         index = min(candidates, key=lambda i: abs(merged[i].location.column - finding.location.column))
         candidates.remove(index)

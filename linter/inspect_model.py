@@ -439,9 +439,13 @@ def find_unpicklable(
             if not _importable(obj):
                 failures.append(_failure(obj, visit, _kind_of_reference(obj), sites))
             continue
-        if not isinstance(obj, type) and not _importable(type(obj)):
+        local_class = "<locals>" in type(obj).__qualname__
+        if local_class:  # pickle saves the instance's class by name, and a local one has none
             failures.append(_failure(type(obj), visit, "local_class", sites, instance=obj))
         if isinstance(obj, nn.Module):
+            if not local_class and not _importable(type(obj)):
+                failures.append(_failure(obj, visit, "unpicklable", sites,
+                                         error=f"class {type(obj).__qualname__} cannot be imported by name"))
             children = _module_children(obj, visit)
         elif type(obj) in (list, tuple, set, frozenset):
             children = [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(obj)]
@@ -463,6 +467,10 @@ def find_unpicklable(
                 failures.append(_failure(obj, visit, "unpicklable", sites, error=_one_line(exc)))
                 continue
             children = _reduce_children(reduced, visit)
+            cls = _reconstructed_class(reduced)
+            if cls is not None and not local_class and not _importable(cls):
+                failures.append(_failure(obj, visit, "unpicklable", sites,
+                                         error=f"class {cls.__qualname__} cannot be imported by name"))
         stack.extend(reversed(children))
     return failures, True
 
@@ -480,6 +488,15 @@ def _module_children(module: Any, visit: _Visit) -> list[_Visit]:
         else:
             children.append(_Visit(value, _join(visit.path, key), module, key))
     return children
+
+
+def _reconstructed_class(reduced: Any) -> type | None:
+    """The class pickle saves by name for an object reduced through copyreg (``__newobj__``)."""
+    constructors = (copyreg.__newobj__, copyreg._reconstructor, getattr(copyreg, "__newobj_ex__", None))
+    if (isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[1] and isinstance(reduced[1][0], type)
+            and reduced[0] in constructors):
+        return reduced[1][0]
+    return None
 
 
 def _reduce_children(reduced: Any, visit: _Visit) -> list[_Visit]:
@@ -766,10 +783,32 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _user_traceback(limit: int = 12) -> str:
-    """The traceback's last lines, without modelcheck's own frames at the top."""
-    lines = traceback.format_exc().rstrip().splitlines()
+def _user_traceback(exc: BaseException, limit: int = 12) -> str:
+    """The traceback's last lines, without modelcheck's own frames (the user's code is the story)."""
+    own = str(Path(__file__).resolve().parent) + os.sep
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not str(Path(f.filename).resolve()).startswith(own)]
+    lines = ["Traceback (most recent call last):", *"".join(traceback.format_list(frames)).rstrip().splitlines(),
+             *"".join(traceback.format_exception_only(type(exc), exc)).rstrip().splitlines()]
     return "\n".join(lines[-limit:])
+
+
+def _watch(crash_log: str | None, deadline: float | None) -> None:
+    """Send faulthandler's stack dumps to ``crash_log``: on a hard crash, and just before the timeout.
+
+    The parent reads the file to say where the model died or hung (the worker's stderr keeps
+    only a tail, which for a deep forward is all torch frames).
+    """
+    if not crash_log:
+        return
+    import faulthandler
+
+    log = open(crash_log, "w")  # noqa: SIM115 - must stay open until the process ends
+    faulthandler.enable(file=log)
+    if deadline is not None:
+        remaining = deadline - time.time()
+        margin = min(1.0, remaining * 0.1)
+        if remaining - margin > 0:
+            faulthandler.dump_traceback_later(remaining - margin, exit=False, file=log)
 
 
 class _Progress:
@@ -795,7 +834,9 @@ def _stages(result: dict[str, Any], progress: _Progress) -> Iterator[str]:
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    """Child job ``inspect``: payload ``{"spec": ModelSpec JSON, "progress": path | None}``.
+    """Child job ``inspect``. Payload: ``spec`` (ModelSpec JSON); optional ``progress`` (a file
+    for the partial result after each stage), ``crash_log`` and ``deadline`` (wall-clock time the
+    parent kills the job; the stack is dumped to ``crash_log`` just before).
 
     ``status`` is "ok" or "failed"; on failure ``stage`` names the first stage that raised
     ("import", "build", "walk", "pickle", "forward") with ``error`` and ``traceback``. Stages
@@ -803,6 +844,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     """
     spec = ModelSpec.from_json(payload["spec"])
     progress = _Progress(payload.get("progress"))
+    _watch(payload.get("crash_log"), payload.get("deadline"))
     result: dict[str, Any] = {"spec": spec.text, "status": "ok", "stage": None, "constructs": [],
                               "pickle": None, "graph": None, "parameters": None, "seconds": {}}
     failed: str | None = None
@@ -841,7 +883,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 raise
             if failed is None:
                 failed = stage
-                result.update(status="failed", error=_one_line(exc), traceback=_user_traceback())
+                result.update(status="failed", error=_one_line(exc), traceback=_user_traceback(exc))
             if stage in ("import", "build"):
                 result["seconds"][stage] = round(time.monotonic() - started, 3)
                 break

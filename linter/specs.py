@@ -416,38 +416,42 @@ def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None) -> _Ca
 
 
 def _pick_roots(candidates: list[_Candidate]) -> None:
-    """Skip candidates that are parts of other candidates (by object, or by class for classes)."""
-    built = [c for c in candidates if not c.reason]
-    inside: dict[int, tuple[set[int], dict[type, str]]] = {}
-    for c in built:
-        ids: set[int] = set()
-        types: dict[type, str] = {}
-        for path, sub in c.obj.named_modules():
-            if sub is c.obj:
-                continue
-            ids.add(id(sub))
-            types.setdefault(type(sub), path)
-        inside[id(c)] = (ids, types)
+    """Skip candidates that are parts or copies of other candidates, saying which and where.
 
-    def where(part: _Candidate, whole: _Candidate) -> str | None:
-        ids, types = inside[id(whole)]
+    A part: the very object sits inside another candidate, or (for classes and factories) an
+    instance of its class does. A copy: the same object, or the same architecture (class,
+    submodule classes, parameter count); the first one in file order stays.
+    """
+    built = [c for c in candidates if not c.reason]
+    info: dict[int, tuple[dict[int, str], dict[type, str], tuple[Any, ...]]] = {}
+    for c in built:
+        subs = [(p, m) for p, m in c.obj.named_modules() if m is not c.obj]
+        architecture = (type(c.obj), tuple(type(m) for _, m in subs), sum(p.numel() for p in c.obj.parameters()))
+        info[id(c)] = ({id(m): p for p, m in subs}, {type(m): p for p, m in reversed(subs)}, architecture)
+
+    def relation(part: _Candidate, whole: _Candidate) -> tuple[str, str] | None:
+        objects, classes, architecture = info[id(whole)]
         if part.obj is whole.obj:
-            return "" if candidates.index(whole) < candidates.index(part) else None
-        if id(part.obj) in ids:
-            return next(p for p, m in whole.obj.named_modules() if m is part.obj)
-        if part.kind != "instance" and type(part.obj) in types:
-            return types[type(part.obj)]
+            return "copy", f"the same model as {whole.spec}"
+        if info[id(part)][2] == architecture:
+            return "copy", f"the same architecture as {whole.spec}"
+        if id(part.obj) in objects:
+            return "part", f"a sub-block of {whole.spec} (at {objects[id(part.obj)]})"
+        if part.kind != "instance" and type(part.obj) in classes:
+            return "part", f"a sub-block of {whole.spec} (at {classes[type(part.obj)]})"
         return None
 
-    for part in built:
-        for whole in built:
+    for index, part in enumerate(built):
+        for other, whole in enumerate(built):
             if whole is part or whole.reason:
                 continue
-            at = where(part, whole)
-            if at is None or where(whole, part) not in (None, ""):
+            found = relation(part, whole)
+            if found is None or (found[0] == "copy" and other > index):
                 continue
-            part.reason = (f"the same model as {whole.spec}" if at == ""
-                           else f"a sub-block of {whole.spec} (at {at})")
+            back = relation(whole, part)
+            if found[0] == "part" and back is not None and back[0] == "part":
+                continue  # each holds the other's class (recursive structures): keep both
+            part.reason = found[1]
             break
 
 
