@@ -29,6 +29,7 @@ from typing import Any
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
 DEFAULT_SHAPE = (1, 3, 224, 224)
+_RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", re.MULTILINE)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -172,20 +173,31 @@ def load_module(spec: ModelSpec) -> ModuleType:
     for folder in (str(root), str(path.parent)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    if name and _IDENT.match(name):
-        existing = sys.modules.get(name)
-        if existing is not None and _same_file(existing, path):
-            return existing
-        if existing is None:
-            parts = name.split(".")
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
-                    raise  # a missing dependency of the user's code, not our own lookup
-            else:
-                if _same_file(module, path):
-                    return module
+    candidates = [name] if name and _IDENT.match(name) else []
+    if "." in name and _IDENT.match(path.stem) and not _RELATIVE_IMPORT.search(path.read_text(errors="replace")):
+        candidates.append(path.stem)  # the package's __init__ may fail where the file alone does not
+    package_error: BaseException | None = None
+    for candidate in candidates:
+        existing = sys.modules.get(candidate)
+        if existing is not None:
+            if _same_file(existing, path):
+                return existing
+            continue
+        parts = candidate.split(".")
+        try:
+            module = importlib.import_module(candidate)
+        except Exception as exc:
+            own = {".".join(parts[: i + 1]) for i in range(len(parts))}
+            if isinstance(exc, ModuleNotFoundError) and exc.name in own:
+                continue  # our own lookup failed, not one of the user's imports
+            package_error = package_error or exc
+            if candidate != candidates[-1]:
+                continue
+            raise package_error from None
+        if _same_file(module, path):
+            return module
+    if package_error is not None:
+        raise package_error
     # the natural name is taken by another file (a user file called ``types.py``, or shadowed)
     return _load_by_location(path)
 
