@@ -171,7 +171,8 @@ class Report:
     notes: list[str] = field(default_factory=list)  # skipped files and the like
     models: list[ModelResult] = field(default_factory=list)
     files_checked: int = 0
-    fixes: list[dict[str, Any]] = field(default_factory=list)
+    fixes: list[dict[str, Any]] = field(default_factory=list)  # one record per fix (modelcheck.fixing)
+    diff: str = ""  # --diff: the unified diff --fix would write
 
     @property
     def stages(self) -> list[StageResult]:

@@ -27,6 +27,7 @@ JOBS: dict[str, str] = {
     "inspect": "modelcheck.inspect_model:run",
     "discover": "modelcheck.specs:discover_job",
     "smoke": "modelcheck.smoke:run",
+    "verify_fix": "modelcheck.verify:run",
     "doctor": "modelcheck.doctor:doctor_job",
 }
 

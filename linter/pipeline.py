@@ -61,11 +61,18 @@ def run(options: Options) -> Report:
     elif options.model_specs:
         report.notes.append("--static-only: the models named by --model were not built or traced")
 
+    # ----- fixes (--fix / --diff): after the dynamic pass, before the smoke test -----
+    smoked: list[str] = []  # models the fix step already smoke-tested on the fixed files
+    if options.fix or options.diff:
+        from modelcheck.fixing import run_fix_step
+
+        smoked = run_fix_step(options, report, static.sources, [] if options.static_only else dynamic.specs)
+
     # ----- smoke test: export, ONNX checker, ONNX Runtime and Caffe2 per model, in child processes -----
     if options.smoke and not options.static_only:
         from modelcheck.smoke_runner import smoke_step
 
-        smoke_step(options, report, dynamic.specs)
+        smoke_step(options, report, [spec for spec in dynamic.specs if spec.text not in smoked])
     return report
 
 

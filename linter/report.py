@@ -45,6 +45,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "models": [m.to_json() for m in report.models],
         "stages": [s.to_json() for s in report.stages],
         "fixes": report.fixes,
+        "diff": report.diff,
         "notes": report.notes,
         "summary": summary(report),
     }
@@ -76,7 +77,7 @@ def _underline(finding: Finding) -> tuple[str, str] | None:
 
 def render_text(report: Report) -> str:
     """Plain text for pipes and logs: one finding a line, source and caret, then a summary."""
-    out: list[str] = []
+    out: list[str] = [report.diff] if report.diff else []
     for note in report.notes:
         out.append(f"note: {note}")
     for finding in report.findings:
@@ -119,6 +120,10 @@ def _summary_line(report: Report) -> str:
 
 def render_rich(report: Report, console: Console) -> None:
     """The terminal report: grouped by file, source line underlined, then summary tables."""
+    if report.diff:
+        from rich.syntax import Syntax
+
+        console.print(Syntax(report.diff, "diff", theme="ansi_dark", background_color="default"))
     for note in report.notes:
         console.print(Text(f"note: {note}", style="dim"))
     current = None

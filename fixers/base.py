@@ -1,0 +1,378 @@
+"""What every fixer shares: the plain data a fix is made of, and the code that applies it.
+
+A fixer reads one parsed file (:class:`modelcheck.source.SourceFile`) and the findings in it
+and returns, per finding, either an :class:`Edit` (how to rewrite the source, how safe that
+is) or a :class:`Decline` (why not). :func:`apply_edits` turns chosen edits into new source
+text with a libcst transformer, so comments and formatting outside the rewritten expressions
+stay byte for byte.
+
+Safety, in the user's words:
+
+- ``safe``: the rewrite computes the same thing for every input (bit-identical for MC1xx,
+  identical to float rounding otherwise) and the exported graph is not tied to one input size.
+  ``--fix`` applies these.
+- ``unsafe``: the rewrite is exact only for the configured input shape(s), or the exported
+  graph is specialised to the traced input size. Only ``--unsafe-fixes`` applies these.
+
+``proven`` says that the equality holds by construction (a lambda becomes a function with the
+same body), so the fix may be applied without a model to verify it on (``--static-only``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import libcst as cst
+from modelcheck.findings import Finding
+from modelcheck.source import SourceFile
+
+SAFE = "safe"
+UNSAFE = "unsafe"
+
+#: verification tolerance per kind of edit: bit-identical, or equal to float rounding
+BITWISE = "bitwise"
+NUMERIC = "numeric"
+
+Rewrite = Callable[[cst.CSTNode], cst.CSTNode]
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A module-level statement a fix needs (a function or class), inserted once per file."""
+
+    key: str  # identical keys are inserted once: identical lambdas share one function
+    name: str
+    code: str  # the statement's source, indented with four spaces
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One rewrite at one finding. ``rewrites`` maps ids of original nodes to node rewriters."""
+
+    code: str
+    line: int
+    summary: str  # what changes, for the report: "lambda x: x -> _identity"
+    safety: str = SAFE
+    exactness: str = BITWISE
+    proven: bool = False
+    reason: str = ""  # why it is unsafe, or what it assumes
+    rewrites: tuple[tuple[int, Rewrite], ...] = ()
+    helpers: tuple[Helper, ...] = ()
+    imports: tuple[str, ...] = ()  # top-level modules the rewritten code names ("operator")
+    also: tuple[str, ...] = ()  # other codes on the same line this edit resolves too
+    anchors: tuple[cst.CSTNode, ...] = field(default=(), compare=False)  # nodes rewritten
+
+
+@dataclass(frozen=True)
+class Decline:
+    """A finding the fixer will not fix, and why (shown to the user)."""
+
+    code: str
+    line: int
+    reason: str
+
+
+Decision = Edit | Decline
+
+
+@dataclass
+class FixContext:
+    """What a fixer may know beyond the source: the target, and shapes seen at run time.
+
+    ``call_shapes`` maps a source line to the input shapes a pooling or upsampling call on
+    that line received when the model ran on the configured input (from the verify child);
+    empty when no model was run.
+    """
+
+    target_name: str
+    opset: int
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    call_shapes: dict[int, list[tuple[int, ...]]] = field(default_factory=dict)
+
+
+class Names:
+    """Collision-free names for inserted helpers: never a name the file already uses."""
+
+    def __init__(self, source: SourceFile) -> None:
+        self.used = set(names_in(source.module)) | set(source.module_names)
+        self.by_key: dict[str, str] = {}
+
+    def fresh(self, base: str, key: str | None = None) -> str:
+        """A name like ``base`` nobody uses yet; the same key gets the same name again."""
+        if key is not None and key in self.by_key:
+            return self.by_key[key]
+        base = re.sub(r"\W", "_", base) or "_helper"
+        name, n = base, 2
+        while name in self.used:
+            name, n = f"{base}_{n}", n + 1
+        self.used.add(name)
+        if key is not None:
+            self.by_key[key] = name
+        return name
+
+
+def names_in(node: cst.CSTNode) -> Iterable[str]:
+    """Every identifier written anywhere under ``node`` (names, attributes, parameters)."""
+    found: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+    node.visit(_Collect())
+    return found
+
+
+def findings_at(findings: Sequence[Finding], codes: Iterable[str]) -> dict[int, list[Finding]]:
+    """Findings of the given codes, by line."""
+    wanted = set(codes)
+    by_line: dict[int, list[Finding]] = {}
+    for finding in findings:
+        if finding.code in wanted:
+            by_line.setdefault(finding.location.line, []).append(finding)
+    return by_line
+
+
+# ----- module-level names a rewrite relies on ----------------------------------------------
+
+def binds_name(source: SourceFile, name: str) -> bool:
+    """Is ``name`` bound anywhere in the file other than by ``import name``?
+
+    Parameters, assignments, loop targets, ``def``/``class`` names and ``import x as name``
+    all count: any of them could shadow the module a rewrite refers to by that name.
+    """
+    found = False
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Param(self, node: cst.Param) -> None:
+            nonlocal found
+            found = found or node.name.value == name
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_For(self, node: cst.For) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_CompFor(self, node: cst.CompFor) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_AsName(self, node: cst.AsName) -> None:
+            nonlocal found
+            found = found or name in names_in(node.name)
+
+        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+            nonlocal found
+            found = found or name in names_in(node.target)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            nonlocal found
+            found = found or node.name.value == name
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            nonlocal found
+            found = found or node.name.value == name
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+            nonlocal found
+            if isinstance(node.names, cst.ImportStar):
+                return
+            for alias in node.names:  # ``from x import name`` binds something else than the module
+                if alias.asname is None and isinstance(alias.name, cst.Name) and alias.name.value == name:
+                    found = True
+
+    source.module.visit(_Visitor())
+    return found
+
+
+def module_name_usable(source: SourceFile, module: str) -> bool:
+    """Can rewritten code say ``module.attr`` and mean the standard module ``module``?
+
+    True when the file imports it under its own name and binds that name to nothing else, or
+    when the name is not used at all (an ``import module`` is then added).
+    """
+    if source.imports.get(module) == module:
+        return not binds_name(source, module)
+    return module not in names_read(source.module) and not binds_name(source, module)
+
+
+def names_read(node: cst.CSTNode) -> set[str]:
+    """Names the code reads (not attribute names, not the dotted paths of import statements)."""
+    found: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Import(self, node: cst.Import) -> bool:
+            return False
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+            return False
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            node.value.visit(self)
+            return False
+
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+    node.visit(_Collect())
+    return found
+
+
+def leading_block_end(module: cst.Module) -> int:
+    """Index just past the docstring and the imports at the top of the file."""
+    index = 0
+    for stmt in module.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            break
+        if not all(
+            isinstance(small, (cst.Import, cst.ImportFrom))
+            or (isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString)))
+            for small in stmt.body
+        ):
+            break
+        index += 1
+    return index
+
+
+def imported_in_leading_block(module: cst.Module, name: str) -> bool:
+    """Is ``import name`` among the imports at the top of the file?"""
+    for stmt in module.body[: leading_block_end(module)]:
+        assert isinstance(stmt, cst.SimpleStatementLine)
+        for small in stmt.body:
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    if alias.asname is None and isinstance(alias.name, cst.Name) and alias.name.value == name:
+                        return True
+    return False
+
+
+# ----- applying edits ----------------------------------------------------------------------
+
+class ApplyError(ValueError):
+    """The edits could not be turned into valid source; nothing is written."""
+
+
+class _Rewriter(cst.CSTTransformer):
+    def __init__(self, rewrites: dict[int, list[Rewrite]]) -> None:
+        self.rewrites = rewrites
+
+    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode):  # type: ignore[override]
+        for rewrite in self.rewrites.get(id(original_node), ()):
+            updated_node = rewrite(updated_node)
+        return updated_node
+
+
+def _top_level_index(module: cst.Module, anchors: Sequence[cst.CSTNode]) -> int:
+    """Index of the first top-level statement holding one of ``anchors``."""
+    wanted = {id(a) for a in anchors}
+    for index, stmt in enumerate(module.body):
+        hit = False
+
+        class _Find(cst.CSTVisitor):
+            def on_visit(self, node: cst.CSTNode) -> bool:
+                nonlocal hit
+                if id(node) in wanted:
+                    hit = True
+                return not hit
+
+        stmt.visit(_Find())
+        if hit:
+            return index
+    return len(module.body)
+
+
+def _two_blank_lines(stmt: cst.BaseStatement) -> cst.BaseStatement:
+    """PEP 8 spacing before a def/class: at least two blank lines above its comments."""
+    lines = list(stmt.leading_lines)
+    blanks = 0
+    for line in lines:
+        if line.comment is None:
+            blanks += 1
+        else:
+            break
+    if blanks >= 2:
+        return stmt
+    return stmt.with_changes(leading_lines=[cst.EmptyLine()] * (2 - blanks) + lines)
+
+
+def apply_edits(source: SourceFile, edits: Sequence[Edit]) -> str:
+    """The file's new text with ``edits`` applied; raises ApplyError if it would not parse."""
+    if not edits:
+        return source.text
+    rewrites: dict[int, list[Rewrite]] = {}
+    for edit in edits:
+        for node_id, rewrite in edit.rewrites:
+            rewrites.setdefault(node_id, []).append(rewrite)
+    helpers: dict[str, Helper] = {}
+    for edit in edits:
+        for helper in edit.helpers:
+            helpers.setdefault(helper.key, helper)
+    imports = sorted({module for edit in edits for module in edit.imports
+                      if not imported_in_leading_block(source.module, module)})
+
+    original = source.module
+    anchor = _top_level_index(original, [a for edit in edits for a in edit.anchors])
+    insert_at = min(leading_block_end(original), anchor)
+    new = original.visit(_Rewriter(rewrites))
+    assert isinstance(new, cst.Module)
+    body = list(new.body)
+
+    if helpers:
+        block = cst.parse_module("".join(h.code.strip() + "\n" for h in helpers.values()))
+        statements = [_two_blank_lines(stmt) for stmt in block.body]
+        if insert_at < len(body):
+            body[insert_at] = _two_blank_lines(body[insert_at])
+        body[insert_at:insert_at] = statements
+    if imports:
+        import_at = leading_block_end(original)
+        lines = [cst.parse_statement(f"import {module}\n") for module in imports]
+        if import_at == 0 and original.body and _is_docstring(original.body[0]):
+            import_at = 1
+        body[import_at:import_at] = lines
+    text = new.with_changes(body=body).code
+    try:
+        compile(text, source.path, "exec", dont_inherit=True, flags=0x400)
+        cst.parse_module(text)
+    except (SyntaxError, ValueError, cst.ParserSyntaxError) as exc:
+        raise ApplyError(f"{source.path}: the fixed source would not parse ({exc}); nothing written") from None
+    return text
+
+
+def _is_docstring(stmt: cst.BaseStatement) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
+def code_of(node: cst.CSTNode) -> str:
+    """Source text of a node on its own (whitespace as written inside it)."""
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def replace_with(new: cst.BaseExpression) -> Rewrite:
+    """A rewrite that puts ``new`` in place of the node, keeping the node's own parentheses."""
+
+    def rewrite(node: cst.CSTNode) -> cst.CSTNode:
+        lpar = getattr(node, "lpar", ())
+        rpar = getattr(node, "rpar", ())
+        if lpar and hasattr(new, "lpar"):
+            return new.with_changes(lpar=lpar, rpar=rpar)
+        return new
+
+    return rewrite

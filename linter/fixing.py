@@ -1,0 +1,614 @@
+"""``--fix`` and ``--diff``, parent side: plan fixes per file, choose, write, verify, roll back.
+
+Never imports torch: the fixers are libcst codemods and verification runs in child jobs
+(:mod:`modelcheck.verify`). The promises to the user (DESIGN.md, "Safety"):
+
+- a file with a syntax error is never touched, and output that does not parse is never written;
+- writes are atomic (a temporary file in the same folder, then a rename) and keep the mode;
+- ``--fix`` on a file that cannot be written is a one-line error, and then nothing is written;
+- a fix that verification rejects is undone byte for byte, and the report says why;
+- a second ``--fix`` changes nothing (fixed code raises no finding a fixer would act on).
+
+Which edits apply: safe ones with ``--fix``, unsafe ones only with ``--unsafe-fixes``. An edit
+that is not exact by construction (``proven``) needs a model to verify it on; without one it is
+held back and the report says nothing could be verified.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import libcst as cst
+from modelcheck.findings import Finding, Report
+from modelcheck.fixers import FIXERS
+from modelcheck.fixers.base import (
+    BITWISE,
+    NUMERIC,
+    UNSAFE,
+    ApplyError,
+    Decision,
+    Decline,
+    Edit,
+    FixContext,
+    Names,
+    apply_edits,
+)
+from modelcheck.rules import SYNTAX_ERROR
+from modelcheck.source import SourceFile
+from modelcheck.static import PathError, check_source
+
+APPLIED, HELD_BACK, ROLLED_BACK, NOT_FIXABLE, WOULD_APPLY = (
+    "applied", "held_back", "rolled_back", "not_fixable", "would_apply")
+
+
+class FixError(PathError):
+    """A file ``--fix`` must write but cannot; nothing was written. The message is one line."""
+
+
+@dataclass
+class FilePlan:
+    """One file: its original bytes and text, what the fixers decided, and what is chosen."""
+
+    path: str
+    raw: bytes
+    text: str
+    findings: list[Finding] = field(default_factory=list)
+    source: SourceFile | None = None  # the parse the edits' node ids refer to
+    decisions: list[Decision] = field(default_factory=list)
+    chosen: list[Edit] = field(default_factory=list)
+    held: dict[int, str] = field(default_factory=dict)  # id(edit) → why held back
+    fixed: str = ""
+    error: str = ""  # why the file is not touched at all
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.chosen) and self.fixed != self.text
+
+
+# ----- planning ------------------------------------------------------------------------------
+
+def plan_file(source: SourceFile, findings: Sequence[Finding], context: FixContext) -> list[Decision]:
+    """Every fixer's decision for the findings of one parsed file."""
+    names = Names(source)
+    decisions: list[Decision] = []
+    for fixer in FIXERS:
+        mine = [f for f in findings if f.code in fixer.CODES]
+        if mine:
+            decisions.extend(fixer.plan(source, mine, context, names))
+    return decisions
+
+
+def choose(decisions: Sequence[Decision], *, unsafe: bool, verifiable: bool) -> tuple[list[Edit], dict[int, str]]:
+    """The edits to apply now, and why each other edit is held back (by id)."""
+    chosen: list[Edit] = []
+    held: dict[int, str] = {}
+    for decision in decisions:
+        if not isinstance(decision, Edit):
+            continue
+        if decision.safety == UNSAFE and not unsafe:
+            held[id(decision)] = f"unsafe: {decision.reason}; apply with --unsafe-fixes"
+        elif not decision.proven and not verifiable:
+            held[id(decision)] = ("needs a model to verify it on (none given or found: pass --model "
+                                  "file.py:Name, or run without --static-only)")
+        else:
+            chosen.append(decision)
+    return chosen, held
+
+
+def make_plans(
+    sources: dict[str, str],
+    findings: Sequence[Finding],
+    context: FixContext,
+    *,
+    unsafe: bool,
+    verifiable: bool | Callable[[str], bool],
+) -> list[FilePlan]:
+    """A FilePlan for every file with findings; files that cannot be fixed say why.
+
+    ``verifiable`` (or ``verifiable(path)``): can a model built from the file verify its edits?
+    """
+    by_path: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_path.setdefault(finding.location.path, []).append(finding)
+    plans: list[FilePlan] = []
+    for path, file_findings in by_path.items():
+        if path not in sources:
+            continue
+        text = sources[path]
+        plan = FilePlan(path, b"", text, findings=file_findings)
+        plans.append(plan)
+        if any(f.code == SYNTAX_ERROR for f in file_findings):
+            plan.error = "the file has a syntax error; not touched"
+            continue
+        try:
+            plan.raw = Path(path).read_bytes()
+        except OSError as exc:
+            plan.error = f"cannot read it again ({exc.strerror or exc})"
+            continue
+        if _decode(plan.raw) != text:
+            plan.error = "it changed on disk while modelcheck ran; not touched"
+            continue
+        try:
+            plan.source = SourceFile.parse(path, text)
+            plan.decisions = plan_file(plan.source, file_findings, context)
+        except (cst.ParserSyntaxError, RecursionError) as exc:
+            plan.error = f"cannot be parsed for fixing ({str(exc).splitlines()[0] if str(exc) else exc})"
+            continue
+        can_verify = verifiable(path) if callable(verifiable) else verifiable
+        plan.chosen, plan.held = choose(plan.decisions, unsafe=unsafe, verifiable=can_verify)
+        rebuild(plan)
+    return plans
+
+
+def rebuild(plan: FilePlan) -> None:
+    """Recompute ``plan.fixed`` from ``plan.chosen``; if that would not parse, choose nothing."""
+    if not plan.chosen or plan.source is None:
+        plan.fixed = plan.text
+        return
+    try:
+        plan.fixed = apply_edits(plan.source, plan.chosen)
+    except ApplyError as exc:
+        plan.error = str(exc)
+        plan.chosen = []
+        plan.fixed = plan.text
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8-sig")
+
+
+def _encode(text: str, like: bytes) -> bytes:
+    data = text.encode("utf-8")
+    return b"\xef\xbb\xbf" + data if like.startswith(b"\xef\xbb\xbf") else data
+
+
+# ----- diff and writing ----------------------------------------------------------------------
+
+def unified_diff(plans: Sequence[FilePlan]) -> str:
+    """What --fix would write, as one unified diff (``a/`` and ``b/`` prefixes, as git)."""
+    chunks: list[str] = []
+    for plan in plans:
+        if not plan.changed:
+            continue
+        chunks.extend(difflib.unified_diff(
+            plan.text.splitlines(keepends=True), plan.fixed.splitlines(keepends=True),
+            fromfile=_diff_name("a", plan.path), tofile=_diff_name("b", plan.path),
+        ))
+        if chunks and not chunks[-1].endswith("\n"):
+            chunks[-1] += "\n\\ No newline at end of file\n"
+    return "".join(chunks)
+
+
+def _diff_name(side: str, path: str) -> str:
+    """``a/src/model.py`` for a relative path (as git writes it); an absolute path stays as is."""
+    return path if os.path.isabs(path) else f"{side}/{Path(path).as_posix()}"
+
+
+def check_writable(path: str) -> str:
+    """'' when ``path`` can be replaced atomically, else why not (one line)."""
+    real = Path(os.path.realpath(path))
+    if not os.access(real, os.W_OK):
+        return f"{path}: cannot write the fix: the file is read-only"
+    if not os.access(real.parent, os.W_OK | os.X_OK):
+        return f"{path}: cannot write the fix: its folder {real.parent} is read-only"
+    return ""
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file and a rename; keep mode and owner.
+
+    A symbolic link is followed: the file it points to is replaced, the link stays.
+    """
+    real = Path(os.path.realpath(path))
+    info = real.stat()
+    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".modelcheck-tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, stat.S_IMODE(info.st_mode))
+        if os.geteuid() == 0:
+            os.chown(tmp, info.st_uid, info.st_gid)
+        os.replace(tmp, real)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----- records for the report ------------------------------------------------------------------
+
+def _record(path: str, code: str, line: int, status: str, reason: str = "", summary: str = "",
+            safety: str | None = None, verified: bool = False) -> dict[str, Any]:
+    return {"path": path, "code": code, "line": line, "status": status, "reason": reason,
+            "summary": summary, "safety": safety, "verified": verified}
+
+
+def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: bool,
+            verified: set[int], rolled_back: dict[int, str]) -> list[dict[str, Any]]:
+    """One record per decision, plus one per finding no fixer decided on."""
+    out: list[dict[str, Any]] = []
+    covered: set[tuple[str, str, int]] = set()
+    for plan in plans:
+        chosen = {id(edit) for edit in plan.chosen}
+        for decision in plan.decisions:
+            covered.add((plan.path, decision.code, decision.line))
+            if isinstance(decision, Decline):
+                out.append(_record(plan.path, decision.code, decision.line, NOT_FIXABLE, decision.reason))
+                continue
+            for code in decision.also:
+                covered.add((plan.path, code, decision.line))
+            key = id(decision)
+            if plan.error and key not in chosen:
+                status, reason = NOT_FIXABLE, plan.error
+            elif key in rolled_back:
+                status, reason = ROLLED_BACK, rolled_back[key]
+            elif key in chosen:
+                status, reason = (WOULD_APPLY if dry_run else APPLIED), decision.reason
+            else:
+                status, reason = HELD_BACK, plan.held.get(key, "")
+            out.append(_record(plan.path, decision.code, decision.line, status, reason, decision.summary,
+                               decision.safety, key in verified))
+            for code in decision.also:
+                out.append(_record(plan.path, code, decision.line, status,
+                                   f"fixed together with {decision.code} on this line", decision.summary,
+                                   decision.safety, key in verified))
+    errors = {plan.path: plan.error for plan in plans if plan.error}
+    for finding in findings:
+        loc = finding.location
+        if (loc.path, finding.code, loc.line) in covered:
+            continue
+        reason = errors.get(loc.path) or (
+            "modelcheck found the construct but could not rewrite it exactly" if finding.fixable
+            else f"no automatic fix for {finding.code} (see modelcheck --explain {finding.code})")
+        out.append(_record(loc.path, finding.code, loc.line, NOT_FIXABLE, reason))
+    out.sort(key=lambda r: (r["path"], r["line"], r["code"]))
+    return out
+
+
+def summarize(fixes: Sequence[dict[str, Any]], *, dry_run: bool, verifiable: bool) -> list[str]:
+    """The notes a user reads: what was fixed, what was held back and how to apply it."""
+    notes: list[str] = []
+    count = lambda status: sum(1 for r in fixes if r["status"] == status)  # noqa: E731
+    if dry_run:
+        notes.append(f"--diff: {count(WOULD_APPLY)} fix(es) would be applied; nothing was written")
+    else:
+        notes.append(f"--fix: {count(APPLIED)} fix(es) applied")
+    unsafe_held = sum(1 for r in fixes if r["status"] == HELD_BACK and r["safety"] == UNSAFE
+                      and r["reason"].startswith("unsafe"))
+    if unsafe_held:
+        notes.append(f"{unsafe_held} unsafe fix(es) held back (exact only for the configured input shape(s)); "
+                     "apply them with --fix --unsafe-fixes")
+    unverified_held = sum(1 for r in fixes if r["status"] == HELD_BACK and r["reason"].startswith("needs a model"))
+    if not verifiable:
+        notes.append("nothing was verified: no model spec to build and compare (only fixes exact by "
+                     "construction were applied" + (f"; {unverified_held} held back" if unverified_held else "")
+                     + "; pass --model file.py:Name to verify the others)")
+    if count(ROLLED_BACK):
+        notes.append(f"{count(ROLLED_BACK)} fix(es) rolled back: verification failed (see the reasons)")
+    return notes
+
+
+# ----- the step ---------------------------------------------------------------------------------
+
+#: makes the files on disk hold exactly the chosen edits whose ids are given (the rest undone)
+Materialize = Callable[[set[int]], None]
+#: (changed plans, materialize) → (ids of the edits kept and verified, why each rejected edit failed)
+Verifier = Callable[[list[FilePlan], Materialize], tuple[set[int], dict[int, str]]]
+
+
+def fix_step(
+    report: Report,
+    sources: dict[str, str],
+    context: FixContext,
+    *,
+    write: bool,
+    unsafe: bool,
+    covered: Callable[[str], bool] | None = None,
+    verifier: Verifier | None = None,
+    recheck: Callable[[str, str], list[Finding]] | None = None,
+) -> None:
+    """Plan, choose and (with ``write``) apply fixes; fill ``report.fixes`` and notes.
+
+    ``covered(path)`` says whether a model built from the file can verify its edits (None: no
+    model at all). ``verifier`` runs after the chosen edits are written and may undo some
+    through the ``materialize`` callback it gets. ``recheck(path, text)`` re-runs the static pass
+    on a fixed file, so the report shows what is left, at the new line numbers.
+    """
+    plans = make_plans(sources, report.findings, context, unsafe=unsafe,
+                       verifiable=covered or (lambda _path: False))
+    original_findings = list(report.findings)
+    verified: set[int] = set()
+    rolled_back: dict[int, str] = {}
+    if not write:
+        report.diff = unified_diff(plans)
+    else:
+        changed = [plan for plan in plans if plan.changed]
+        problems = [why for plan in changed if (why := check_writable(plan.path))]
+        if problems:
+            raise FixError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more)")
+                           + "; nothing was written")
+        materialize = _materializer(changed)
+        materialize({id(edit) for plan in changed for edit in plan.chosen})
+        if verifier is not None and changed:
+            verified, rolled_back = verifier(changed, materialize)
+            for plan in changed:
+                plan.chosen = [edit for edit in plan.chosen if id(edit) not in rolled_back]
+                rebuild(plan)
+        if recheck is not None:
+            _recheck(report, plans, recheck)
+    report.fixes = records(plans, original_findings, dry_run=not write, verified=verified,
+                           rolled_back=rolled_back)
+    report.notes.extend(summarize(report.fixes, dry_run=not write, verifiable=covered is not None))
+
+
+def _materializer(changed: list[FilePlan]) -> Materialize:
+    """A function that rewrites the changed files to hold a subset of their chosen edits."""
+    chosen = {plan.path: list(plan.chosen) for plan in changed}
+    on_disk = {plan.path: plan.raw for plan in changed}
+
+    def materialize(keep: set[int]) -> None:
+        for plan in changed:
+            edits = [edit for edit in chosen[plan.path] if id(edit) in keep]
+            data = plan.raw
+            if edits and plan.source is not None:
+                try:
+                    data = _encode(apply_edits(plan.source, edits), plan.raw)
+                except ApplyError:
+                    data = plan.raw
+            if data != on_disk[plan.path]:
+                write_atomic(plan.path, data)
+                on_disk[plan.path] = data
+
+    return materialize
+
+
+def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Callable[[str, str], list[Finding]]) -> None:
+    """Findings of fixed files come from a fresh static check of their new text.
+
+    Dynamic sightings in those files stay if no kept edit fixed them, moved to their new line.
+    """
+    fixed = {plan.path: plan for plan in plans if plan.changed}
+    if not fixed:
+        return
+    kept = [f for f in report.findings if f.location.path not in fixed]
+    for path, plan in fixed.items():
+        fresh = recheck(path, plan.fixed)
+        kept.extend(fresh)
+        done = {(edit.code, edit.line) for edit in plan.chosen} | {
+            (code, edit.line) for edit in plan.chosen for code in edit.also}
+        moved = _line_map(plan.text, plan.fixed)
+        seen = {(f.code, f.location.line) for f in fresh}
+        for finding in report.findings:
+            loc = finding.location
+            if loc.path != path or finding.evidence == "static" or (finding.code, loc.line) in done:
+                continue
+            line = moved.get(loc.line)
+            if line is None or (finding.code, line) in seen:
+                continue
+            shift = line - loc.line
+            kept.append(finding.with_(
+                evidence="dynamic",
+                location=replace(loc, line=line, end_line=None if loc.end_line is None else loc.end_line + shift)))
+    kept.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
+    report.findings = kept
+
+
+def _line_map(before: str, after: str) -> dict[int, int]:
+    """Old line → new line, for the lines a fix did not touch (1-based)."""
+    mapping: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for offset in range(block.size):
+            mapping[block.a + offset + 1] = block.b + offset + 1
+    return mapping
+
+
+def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: Sequence[Any] = ()) -> list[str]:
+    """The pipeline's fix step (``options``: a ``pipeline.Options`` with --fix or --diff).
+
+    ``specs`` are the models of the run (the dynamic pass resolved them). With ``--fix`` and a
+    model, edits are verified on it; returns the specs whose smoke test ran on the final files
+    here, so the pipeline's smoke step need not run them again.
+    """
+    target = options.target
+    context = FixContext(target.name, target.opset, input_shapes=(tuple(options.config.input_shape),))
+
+    def recheck(path: str, text: str) -> list[Finding]:
+        return check_source(path, text, target, options.config)
+
+    session = None
+    if specs and not options.static_only:
+        session = Verification(options, report, list(specs), recheck)
+        session.reference()
+        context.call_shapes = session.call_shapes
+    try:
+        fix_step(report, sources, context, write=options.fix, unsafe=options.unsafe_fixes,
+                 covered=session.covers if session and session.models else None,
+                 verifier=session.verify if session and session.models else None, recheck=recheck)
+    finally:
+        if session is not None:
+            report.notes.extend(session.notes)
+            session.close()
+    return session.smoked if session is not None else []
+
+
+# ----- verification, parent side ------------------------------------------------------------------
+
+#: fix families in the order they are retried one by one when the whole set fails verification
+_GROUPS = (("MC1", "MC205"), ("MC3",), ("MC2",))
+_EXPORT_FAMILIES = ("MC2", "MC3")  # edits that change the exported graph: the smoke test checks them
+
+
+class Verification:
+    """Builds each model before the fix (``reference``) and after (``verify``), in child jobs.
+
+    A model verifies the edits in the files it is built from. If the fixed files fail, the
+    edits are tried family by family (lambdas, pools, upsampling) so one bad family does not
+    take the others down; the rejected ones are undone and reported with the reason. Edits that
+    change the exported graph are then smoke-tested on the fixed files; a bad stage that no
+    remaining finding explains rejects them too.
+    """
+
+    def __init__(self, options: Any, report: Report, specs: list[Any],
+                 recheck: Callable[[str, str], list[Finding]]) -> None:
+        self.options, self.report, self.specs, self.recheck = options, report, specs, recheck
+        self.workdir = Path(tempfile.mkdtemp(prefix="modelcheck-verify-"))
+        self.models: list[tuple[Any, Path, dict[str, Any]]] = []  # spec, work folder, reference result
+        self.call_shapes: dict[tuple[str, int], list[tuple[int, ...]]] = {}
+        self.notes: list[str] = []
+        self.smoked: list[str] = []
+        self.passed: dict[str, dict[str, Any]] = {}  # spec → its last passing check (the final files)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _job(self, payload: dict[str, Any]) -> Any:
+        from modelcheck.isolation import run_job
+
+        return run_job("verify_fix", payload, self.options.config.timeout)
+
+    def reference(self) -> None:
+        """Build every model from the unfixed files and keep what the checks compare against."""
+        for index, spec in enumerate(self.specs):
+            folder = self.workdir / str(index)
+            folder.mkdir()
+            outcome = self._job({"phase": "reference", "spec": spec.to_json(), "workdir": str(folder)})
+            if not outcome.ok:
+                self.notes.append(f"fix verification: cannot build {spec.text} ({outcome.describe()}); "
+                                  "it cannot verify fixes")
+                continue
+            self.models.append((spec, folder, outcome.value))
+            for path, line, shapes in outcome.value["call_shapes"]:
+                self.call_shapes.setdefault((path, line), []).extend(tuple(shape) for shape in shapes)
+
+    def _files(self, reference: dict[str, Any]) -> set[str]:
+        return set(reference["files"])
+
+    def covers(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real in self._files(reference) for _, _, reference in self.models)
+
+    def verify(self, changed: list[FilePlan], materialize: Materialize) -> tuple[set[int], dict[int, str]]:
+        """Check the written edits; undo the ones that fail; return (verified ids, rejected → why)."""
+        edits = {id(edit): (plan, edit) for plan in changed for edit in plan.chosen}
+        tested = {key for key, (plan, _) in edits.items() if self.covers(plan.path)}
+        kept = set(edits)
+        rejected: dict[int, str] = {}
+        problem = self._check(edits, kept)
+        if problem:
+            kept = set(edits) - tested  # edits exact by construction in files no model loads
+            for codes in _GROUPS:
+                group = {key for key in tested if edits[key][1].code.startswith(codes)}
+                if not group:
+                    continue
+                materialize(kept | group)
+                problem = self._check(edits, kept | group)
+                if problem:
+                    rejected.update({key: f"verification failed: {problem}" for key in group})
+                else:
+                    kept |= group
+            materialize(kept)
+        self._smoke(edits, kept, rejected, materialize)
+        self._update_pickle_results()
+        return kept & tested, rejected
+
+    def _update_pickle_results(self) -> None:
+        """The dynamic pass probed pickling before the fix; say what holds for the fixed files."""
+        for spec, _, reference in self.models:
+            value = self.passed.get(spec.text)
+            if value is None:
+                continue
+            model = next((m for m in self.report.models if m.spec == spec.text), None)
+            if model is not None and value.get("pickles") and not reference.get("pickles"):
+                model.pickle = {"ok": True, "failures": [], "torch_save": {"ok": True}, "after_fix": True}
+                self.notes.append(f"fix verification: {spec.text}: torch.save(model) failed before the fix "
+                                  f"({reference.get('pickle_error')}) and works now")
+
+    def _check(self, edits: dict[int, tuple[FilePlan, Edit]], keep: set[int]) -> str:
+        """'' when every model built from the changed files matches its reference, else why not."""
+        problems = []
+        for spec, folder, reference in self.models:
+            files = self._files(reference)
+            mine = [edit for key, (plan, edit) in edits.items()
+                    if key in keep and os.path.realpath(plan.path) in files]
+            if not mine:
+                continue
+            bitwise = all(edit.exactness == BITWISE for edit in mine)
+            outcome = self._job({"phase": "check", "spec": spec.to_json(), "workdir": str(folder),
+                                 "exactness": BITWISE if bitwise else NUMERIC, "tolerance": 1e-6})
+            if not outcome.ok:
+                problems.append(f"{spec.text}: the fixed model could not be checked ({outcome.describe()})")
+                continue
+            value = outcome.value
+            found = list(value.get("problems", []))
+            if all(edit.code.startswith("MC1") for edit in mine) and value.get("tree") != reference["tree"]:
+                found.append("the module tree changed")
+            if found:
+                problems.append(f"{spec.text}: " + "; ".join(found))
+            else:
+                self.passed[spec.text] = value
+                how = "bit-identical outputs" if value.get("bit_identical") else \
+                    f"outputs within 1e-6 (max abs diff {value.get('max_abs_diff', 0):.2g})"
+                self.notes.append(f"fix verification: {spec.text}: the original state_dict loads with "
+                                  f"strict=True; {how}")
+        return " | ".join(problems)
+
+    def _smoke(self, edits: dict[int, tuple[FilePlan, Edit]], kept: set[int], rejected: dict[int, str],
+               materialize: Materialize) -> None:
+        """Smoke-test models whose export the kept edits change; undo those edits on a bad stage."""
+        from modelcheck.isolation import JOBS
+
+        if not self.options.smoke or "smoke" not in JOBS:
+            if any(edit.code.startswith(_EXPORT_FAMILIES) for key, (_, edit) in edits.items() if key in kept):
+                self.notes.append("fix verification: the smoke test did not run (--no-smoke): the fixed "
+                                  "export was not tried")
+            return
+        for spec, _, reference in self.models:
+            files = self._files(reference)
+            exported = {key for key in kept if edits[key][1].code.startswith(_EXPORT_FAMILIES)
+                        and os.path.realpath(edits[key][0].path) in files}
+            if not exported:
+                continue
+            bad = self._smoke_once(spec, edits)
+            if bad:
+                for key in exported:
+                    rejected[key] = f"smoke test of the fixed model failed: {bad}"
+                kept -= exported
+                materialize(kept)
+                self._smoke_once(spec, edits)  # the report shows the files as they are now
+            self.smoked.append(spec.text)
+
+    def _smoke_once(self, spec: Any, edits: dict[int, tuple[FilePlan, Edit]]) -> str:
+        """Run the smoke test on the files as they are; a bad stage no remaining finding explains."""
+        from modelcheck.smoke_runner import smoke_step
+
+        plans = {plan.path: plan for plan, _ in edits.values()}
+        remaining = [f for f in self.report.findings if f.location.path not in plans]
+        for path in plans:
+            text, _ = _read_text(path)
+            remaining.extend(self.recheck(path, text))
+        saved = self.report.findings
+        self.report.findings = remaining  # predicted_by: only findings still in the code explain a stage
+        try:
+            smoke_step(self.options, self.report, [spec])
+        finally:
+            self.report.findings = saved
+        model = next((m for m in self.report.models if m.spec == spec.text), None)
+        stages = model.stages if model is not None else []
+        return "; ".join(f"{stage.name} {stage.status}: {stage.detail}"[:300]
+                         for stage in stages if stage.bad and not stage.predicted_by)
+
+
+def _read_text(path: str) -> tuple[str, bytes]:
+    raw = Path(path).read_bytes()
+    return _decode(raw), raw

@@ -1,0 +1,231 @@
+"""Fix verification, child side: the ``verify_fix`` job (see :mod:`modelcheck.isolation`).
+
+A fix is kept only if the fixed model is the original model. Two phases, each in a fresh
+child, because both build the user's model from the files on disk:
+
+``reference`` (before anything is written): build the original model with a fixed seed, save
+its ``state_dict``, random inputs of the configured shape and its outputs (eval mode) to the
+work folder; record which source files the model loaded, whether ``torch.save(model)`` works,
+its module tree, and the input shapes every pooling and upsampling call received (per source
+line; the pooling fixer needs them where the padding depends on the input size).
+
+``check`` (after the fix is written): build the fixed model, load the original ``state_dict``
+with ``strict=True`` (same keys, same shapes: pretrained checkpoints still load), run the same
+inputs, compare: bit-identical when every fix is exact by construction (MC1xx), else within
+``1e-6 * max(1, max|original|)``. Also reports whether ``torch.save(model)`` works now and
+whether the module tree is unchanged. Checkpoints go through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SEEDS = (0, 1)
+REFERENCE_FILE = "reference.pt"
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    """Payload: ``phase`` ("reference" | "check"), ``spec`` (ModelSpec JSON), ``workdir``;
+    for "check" also ``exactness`` ("bitwise" | "numeric") and ``tolerance``."""
+    if payload["phase"] == "reference":
+        return reference(payload)
+    return check(payload)
+
+
+def _build(payload: dict[str, Any], record_shapes: bool = False) -> tuple[Any, Any, Any]:
+    import torch
+    from modelcheck.inspect_model import ConstructionSites
+    from modelcheck.specs import ModelSpec, build_model
+
+    spec = ModelSpec.from_json(payload["spec"])
+    torch.manual_seed(0)
+    with ConstructionSites() as sites:
+        model = build_model(spec)
+    model.eval()
+    return spec, model, sites
+
+
+def _forward(model: Any, example: Any) -> list[Any]:
+    import torch
+    from modelcheck.smoke import _flatten
+
+    torch.manual_seed(0)  # a forward that draws random numbers draws the same ones both times
+    with torch.no_grad():
+        return [t.detach().clone() for t in _flatten(model(example))]
+
+
+def _pickles(model: Any) -> tuple[bool, str]:
+    import torch
+
+    try:
+        torch.save(model, io.BytesIO())
+    except Exception as exc:  # pickling user objects may raise anything
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return True, ""
+
+
+def _tree(model: Any) -> list[list[str]]:
+    return [[name, type(module).__qualname__] for name, module in model.named_modules()]
+
+
+def _user_files() -> list[str]:
+    from modelcheck.inspect_model import is_internal
+
+    files = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py") and not is_internal(file) and "site-packages" not in file:
+            files.add(os.path.realpath(file))
+    return sorted(files)
+
+
+def reference(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build the original model; save what ``check`` compares against; report call shapes."""
+    import torch
+    from modelcheck.specs import make_input
+
+    spec, model, sites = _build(payload)
+    inputs = [make_input(spec, seed) for seed in SEEDS]
+    shapes = ShapeRecorder(model, sites)
+    with shapes:
+        outputs = [_forward(model, example) for example in inputs]
+    torch.save({"state_dict": model.state_dict(), "inputs": inputs, "outputs": outputs},
+               Path(payload["workdir"]) / REFERENCE_FILE)
+    pickles, pickle_error = _pickles(model)
+    return {
+        "files": _user_files(),
+        "call_shapes": shapes.result(),
+        "pickles": pickles,
+        "pickle_error": pickle_error,
+        "tree": _tree(model),
+        "state_keys": list(model.state_dict().keys()),
+    }
+
+
+def check(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build the fixed model, load the original weights strictly, compare outputs."""
+    import torch
+
+    saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
+    _, model, _ = _build(payload)
+    problems: list[str] = []
+    keys = list(model.state_dict().keys())
+    try:
+        model.load_state_dict(saved["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        return {"ok": False, "problems": [f"the original state_dict does not load with strict=True: {first}"]}
+    bitwise = payload.get("exactness") == "bitwise"
+    tolerance = float(payload.get("tolerance", 1e-6))
+    max_diff = 0.0
+    identical = True
+    for index, (example, expected) in enumerate(zip(saved["inputs"], saved["outputs"], strict=True)):
+        try:
+            got = _forward(model, example)
+        except Exception as exc:  # the fixed forward may fail in any way
+            return {"ok": False, "problems": [f"the fixed model's forward fails: {type(exc).__name__}: {exc}"[:300]]}
+        if len(got) != len(expected):
+            problems.append(f"input {index}: {len(got)} outputs, the original has {len(expected)}")
+            continue
+        for number, (a, b) in enumerate(zip(got, expected, strict=True)):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                problems.append(f"input {index}, output {number}: {tuple(a.shape)} {a.dtype}, "
+                                f"the original {tuple(b.shape)} {b.dtype}")
+                continue
+            same = torch.equal(a, b)
+            if not same and a.is_floating_point():  # NaN where the original has NaN is the same
+                same = bool(((a == b) | (a.isnan() & b.isnan())).all())
+            identical = identical and same
+            if same:
+                continue
+            if not a.is_floating_point():
+                problems.append(f"input {index}, output {number}: values differ")
+                continue
+            diff = float((a.double() - b.double()).abs().nan_to_num(0.0).max())
+            max_diff = max(max_diff, diff)
+            bound = tolerance * max(1.0, float(b.double().abs().nan_to_num(0.0).max()))
+            if bitwise:
+                problems.append(f"input {index}, output {number}: not bit-identical (max abs diff {diff:.3g}); "
+                                "this fix must not change a single bit")
+            elif diff > bound:
+                problems.append(f"input {index}, output {number}: max abs diff {diff:.3g} > {bound:.3g}")
+    pickles, pickle_error = _pickles(model)
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "max_abs_diff": max_diff,
+        "bit_identical": identical,
+        "state_keys_identical": keys == list(saved["state_dict"].keys()),
+        "tree": _tree(model),
+        "pickles": pickles,
+        "pickle_error": pickle_error,
+    }
+
+
+class ShapeRecorder:
+    """Input shapes of every pooling and upsampling call, by the user's source line.
+
+    Layers (``nn.MaxPool2d``) are keyed by the line that constructed them, functional calls
+    (``F.max_pool2d``) by the line that called them: the lines the static findings point at.
+    """
+
+    def __init__(self, model: Any, sites: Any) -> None:
+        self.model, self.sites = model, sites
+        self.shapes: dict[tuple[str, int], set[tuple[int, ...]]] = {}
+        self.handles: list[Any] = []
+        self.mode: Any = None
+
+    def _add(self, site: dict[str, Any] | None, value: Any) -> None:
+        import torch
+
+        if site is None or not isinstance(value, torch.Tensor):
+            return
+        key = (os.path.realpath(site["path"]), int(site["line"]))
+        self.shapes.setdefault(key, set()).add(tuple(int(d) for d in value.shape))
+
+    def __enter__(self) -> ShapeRecorder:
+        from modelcheck.inspect_model import _capture_apis, _layer_api, frame_site, is_internal
+        from torch.overrides import TorchFunctionMode
+
+        for module in self.model.modules():
+            if _layer_api(module) is not None:
+                site = self.sites.get(module)
+                self.handles.append(module.register_forward_pre_hook(
+                    lambda _m, args, site=site: self._add(site, args[0] if args else None)))
+        apis = _capture_apis()
+        recorder = self
+
+        class _Calls(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                kwargs = kwargs or {}
+                try:
+                    known = func in apis
+                except TypeError:
+                    known = False
+                if known and args:
+                    frame = sys._getframe(1)
+                    while frame is not None and is_internal(frame.f_code.co_filename):
+                        if frame.f_code.co_name == "forward" and "torch/nn/modules" in frame.f_code.co_filename:
+                            frame = None  # inside a torch layer: its hook has the shape
+                            break
+                        frame = frame.f_back
+                    if frame is not None:
+                        recorder._add(frame_site(frame), args[0])
+                return func(*args, **kwargs)
+
+        self.mode = _Calls()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mode.__exit__(*exc)
+        for handle in self.handles:
+            handle.remove()
+
+    def result(self) -> list[list[Any]]:
+        return [[path, line, sorted(list(shape) for shape in shapes)]
+                for (path, line), shapes in sorted(self.shapes.items())]
