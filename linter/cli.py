@@ -286,5 +286,10 @@ def _doctor(console: Console) -> int:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: ``modelcheck audit TARGET`` goes to the audit app, all else to ``check``."""
+    if len(sys.argv) > 1 and sys.argv[1] == "audit":  # a file named audit is checked as ./audit
+        from modelcheck.audit_cli import main as audit_main
+
+        audit_main(sys.argv[2:])
+        return
     app()

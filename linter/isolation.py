@@ -29,6 +29,8 @@ JOBS: dict[str, str] = {
     "smoke": "modelcheck.smoke:run",
     "verify_fix": "modelcheck.verify:run",
     "doctor": "modelcheck.doctor:doctor_job",
+    "audit_list": "modelcheck.audit:list_job",
+    "audit_model": "modelcheck.audit:audit_model_job",
 }
 
 

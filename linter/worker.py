@@ -41,11 +41,46 @@ def _limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "", None})
+
+
+def _guard_network() -> None:
+    """Block and record network access when ``MODELCHECK_NO_NETWORK`` names a log file.
+
+    ``modelcheck audit`` builds third-party models offline: a constructor that still reaches
+    for the network (a weights download) gets an OSError, and the attempt is appended to the log
+    so the audit reports it as such. Loopback and Unix sockets stay allowed. Child processes
+    inherit the variable, and with it the guard, through this same entry point.
+    """
+    log = os.environ.get("MODELCHECK_NO_NETWORK")
+    if not log:
+        return
+    import errno
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.getaddrinfo":
+            host, port = args[0], args[1]
+        elif event == "socket.connect" and isinstance(args[1], tuple):
+            host, port = args[1][0], args[1][1]
+        else:
+            return
+        if isinstance(host, bytes):
+            host = host.decode(errors="replace")
+        if host in _LOCAL_HOSTS or str(host).startswith("127."):
+            return
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{host}:{port}\n")
+        raise OSError(errno.ENETUNREACH, f"modelcheck audit runs offline: network access to {host}:{port} blocked")
+
+    sys.addaudithook(hook)
+
+
 def main(argv: list[str]) -> int:
     job_file, result_file = Path(argv[1]), Path(argv[2])
     job = json.loads(job_file.read_text())
     try:
         _limit_memory()
+        _guard_network()
         module_name, func_name = job["target"].split(":")
         func = getattr(importlib.import_module(module_name), func_name)
         value = func(job["payload"])

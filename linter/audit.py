@@ -1,0 +1,806 @@
+"""``modelcheck audit TARGET``: a pre-export audit of every model in a third-party architecture.
+
+TARGET is an installed package or module (``pytorchcv.models.enet``, ``torchvision.models``) or a
+folder or file (a cloned R3Net-style repository). The audit
+
+1. lists the model constructors in a child job (:func:`list_job`): factory functions and
+   ``nn.Module`` classes that can be called without arguments once pretrained weights are
+   switched off (``pretrained=False`` / ``weights=None`` where the signature has them), module-level
+   model instances, or the models a ``[tool.modelcheck] models`` table in the folder lists. A
+   module that fails to import, hangs or crashes while being listed becomes a row of its own;
+2. runs one :func:`audit_model_job` per model, several at once (``--jobs``), each in its own
+   child with a timeout and a memory cap. That job reuses the stages of ``modelcheck check``:
+   the dynamic pass (:func:`modelcheck.dynamic.inspect_spec`: build, walk, pickle probe,
+   trace), the static rules over the model's source files, and the smoke test
+   (:func:`modelcheck.smoke_runner.run_smoke`: export, ONNX checker, ONNX Runtime, Caffe2),
+   offline: network access is blocked and reported (see ``worker._guard_network``);
+3. caches each model's row by content hash (the spec, the options, the torch/onnx/ORT/Caffe2
+   versions, and the hash of every source file the model was built from), so a re-run only
+   redoes models whose code or settings changed;
+4. prints one table (model × pickle × export × ORT × Caffe2 × findings), or JSON, or SARIF.
+
+The parent never imports torch nor the audited code. Where tasks run is the business of an
+:class:`Executor`: :class:`LocalExecutor` runs them as child processes of this machine; a task
+is plain JSON in and out, so an executor for a cluster can be added without touching a stage.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelcheck import __version__
+from modelcheck.config import Config
+from modelcheck.findings import Finding, StageResult
+from modelcheck.isolation import ChildOutcome, run_job
+from modelcheck.targets import Target, make_target
+
+CACHE_FORMAT = 1
+#: what a cache entry must match besides the source files' hashes
+_RUNTIME_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+#: parameter names whose value asks for downloaded weights, and the value that switches them off
+_WEIGHT_SWITCHES = re.compile(r"^(pretrained\w*|\w*_pretrained|weights|weights_\w+|\w+_weights)$", re.IGNORECASE)
+_OOM = re.compile(r"MemoryError|bad_alloc|Cannot allocate memory|can't allocate memory|out of memory", re.IGNORECASE)
+#: restarts of the listing job after a module hung or crashed it
+_MAX_LIST_RESTARTS = 8
+_GRACE = 60.0  # seconds beyond its stages' own timeouts before a model's job is killed
+
+
+class AuditError(ValueError):
+    """A TARGET or option the audit cannot use; the message is one line."""
+
+
+# ============================================================================== plain data
+
+
+@dataclass
+class AuditOptions:
+    """One audit's settings after config and flags are merged."""
+
+    target: Target
+    config: Config  # input_shape, timeout (per stage), atol, rtol
+    jobs: int = 1
+    memory_mb: int | None = None  # address-space cap of each model's processes
+    smoke: bool = True
+    match: str | None = None  # fnmatch pattern on the model's name (resnet*)
+    cache_dir: Path | None = None  # None: no cache
+    artifacts: Path = Path(".modelcheck/audit")
+    model_specs: list[str] = field(default_factory=list)  # --model: audit exactly these
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+    def task_options(self) -> dict[str, Any]:
+        """What a model's job needs to know, as JSON (and the part of the cache key it is)."""
+        return {
+            "target": {"name": self.target.name, "opset": self.target.opset, "exporter": self.target.exporter},
+            "input_shape": list(self.config.input_shape),
+            "timeout": self.config.timeout,
+            "atol": self.config.atol,
+            "rtol": self.config.rtol,
+            "smoke": self.smoke,
+        }
+
+
+@dataclass(frozen=True)
+class AuditTask:
+    """One model to audit: everything a worker anywhere needs, as JSON."""
+
+    model: str  # the spec text, the row's name
+    kind: str  # "factory" | "class" | "instance" | "listed"
+    spec: dict[str, Any]  # modelcheck.specs.ModelSpec.to_json()
+    options: dict[str, Any]
+    artifacts: str
+    key: str  # cache key: spec + options + versions (the source files are checked separately)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "kind": self.kind, "spec": self.spec, "options": self.options,
+                "artifacts": self.artifacts, "key": self.key}
+
+
+@dataclass
+class AuditRow:
+    """The audit of one model (or of one module that could not be listed)."""
+
+    model: str
+    kind: str
+    status: str  # ok | build failed | import error | network | timeout | crashed | out of memory | failed
+    detail: str = ""
+    parameters: int | None = None
+    pickle: dict[str, Any] | None = None
+    stages: list[StageResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    network: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source_files: dict[str, str] = field(default_factory=dict)  # path → sha256
+    seconds: float | None = None
+    cached: bool = False
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def bad(self) -> bool:
+        """Would this model break on the way to the target?"""
+        if self.status != "ok" or any(s.bad for s in self.stages):
+            return True
+        if self.pickle is not None and not self.pickle.get("ok", True):
+            return True
+        return any(f.severity.value == "error" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "kind": self.kind, "status": self.status, "detail": self.detail,
+            "parameters": self.parameters, "pickle": self.pickle,
+            "stages": [s.to_json() for s in self.stages],
+            "findings": [{**f.to_json(), "source_line": f.source_line} for f in self.findings],
+            "network": self.network, "notes": self.notes, "source_files": self.source_files,
+            "seconds": self.seconds, "cached": self.cached,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuditRow:
+        findings = []
+        for item in data.get("findings", []):
+            finding = Finding.from_json(item)
+            findings.append(finding.with_(source_line=item.get("source_line")))
+        return cls(
+            model=data["model"], kind=data.get("kind", ""), status=data["status"], detail=data.get("detail", ""),
+            parameters=data.get("parameters"), pickle=data.get("pickle"),
+            stages=[StageResult.from_json(s) for s in data.get("stages", [])], findings=findings,
+            network=list(data.get("network", [])), notes=list(data.get("notes", [])),
+            source_files=dict(data.get("source_files", {})), seconds=data.get("seconds"),
+            cached=bool(data.get("cached", False)),
+        )
+
+
+@dataclass
+class AuditReport:
+    """Every row of one audit, in a stable order, plus notes about the listing."""
+
+    target: str
+    profile: Target
+    rows: list[AuditRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        statuses = Counter(row.status for row in self.rows)
+        return {
+            "version": 1,
+            "audit": self.target,
+            "target": self.profile.name,
+            "opset": self.profile.opset,
+            "exporter": self.profile.exporter,
+            "models": [row.to_json() for row in self.rows],
+            "notes": self.notes,
+            "summary": {
+                "models": len(self.rows),
+                "statuses": dict(sorted(statuses.items())),
+                "breaking": sum(row.bad for row in self.rows),
+                "cached": sum(row.cached for row in self.rows),
+                "seconds": round(self.seconds, 2),
+            },
+        }
+
+
+# ============================================================================== executors
+
+
+class Executor(Protocol):
+    """Runs audit tasks somewhere and yields each task's outcome as soon as it is known.
+
+    A task is JSON (``AuditTask.to_json()``) for the ``audit_model`` job; an outcome is a
+    :class:`modelcheck.isolation.ChildOutcome`, whose ``value`` is that job's JSON. Executors
+    own where and how tasks run (processes here, machines elsewhere), nothing else.
+    """
+
+    def run(self, tasks: Sequence[AuditTask]) -> Iterator[tuple[AuditTask, ChildOutcome]]: ...
+
+
+@dataclass
+class LocalExecutor:
+    """Child processes on this machine, ``jobs`` at a time, each with a timeout and a memory cap.
+
+    Threads only wait here: each task is a fresh ``python -m modelcheck.worker`` (which starts
+    its stages' own children), so one model's hang, crash or OOM ends that task alone.
+    """
+
+    jobs: int = 1
+    timeout: float = 300.0
+    memory_mb: int | None = None
+
+    def run(self, tasks: Sequence[AuditTask]) -> Iterator[tuple[AuditTask, ChildOutcome]]:
+        if not tasks:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="audit") as pool:
+            pending: dict[Future[ChildOutcome], AuditTask] = {}
+            queue = list(tasks)
+            while queue or pending:
+                while queue and len(pending) < max(1, self.jobs):
+                    task = queue.pop(0)
+                    pending[pool.submit(self._one, task)] = task
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield pending.pop(future), future.result()
+
+    def _one(self, task: AuditTask) -> ChildOutcome:
+        return run_job("audit_model", task.to_json(), self.timeout, memory_limit_mb=self.memory_mb)
+
+
+# ============================================================================== the run
+
+
+def run_audit(
+    target_text: str,
+    options: AuditOptions,
+    executor: Executor | None = None,
+    progress: Callable[[str, AuditRow | None, int, int], None] | None = None,
+) -> AuditReport:
+    """List TARGET's models, audit each (from the cache where nothing changed), one report.
+
+    ``progress(event, row, done, total)`` is called with "listed" once and "done" per model.
+    """
+    started = time.monotonic()
+    report = AuditReport(target_text, options.target)
+    tasks, rows, notes = plan(target_text, options)
+    report.notes.extend(notes)
+    report.rows.extend(rows)
+    versions = runtime_versions()
+    todo: list[AuditTask] = []
+    for task in tasks:
+        cached = _cache_get(options.cache_dir, task, versions)
+        if cached is not None:
+            report.rows.append(cached)
+        else:
+            todo.append(task)
+    total = len(tasks) + len(rows)
+    done = len(report.rows)
+    if progress:
+        progress("listed", None, done, total)
+        for row in report.rows:
+            progress("done", row, done, total)
+    executor = executor or LocalExecutor(options.jobs, model_timeout(options), options.memory_mb)
+    for task, outcome in executor.run(todo):
+        row = row_from_outcome(task, outcome)
+        if row.status != "timeout":  # a timeout may be the machine's load, not the model's
+            _cache_put(options.cache_dir, task, versions, row)
+        report.rows.append(row)
+        done += 1
+        if progress:
+            progress("done", row, done, total)
+    report.rows.sort(key=lambda row: row.model)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def model_timeout(options: AuditOptions) -> float:
+    """A model's job runs the trace and the smoke test, each within ``config.timeout``."""
+    stages = 2 if options.smoke else 1
+    return stages * (options.config.timeout + 10.0) + _GRACE
+
+
+def row_from_outcome(task: AuditTask, outcome: ChildOutcome) -> AuditRow:
+    """The row of one task, however its job ended."""
+    if outcome.ok:
+        row = AuditRow.from_json(outcome.value)
+        row.seconds = round(outcome.seconds, 2)
+        return row
+    detail = outcome.describe()
+    status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
+    if _OOM.search(detail + outcome.traceback_tail):
+        status = "out of memory"
+    return AuditRow(task.model, task.kind, status, f"audit job: {detail}", seconds=round(outcome.seconds, 2))
+
+
+# ============================================================================== listing
+
+
+def plan(target_text: str, options: AuditOptions) -> tuple[list[AuditTask], list[AuditRow], list[str]]:
+    """The tasks to run, rows for modules that could not be listed, and notes."""
+    from modelcheck.specs import SpecError, specs_from_config
+
+    notes: list[str] = []
+    rows: list[AuditRow] = []
+    path = Path(target_text)
+    listed: list[tuple[dict[str, Any], str]] = []  # (ModelSpec json, kind)
+    try:
+        specs = specs_from_config(options.model_specs, options.model_args, options.config)
+    except SpecError as exc:
+        raise AuditError(str(exc)) from None
+    if specs:
+        listed = [(spec.to_json(), "listed") for spec in specs]
+        notes.append(f"models: {len(specs)} listed in {'--model' if options.model_specs else 'pyproject.toml'}")
+    elif path.exists():
+        payload, file_notes = _files_payload(path, options.config)
+        notes.extend(file_notes)
+        if payload["files"]:
+            listed, rows, list_notes = _list(payload, options)
+            notes.extend(list_notes)
+    else:
+        if not re.match(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", target_text):
+            raise AuditError(f"{target_text}: neither a folder, a Python file nor an importable module name")
+        listed, rows, list_notes = _list({"modules": [target_text]}, options)
+        notes.extend(list_notes)
+    if options.match:
+        listed = [(spec, kind) for spec, kind in listed if fnmatch.fnmatch(spec["name"], options.match)
+                  or fnmatch.fnmatch(spec["text"], options.match)]
+    task_options = options.task_options()
+    tasks = []
+    for spec, kind in listed:
+        spec = {**spec, "input_shape": spec.get("input_shape") if kind == "listed" else task_options["input_shape"]}
+        key = _digest({"spec": spec, "options": task_options, "format": CACHE_FORMAT})
+        artifacts = options.artifacts / _artifact_name(spec["text"])
+        tasks.append(AuditTask(spec["text"], kind, spec, task_options, str(artifacts.resolve()), key))
+    if not tasks and not rows:
+        notes.append("models: no model constructor found (name them with --model file.py:Name)")
+    return tasks, rows, notes
+
+
+def _artifact_name(model: str) -> str:
+    from modelcheck.smoke_runner import artifact_name
+
+    return artifact_name(model)
+
+
+def _files_payload(path: Path, config: Config) -> tuple[dict[str, Any], list[str]]:
+    """The files of a folder (or one file) that may be imported to look for models."""
+    from modelcheck.specs import discovery_files
+    from modelcheck.static import discover, read_source
+
+    files, notes = discover([path], config)
+    sources = {}
+    for file in files:
+        text, why = read_source(file)
+        if text is None:
+            notes.append(why or f"{file}: skipped")
+        else:
+            sources[str(file)] = text
+    importable, file_notes = discovery_files(sources)
+    return {"files": importable}, notes + file_notes
+
+
+Listed = list[tuple[dict[str, Any], str]]  # (ModelSpec JSON, kind) of each model found
+
+
+def _list(payload: dict[str, Any], options: AuditOptions) -> tuple[Listed, list[AuditRow], list[str]]:
+    """Run the listing job; a module that hangs or crashes it is skipped and the job rerun."""
+    rows: list[AuditRow] = []
+    notes: list[str] = []
+    skip: list[str] = []
+    for _ in range(_MAX_LIST_RESTARTS + 1):
+        with tempfile.TemporaryDirectory(prefix="modelcheck-audit-list-") as tmp:
+            progress = Path(tmp) / "progress.json"
+            job = {**payload, "skip": skip, "progress": str(progress)}
+            outcome = run_job("audit_list", job, options.config.timeout, memory_limit_mb=options.memory_mb,
+                              env=offline_env(Path(tmp)))
+            current = _read_json(progress).get("importing")
+        if outcome.ok:
+            value = outcome.value
+            for error in value["errors"]:
+                rows.append(AuditRow(error["module"], "module", _import_status(error["error"]), error["error"]))
+            for skipped in value["skipped"]:
+                notes.append(f"models: skipped {skipped['spec']}: {skipped['reason']}")
+            return [(item["spec"], item["kind"]) for item in value["picked"]], rows, notes
+        if not current or current in skip:
+            raise AuditError(f"listing the models of {payload.get('modules') or list(payload['files'])} "
+                             f"failed: {outcome.describe() or outcome.error}")
+        skip.append(current)
+        status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "import error")
+        rows.append(AuditRow(current, "module", status, f"while importing it: {outcome.describe()}"))
+    raise AuditError(f"listing the models failed: more than {_MAX_LIST_RESTARTS} modules hung or crashed")
+
+
+def _import_status(error: str) -> str:
+    if _OOM.search(error):
+        return "out of memory"
+    return "network" if "network access to" in error else "import error"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def offline_env(scratch: Path) -> dict[str, str]:
+    """No downloads: hubs offline, an empty torch cache, and the socket guard's log file."""
+    torch_home = scratch / "torch-home"
+    torch_home.mkdir(parents=True, exist_ok=True)
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TORCH_HOME": str(torch_home),
+        "MODELCHECK_NO_NETWORK": str(scratch / "network.log"),
+    }
+
+
+# ----- child side: the listing job -----------------------------------------------------------
+
+
+def offline_kwargs(fn: Any) -> dict[str, Any]:
+    """Arguments that switch pretrained weights off: ``pretrained=False``, ``weights=None``.
+
+    A boolean default is answered with False, anything else (``pretrained='imagenet'``, a
+    weights enum) with None, which every zoo seen reads as "no weights".
+    """
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    kwargs: dict[str, Any] = {}
+    for p in parameters:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY) or not _WEIGHT_SWITCHES.match(p.name):
+            continue
+        if p.default is p.empty or p.default in (None, False):
+            if p.default is p.empty:
+                kwargs[p.name] = None if p.name.lower().startswith("weights") else False
+            continue
+        kwargs[p.name] = False if isinstance(p.default, bool) else None
+    return kwargs
+
+
+def list_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child job: the model constructors in ``payload["modules"]`` (packages walked) or ``["files"]``.
+
+    Imports modules one at a time, writing the one being imported to ``payload["progress"]``, so
+    the parent can tell which module hung or crashed the job. Builds nothing: every model is
+    built in its own job later.
+    """
+    import importlib
+    import pkgutil
+
+    from modelcheck.specs import ModelSpec, load_module
+
+    skip = set(payload.get("skip", []))
+    progress = Path(payload["progress"])
+    picked: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    errors: list[dict[str, str]] = []
+    seen: set[int] = set()
+
+    def importing(name: str) -> None:
+        progress.write_text(json.dumps({"importing": name}))
+
+    def imported(label: str, load: Callable[[], Any]) -> Any:
+        if label in skip:
+            return None
+        importing(label)
+        try:
+            return load()
+        except BaseException as exc:  # user code may raise anything at import
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            errors.append({"module": label, "error": _one_line(exc)})
+            return None
+
+    for display, file in (payload.get("files") or {}).items():
+        module = imported(display, lambda file=file, display=display: load_module(
+            ModelSpec(f"{display}:_", "_", path=str(Path(file).resolve()))))
+        if module is not None:
+            _candidates(module, lambda name, d=display: {"path": d, "module": None, "text": f"{d}:{name}"},
+                        picked, skipped, seen)
+    for root in payload.get("modules") or []:
+        module = imported(root, lambda root=root: importlib.import_module(root))
+        if module is None:
+            continue
+        names = [root]
+        if hasattr(module, "__path__"):
+            names += sorted(info.name for info in pkgutil.walk_packages(module.__path__, prefix=root + ".",
+                                                                         onerror=lambda name: None))
+        for name in names:
+            sub = module if name == root else imported(name, lambda name=name: importlib.import_module(name))
+            if sub is not None:
+                _candidates(sub, lambda attr, n=name: {"path": None, "module": n, "text": f"{n}:{attr}"},
+                            picked, skipped, seen)
+    importing("")
+    return {"picked": picked, "skipped": skipped, "errors": errors}
+
+
+def _candidates(module: Any, where: Callable[[str], dict[str, Any]], picked: list[dict[str, Any]],
+                skipped: list[dict[str, str]], seen: set[int]) -> None:
+    """Public factories, classes and instances defined in ``module`` that can be built offline."""
+    import functools
+    import inspect
+
+    import torch.nn as nn
+    from modelcheck.specs import ModelSpec, _class_verdict, factory_verdict
+
+    module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
+    for name, obj in list(vars(module).items()):
+        if name.startswith("_") or id(obj) in seen:
+            continue
+        kind = None
+        verdict: str | None = None
+        kwargs: dict[str, Any] = {}
+        if isinstance(obj, nn.Module):
+            kind = "instance"
+        elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
+            kind, kwargs = "class", offline_kwargs(obj)
+            verdict = _class_verdict(obj)
+        elif inspect.isfunction(obj) and obj.__module__ == module.__name__ and obj.__name__ != "<lambda>":
+            kind, kwargs = "factory", offline_kwargs(obj)
+            candidate = obj
+            if kwargs:  # the verdict then sees the weights switched off
+                candidate = functools.partial(obj, **kwargs)
+                candidate.__name__ = obj.__name__  # type: ignore[attr-defined]
+            verdict = factory_verdict(candidate, module_classes)
+        if kind is None:
+            continue
+        seen.add(id(obj))
+        place = where(name)
+        if verdict is not None:
+            skipped.append({"spec": place["text"], "reason": verdict})
+            continue
+        spec = ModelSpec(place["text"], name, path=place["path"], module=place["module"], kwargs=kwargs,
+                         origin="discovered")
+        picked.append({"spec": spec.to_json(), "kind": kind})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# ============================================================================== one model
+
+
+def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Job (torch-free itself): audit one model with the stages of ``modelcheck check``.
+
+    Trace (dynamic pass), static rules over the files the model comes from, smoke test; each
+    stage starts its own child. Network access is blocked and logged for all of them.
+    """
+    from modelcheck.dynamic import _Paths, dedupe, findings_from_constructs, inspect_spec, merge
+    from modelcheck.smoke_runner import run_smoke, skipped_stages
+    from modelcheck.specs import ModelSpec
+    from modelcheck.static import check_paths
+
+    task = payload
+    spec = ModelSpec.from_json(task["spec"])
+    opts = task["options"]
+    target = make_target(opts["target"]["name"], opts["target"]["opset"], opts["target"]["exporter"])
+    config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
+                    input_shape=tuple(opts["input_shape"]))
+    row = AuditRow(task["model"], task["kind"], "ok")
+    with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
+        os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
+        log = Path(os.environ["MODELCHECK_NO_NETWORK"])
+        paths = _Paths({})
+        model, constructs = inspect_spec(spec, config.timeout, paths)
+        row.parameters, row.pickle = model.parameters, model.pickle
+        dynamic = dedupe(findings_from_constructs(constructs, spec, target, config, paths))
+        files = _model_files(spec, dynamic, model)
+        static = check_paths([Path(f) for f in files], target, config) if files else None
+        row.findings = merge(static.findings if static else [], dynamic)
+        if model.status != "ok":
+            row.status = "build failed" if model.status == "failed" else model.status
+            row.detail = model.detail
+        if row.status == "ok" and opts.get("smoke", True):
+            artifacts = Path(task["artifacts"])
+            artifacts.mkdir(parents=True, exist_ok=True)
+            smoke = run_smoke(spec, target, config, row.findings, artifacts)
+            row.stages = smoke.stages
+            row.notes.extend(smoke.notes)
+            if row.parameters is None:
+                row.parameters = smoke.parameters
+            extra = [f for f in smoke.source_files if f not in files]
+            if extra:
+                more = check_paths([Path(f) for f in extra], target, config)
+                row.findings = merge([*(static.findings if static else []), *more.findings], dynamic)
+                files += extra
+        elif opts.get("smoke", True):
+            row.stages = skipped_stages(spec.text, f"the model was not built ({row.status})")
+        row.network = sorted(set(log.read_text().split())) if log.exists() else []
+    if row.network:
+        row.status = "network"
+        row.detail = f"reached for the network ({', '.join(row.network)}) with pretrained weights off; " + row.detail
+    elif row.status != "ok" and _OOM.search(row.detail):
+        row.status = "out of memory"
+    for stage in row.stages:
+        if stage.bad and _OOM.search(stage.detail) and row.status == "ok":
+            row.status = "out of memory"
+    row.source_files = {f: file_digest(f) for f in sorted(set(files))}
+    return row.to_json()
+
+
+def _model_files(spec: Any, findings: list[Finding], model: Any) -> list[str]:
+    """The model's source files: its spec's file, and the files its constructs were built in."""
+    files: set[str] = set()
+    if spec.path:
+        files.add(str(Path(spec.path).resolve()))
+    for finding in findings:
+        files.add(str(Path(finding.location.path).resolve()))
+    for failure in (model.pickle or {}).get("failures", []):
+        where = failure.get("defined_at")
+        if where:
+            files.add(str(Path(where.rpartition(":")[0]).resolve()))
+    return sorted(f for f in files if f.endswith(".py") and Path(f).is_file())
+
+
+# ============================================================================== the cache
+
+
+def default_cache_dir() -> Path:
+    """``$MODELCHECK_HOME/cache/audit``, else ``.modelcheck/cache/audit`` in the working directory."""
+    home = os.environ.get("MODELCHECK_HOME")
+    return (Path(home).expanduser() if home else Path(".modelcheck")) / "cache" / "audit"
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions that change what an audit finds, read without importing them."""
+    from importlib import metadata
+
+    versions = {"modelcheck": __version__}
+    for name in _RUNTIME_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    try:
+        from modelcheck.caffe2_runtime import runtime_status
+
+        status = runtime_status()
+        versions["caffe2"] = status.version if status.installed else "absent"
+    except ImportError:
+        versions["caffe2"] = "absent"
+    return versions
+
+
+def file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_path(cache_dir: Path, task: AuditTask, versions: dict[str, str]) -> Path:
+    return cache_dir / f"{_digest({'task': task.key, 'versions': versions})}.json"
+
+
+def _cache_get(cache_dir: Path | None, task: AuditTask, versions: dict[str, str]) -> AuditRow | None:
+    """The cached row, if its model's source files are byte for byte what they were."""
+    if cache_dir is None:
+        return None
+    data = _read_json(_cache_path(cache_dir, task, versions))
+    if data.get("format") != CACHE_FORMAT or "row" not in data:
+        return None
+    row = AuditRow.from_json(data["row"])
+    if any(file_digest(path) != digest for path, digest in row.source_files.items()):
+        return None
+    row.cached = True
+    return row
+
+
+def _cache_put(cache_dir: Path | None, task: AuditTask, versions: dict[str, str], row: AuditRow) -> None:
+    if cache_dir is None:
+        return
+    path = _cache_path(cache_dir, task, versions)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "row": row.to_json()}))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
+# ============================================================================== output
+
+
+def _stage_cell(stage: StageResult | None) -> str:
+    if stage is None or stage.status == "skipped":
+        return "-"
+    if stage.max_abs_diff is not None and stage.status in ("passed", "mismatch"):
+        return f"{stage.status} {stage.max_abs_diff:.2g}"
+    return stage.status
+
+
+def _pickle_cell(row: AuditRow) -> str:
+    if row.pickle is None:
+        return "-"
+    if row.pickle.get("ok"):
+        return "ok"
+    return f"FAILS ({len(row.pickle.get('failures', [])) or '?'})"
+
+
+def _findings_cell(row: AuditRow) -> str:
+    counts = Counter(f.code for f in row.findings if f.severity.value in ("error", "warning"))
+    return " ".join(f"{code}×{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
+
+
+COLUMNS = ("model", "status", "pickle", "export", "ORT", "Caffe2", "findings", "time")
+
+
+def table_rows(report: AuditReport) -> list[tuple[str, ...]]:
+    """The table's cells, one tuple per model, as the rich and text renderers show them."""
+    out = []
+    for row in report.rows:
+        time_cell = "cached" if row.cached else (f"{row.seconds:.1f}s" if row.seconds is not None else "")
+        out.append((row.model, row.status, _pickle_cell(row), _stage_cell(row.stage("export")),
+                    _stage_cell(row.stage("onnxruntime")), _stage_cell(row.stage("caffe2")),
+                    _findings_cell(row), time_cell))
+    return out
+
+
+def _details(report: AuditReport) -> list[str]:
+    lines = []
+    for row in report.rows:
+        if row.status != "ok":
+            lines.append(f"{row.model}: {row.status}: {row.detail}")
+        for stage in row.stages:
+            if stage.bad:
+                predicted = f" (predicted by {', '.join(stage.predicted_by)})" if stage.predicted_by else ""
+                lines.append(f"{row.model}: {stage.name} {stage.status}{predicted}: {stage.detail}")
+    return lines
+
+
+def summary_line(report: AuditReport) -> str:
+    data = report.to_json()["summary"]
+    return (f"{data['models']} model(s) audited for {report.profile.label} in {data['seconds']:.1f} s: "
+            f"{data['breaking']} would break, {data['cached']} from the cache")
+
+
+def render_rich(report: AuditReport, console: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {"ok": "green", "passed": "green", "mismatch": "bold red", "failed": "bold red", "crashed": "bold red",
+              "timeout": "bold red", "FAILS": "bold red"}
+    table = Table(title=f"modelcheck audit {report.target}")
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    for cells in table_rows(report):
+        table.add_row(*(Text(cell, style=styles.get(cell.split(" ")[0], "" if cell in ("-", "") else "yellow")
+                             if i in (1, 2, 3, 4, 5) else "") for i, cell in enumerate(cells)))
+    console.print(table)
+    for line in _details(report):
+        console.print(Text(line), style="dim")
+    for note in report.notes:
+        console.print(Text(f"note: {note}"), style="dim")
+    console.print(Text(summary_line(report), style="bold"))
+
+
+def render_text(report: AuditReport) -> str:
+    """A plain, aligned table (logs, CI), then details and the summary."""
+    rows = [COLUMNS, *table_rows(report)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += _details(report) + [f"note: {note}" for note in report.notes] + [summary_line(report)]
+    return "\n".join(lines) + "\n"
+
+
+def to_report(report: AuditReport) -> Any:
+    """The audit as a check Report (findings and models with stages), e.g. for SARIF."""
+    from modelcheck.findings import ModelResult, Report
+
+    findings: dict[tuple[str, str, int, int], Finding] = {}
+    models = []
+    for row in report.rows:
+        for finding in row.findings:
+            loc = finding.location
+            findings.setdefault((finding.code, loc.path, loc.line, loc.column), finding)
+        status = row.status if row.status in ("ok", "timeout", "crashed") else "failed"
+        models.append(ModelResult(spec=row.model, status=status, detail=row.detail, parameters=row.parameters,
+                                  pickle=row.pickle, stages=list(row.stages)))
+    ordered = sorted(findings.values(), key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
+    return Report(target=report.profile.name, opset=report.profile.opset, findings=ordered, notes=list(report.notes),
+                  models=models, files_checked=len({f.location.path for f in ordered}))

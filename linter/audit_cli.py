@@ -1,0 +1,161 @@
+"""``modelcheck audit TARGET``: the command line of :mod:`modelcheck.audit` (a second Typer app).
+
+``modelcheck.cli.main`` hands ``modelcheck audit ...`` here, so ``modelcheck PATH --fix`` stays
+exactly as it is (a file literally named ``audit`` is checked as ``./audit``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from modelcheck.cli import EXIT_OK, Exporter, TargetName, _parse_model_args, fail
+from modelcheck.config import ConfigError, find_pyproject, load_config, parse_shape
+from modelcheck.targets import TargetError, make_target
+from rich.console import Console
+
+EXIT_BREAKS = 1
+
+audit_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+class AuditFormat(str, Enum):
+    rich = "rich"
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+def default_memory_mb(jobs: int) -> int:
+    """Three quarters of the machine's memory shared by the parallel jobs, at least 2 GiB each."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return 8192
+    return max(2048, int(total * 0.75) // max(1, jobs))
+
+
+HELP = {
+    "target_arg": "An installed package or module (pytorchcv.models.enet), or a folder or file of model code.",
+    "jobs": "Models audited at once (default: the number of cores).",
+    "target": "Where the models go: caffe2 (opset 9) or onnx (ONNX Runtime).",
+    "opset": "ONNX opset (default: 9 for caffe2, 17 for onnx).",
+    "exporter": "torch.onnx exporter for the onnx target.",
+    "input_shape": "Input shape, e.g. 1,3,224,224.",
+    "timeout": "Seconds each stage (trace, smoke test) of one model may take.",
+    "memory_mb": "Address-space cap of each model's processes, MiB (default: 3/4 of memory / jobs).",
+    "match": "Only models whose name matches this pattern (resnet*).",
+    "model": "Audit exactly these specs, file.py:Name or package.module:Name.",
+    "model_args": "JSON keyword arguments for --model constructors.",
+    "no_smoke": "Trace and lint only; no export or runtime.",
+    "output_format": "rich (terminal), text, json or sarif.",
+    "no_cache": "Audit every model again; do not read or write the cache.",
+    "cache_dir": "Cache folder (default $MODELCHECK_HOME/cache/audit or .modelcheck/cache/audit).",
+    "artifacts": "Where each model's ONNX and Caffe2 files go.",
+}
+
+
+@audit_app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def audit(
+    target_arg: Annotated[str, typer.Argument(metavar="TARGET", help=HELP["target_arg"])],
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help=HELP["jobs"])] = None,
+    target: Annotated[TargetName | None, typer.Option(help=HELP["target"])] = None,
+    opset: Annotated[int | None, typer.Option(help=HELP["opset"])] = None,
+    exporter: Annotated[Exporter | None, typer.Option(help=HELP["exporter"])] = None,
+    input_shape: Annotated[str | None, typer.Option("--input-shape", help=HELP["input_shape"])] = None,
+    timeout: Annotated[float | None, typer.Option(help=HELP["timeout"])] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help=HELP["memory_mb"])] = None,
+    match: Annotated[str | None, typer.Option("--match", help=HELP["match"])] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help=HELP["model"])] = None,
+    model_args: Annotated[str | None, typer.Option("--model-args", help=HELP["model_args"])] = None,
+    no_smoke: Annotated[bool, typer.Option("--no-smoke", help=HELP["no_smoke"])] = False,
+    output_format: Annotated[AuditFormat | None, typer.Option("--format", help=HELP["output_format"])] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=HELP["no_cache"])] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help=HELP["cache_dir"])] = None,
+    artifacts: Annotated[Path, typer.Option(help=HELP["artifacts"])] = Path(".modelcheck/audit"),
+) -> None:
+    """Audit every model of a third-party architecture: pickle, export, ONNX Runtime, Caffe2."""
+    from modelcheck.audit import AuditError, AuditOptions, default_cache_dir, run_audit
+
+    console = Console(stderr=True)
+    path = Path(target_arg)
+    try:
+        config = load_config(find_pyproject([path]) if path.exists() else None)
+        if target is not None:
+            config.target, config.opset = target.value, None
+        if opset is not None:
+            config.opset = opset
+        if exporter is not None:
+            config.exporter = exporter.value
+        if input_shape is not None:
+            config.input_shape = parse_shape(input_shape)
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError("--timeout must be positive")
+            config.timeout = timeout
+        profile = make_target(config.target, config.opset, config.exporter)
+        kwargs = _parse_model_args(model_args)
+        if jobs is not None and jobs < 1:
+            raise ValueError("--jobs must be at least 1")
+    except (ConfigError, TargetError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    from modelcheck.cli import _require_runtime
+
+    _require_runtime()
+    n_jobs = jobs or os.cpu_count() or 1
+    options = AuditOptions(
+        target=profile, config=config, jobs=n_jobs, memory_mb=memory_mb or default_memory_mb(n_jobs),
+        smoke=not no_smoke, match=match, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        artifacts=artifacts, model_specs=list(model or []), model_args=kwargs,
+    )
+    fmt = output_format or (AuditFormat.rich if sys.stdout.isatty() else AuditFormat.text)
+    try:
+        report = run_audit(target_arg, options, progress=_progress(console))
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    _render(report, fmt)
+    raise typer.Exit(EXIT_BREAKS if any(row.bad for row in report.rows) else EXIT_OK)
+
+
+def _progress(console: Console) -> Any:
+    """One stderr line per finished model (a live bar on a terminal)."""
+    state: dict[str, Any] = {}
+
+    def report(event: str, row: Any, done: int, total: int) -> None:
+        if event == "listed":
+            console.print(f"auditing {total} model(s)", style="bold", highlight=False)
+            return
+        mark = "cached" if row.cached else (f"{row.seconds:.1f}s" if row.seconds is not None else "")
+        console.print(f"[{done}/{total}] {row.model}: {row.status} {mark}".rstrip(), highlight=False, markup=False)
+        state["done"] = done
+
+    return report
+
+
+def _render(report: Any, fmt: AuditFormat) -> None:
+    from modelcheck import audit as auditing
+
+    if fmt is AuditFormat.json:
+        import json
+
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    elif fmt is AuditFormat.sarif:
+        from modelcheck.sarif import render_sarif
+
+        sys.stdout.write(render_sarif(auditing.to_report(report)) + "\n")
+    elif fmt is AuditFormat.text:
+        sys.stdout.write(auditing.render_text(report))
+    else:
+        auditing.render_rich(report, Console())
+
+
+def main(argv: list[str]) -> None:
+    """``modelcheck audit ARGS``: run the audit app on ARGS."""
+    audit_app(args=argv, prog_name="modelcheck audit")
+
+
+
