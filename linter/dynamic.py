@@ -87,11 +87,14 @@ def _resolve(path: str) -> str:
 def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
     """Specs (flags, pyproject or discovery) → inspect each in a child → merged findings."""
     result = DynamicResult()
+    progress = getattr(options, "progress", None) or (lambda line: None)
+    progress("looking for models" if not (options.model_specs or options.config.models) else "reading model specs")
     specs, notes = resolve_specs(options, static)
     result.specs, result.notes = specs, notes
     paths = _Paths(static.sources)
     dynamic: list[Finding] = []
     for spec in specs:
+        progress(f"tracing {spec.text}: import, build, pickle probe, forward")
         model, constructs = inspect_spec(spec, options.config.timeout, paths)
         result.models.append(model)
         dynamic.extend(findings_from_constructs(constructs, spec, options.target, options.config, paths))

@@ -420,16 +420,16 @@ def find_unpicklable(
               torch.device, torch.layout, torch.memory_format, type(Ellipsis), type(NotImplemented))
     failures: list[tuple[dict[str, Any], dict[str, Any]]] = []
     seen: set[int] = set()
+    alive: list[Any] = []  # objects made by __reduce_ex__ must outlive the walk, or ids get reused
     stack = [_Visit(model, "", model, None)]
-    visited = 0
     while stack:
         visit = stack.pop()
         obj = visit.obj
         if isinstance(obj, atomic) or id(obj) in seen:
             continue
         seen.add(id(obj))
-        visited += 1
-        if visited > _MAX_WALK:
+        alive.append(obj)
+        if len(alive) > _MAX_WALK:
             return failures, False
         children: list[_Visit] = []
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and not (
@@ -442,11 +442,18 @@ def find_unpicklable(
         local_class = "<locals>" in type(obj).__qualname__
         if local_class:  # pickle saves the instance's class by name, and a local one has none
             failures.append(_failure(type(obj), visit, "local_class", sites, instance=obj))
+        if isinstance(obj, torch.jit.ScriptModule):  # its C++ innards are one problem, not several
+            failures.append(_failure(obj, visit, "unpicklable", sites,
+                                     error="a TorchScript module cannot be pickled (torch.jit.save saves it)"))
+            continue
         if isinstance(obj, nn.Module):
             if not local_class and not _importable(type(obj)):
                 failures.append(_failure(obj, visit, "unpicklable", sites,
                                          error=f"class {type(obj).__qualname__} cannot be imported by name"))
-            children = _module_children(obj, visit)
+            try:
+                children = _module_children(obj, visit)
+            except Exception as exc:  # a module that refuses pickling in __getstate__ (ScriptModule)
+                failures.append(_failure(obj, visit, "unpicklable", sites, error=_one_line(exc)))
         elif type(obj) in (list, tuple, set, frozenset):
             children = [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(obj)]
         elif isinstance(obj, dict) and type(obj).__reduce_ex__ is dict.__reduce_ex__:
