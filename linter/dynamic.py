@@ -215,6 +215,10 @@ def _site(location: dict[str, Any] | None, paths: _Paths) -> dict[str, Any] | No
     return {**location, "path": paths.show(location["path"])}
 
 
+def _describe_site(site: dict[str, Any] | None) -> str | None:
+    return f"{site['path']}:{site['line']}" if site else None
+
+
 def _pickle_json(probe: dict[str, Any], paths: _Paths) -> dict[str, Any]:
     failures = []
     for failure in probe.get("failures", []):
@@ -222,9 +226,10 @@ def _pickle_json(probe: dict[str, Any], paths: _Paths) -> dict[str, Any]:
         failures.append({
             "path": failure["path"], "type": failure["type"], "kind": failure.get("kind"),
             "name": failure.get("name"),
-            "defined_at": f"{site['path']}:{site['line']}" if site else None,
+            "defined_at": _describe_site(site),
             "line": site["line"] if site else None,
             "source": (failure.get("source") or "").strip(),
+            "constructed_at": _describe_site(_site(failure.get("constructed_at"), paths)),
             **({"error": failure["error"]} if failure.get("error") else {}),
         })
     data = {"ok": probe["ok"], "failures": failures}

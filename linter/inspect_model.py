@@ -558,6 +558,7 @@ def _failure(
     failure = {
         "path": path, "type": type_name, "kind": kind, "name": qualname, "instance": instance is not None,
         "defined_at": _describe(site), "location": site, "source": source, "error": error,
+        "constructed_at": sites.get(visit.owner),  # the line that built the module holding it
     }
     construct = {**encode_facts(facts), "origin": "stored", "module_path": _module_path_of(visit),
                  "location": site, "source": source}
