@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import resource
 import threading
@@ -213,23 +214,27 @@ def _export(model: Any, inputs: tuple[Any, ...], path: Path, target: dict[str, A
 
 
 def _onnx_check(path: Path) -> str:
-    """Full checker plus strict shape inference; a short description of the graph."""
+    """The full checker, which includes strict shape inference; a short description of the graph.
+
+    Checked by path: the checker reads the file in C++, three times faster on a 170 MB model
+    than passing it a loaded proto (which is serialized again to cross into C++).
+    """
     import onnx
 
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model if model.ByteSize() < 2**31 - 1 else str(path), full_check=True)
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
-    ops = sorted({node.op_type for node in inferred.graph.node})
-    text = f"{len(inferred.graph.node)} nodes ({opsets}; ir {model.ir_version}): {', '.join(ops[:12])}"
+    ops = sorted({node.op_type for node in model.graph.node})
+    text = f"{len(model.graph.node)} nodes ({opsets}; ir {model.ir_version}): {', '.join(ops[:12])}"
     return text + (" …" if len(ops) > 12 else "")
 
 
-def _onnxruntime(path: Path, feeds: dict[str, Any]) -> list[Any]:
+def _onnxruntime(path: Path, feeds: dict[str, Any], threads: int = 0) -> list[Any]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # initializers-as-inputs warnings are expected for caffe2
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per core
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     outputs = session.run(None, {k: v for k, v in feeds.items() if k in wanted})
@@ -344,6 +349,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     # 4. Caffe2 starts now, in its own process, and runs while 2. and 3. run here -----------
     caffe2_run: list[Any] = []
     caffe2_thread = None
+    threads = 0
     if target["name"] == "caffe2":
         progress.start("caffe2")
         caffe2_thread = threading.Thread(
@@ -351,6 +357,9 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             daemon=True,
         )
         caffe2_thread.start()
+        # Caffe2 is the long pole: leave it a core while the checker, eager and ORT run here.
+        threads = max(1, (os.cpu_count() or 1) - 1)
+        torch.set_num_threads(threads)
 
     # 2. ONNX checks --------------------------------------------------------------------------
     progress.start("onnx_check")
@@ -387,7 +396,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         progress.start("onnxruntime")
         t0 = time.monotonic()
         try:
-            got = _onnxruntime(onnx_path, feeds)
+            got = _onnxruntime(onnx_path, feeds, threads if caffe2_thread else 0)
             seconds = time.monotonic() - t0
             status, max_abs, max_rel, detail = compare(got, expected, atol, rtol)
             progress.finish(Outcome(StageResult(model_name, "onnxruntime", status, seconds, max_abs, max_rel, detail)))
