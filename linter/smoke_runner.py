@@ -141,7 +141,12 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
     """
     many = len(specs) > 1
     progress = getattr(options, "progress", None)
+    used: set[Path] = set()
     for spec in specs:
+        folder = artifacts_for(spec.text, options.artifacts, many)
+        while folder in used:  # a.py:Net and pkg/a.py:Net: one folder each
+            folder = folder.with_name(folder.name + "_")
+        used.add(folder)
         model = next((m for m in report.models if m.spec == spec.text), None)
         if model is None:
             model = ModelResult(spec=spec.text, status="ok")
@@ -149,8 +154,7 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
         if model.status in ("crashed", "timeout") or (model.status == "failed" and model.stage in ("import", "build")):
             model.stages = skipped_stages(spec.text, f"not run: the dynamic pass {model.status} ({model.detail})")
             continue
-        outcome = run_smoke(spec, options.target, options.config, report.findings,
-                            artifacts_for(spec.text, options.artifacts, many), progress)
+        outcome = run_smoke(spec, options.target, options.config, report.findings, folder, progress)
         model.stages = outcome.stages
         report.notes.extend(outcome.notes)
         if model.parameters is None:
@@ -265,17 +269,17 @@ class _Watcher:
     """Polls the child's progress file and reports the stages running now (for the CLI)."""
 
     def __init__(self, path: Path, model_name: str, progress: Callable[[str], None]) -> None:
-        self.path, self.model_name, self.progress = path, model_name, progress
+        self.path, self.model_name, self.progress = path, Path(model_name).name, progress
         self.done = threading.Event()
         self.last = ""
         self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.progress(f"smoke test {model_name}: starting")
+        self.progress(f"smoke test: starting ({self.model_name})")
         self.thread.start()
 
     def _loop(self) -> None:
         while not self.done.wait(0.3):
             running = _read_progress(self.path).get("running") or []
-            text = f"smoke test {self.model_name}: {', '.join(running)}" if running else ""
+            text = f"smoke test: {', '.join(running)} ({self.model_name})" if running else ""
             if text and text != self.last:
                 self.last = text
                 self.progress(text)
