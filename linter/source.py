@@ -12,7 +12,7 @@ import ast
 import builtins
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -71,28 +71,59 @@ class SourceFile:
     text: str
     module: cst.Module
     _wrapper: MetadataWrapper | None = field(default=None, repr=False)
+    #: line i of the parsed code (1-based) is line ``line_map[i - 1]`` of ``text``; None: same
+    line_map: Sequence[int] | None = field(default=None, repr=False)
 
     @classmethod
-    def parse(cls, path: str, text: str, code: str | None = None) -> SourceFile:
+    def parse(
+        cls, path: str, text: str, code: str | None = None, line_map: Sequence[int] | None = None
+    ) -> SourceFile:
         """Parse ``text``; raises ``libcst.ParserSyntaxError`` on invalid source.
 
-        ``code``, when given, is what gets parsed instead: ``text`` with the statements no rule
-        can care about blanked out (see ``static.reduce_source``). It has the same lines at the
-        same places, so positions, source lines and ``# noqa`` comments stay those of ``text``.
+        ``code``, when given, is what gets parsed instead: some of ``text``'s lines, unchanged,
+        the statements no rule can care about left out (``static.reduce_source``);
+        ``line_map`` says where each came from, so locations, source lines and ``# noqa``
+        comments stay those of ``text``.
         """
-        return cls(path, text, cst.parse_module(text if code is None else code))
+        if code is None:
+            return cls(path, text, cst.parse_module(text))
+        return cls(path, text, cst.parse_module(code), line_map=line_map)
 
     # ----- positions -------------------------------------------------------------------
     @cached_property
-    def _positions(self) -> Any:
-        self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-        return self._wrapper.resolve(PositionProvider)
+    def _codegen(self) -> Any:
+        """A position-recording code generator over the module, run one top-level statement
+        at a time (``_position``). What ``MetadataWrapper.resolve(PositionProvider)`` computes,
+        without its extra pass over the tree, and only as far as the findings need."""
+        from libcst.metadata.position_provider import PositionProvidingCodegenState
+
+        provider = PositionProvider()
+        state = PositionProvidingCodegenState(
+            default_indent=self.module.default_indent,
+            default_newline=self.module.default_newline,
+            provider=provider,
+        )
+        for line in self.module.header:
+            line._codegen(state)
+        return provider._computed, state, iter(self.module.body)
+
+    def _position(self, node: cst.CSTNode) -> Any:
+        try:
+            computed, state, statements = self._codegen
+            while node not in computed:
+                next(statements)._codegen(state)
+            return computed[node]
+        except (ImportError, AttributeError, TypeError, StopIteration):  # libcst internals moved
+            if self._wrapper is None:
+                self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            return self._wrapper.resolve(PositionProvider)[node]
 
     def location(self, node: cst.CSTNode) -> Location:
-        rng = self._positions[node]
-        return Location(
-            self.path, rng.start.line, rng.start.column + 1, rng.end.line, rng.end.column + 1
-        )
+        rng = self._position(node)
+        start, end = rng.start.line, rng.end.line
+        if self.line_map is not None:
+            start, end = self.line_map[start - 1], self.line_map[end - 1]
+        return Location(self.path, start, rng.start.column + 1, end, rng.end.column + 1)
 
     @cached_property
     def lines(self) -> list[str]:
@@ -374,24 +405,68 @@ def _relative_prefix(node: cst.ImportFrom) -> str:
 
 
 def _walk_imports(module: cst.Module) -> Iterator[cst.Import | cst.ImportFrom]:
-    """Every import statement, also inside functions, classes and try/if blocks."""
+    """Every import statement in source order, also inside functions, classes and try/if blocks.
 
-    found: list[cst.Import | cst.ImportFrom] = []
+    Imports are statements, so only statement bodies are walked, never expressions.
+    """
+    return _imports_in(module.body)
 
-    class _Collector(cst.CSTVisitor):
-        def visit_Import(self, node: cst.Import) -> bool:
-            found.append(node)
-            return False
 
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-            found.append(node)
-            return False
+_BLOCKS = (cst.BaseCompoundStatement, cst.BaseSuite, cst.ExceptHandler, cst.ExceptStarHandler,
+           cst.Else, cst.Finally, cst.MatchCase)
 
-        def visit_Expr(self, node: cst.Expr) -> bool:
-            return False
 
-    module.visit(_Collector())
-    return iter(found)
+def _imports_in(nodes: Sequence[cst.CSTNode]) -> Iterator[cst.Import | cst.ImportFrom]:
+    for node in nodes:
+        if isinstance(node, (cst.Import, cst.ImportFrom)):
+            yield node
+        elif isinstance(node, cst.SimpleStatementLine):
+            yield from _imports_in(node.body)
+        elif isinstance(node, _BLOCKS):
+            for name in ("body", "handlers", "orelse", "finalbody", "cases"):
+                part = getattr(node, name, None)
+                if part is not None:
+                    yield from _imports_in(part if isinstance(part, (list, tuple)) else [part])
+
+
+#: nodes that hold only whitespace or punctuation: no rule looks inside them
+_TRIVIA = (
+    cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline,
+    cst.Comment, cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
+    cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.Comma, cst.Dot, cst.Semicolon, cst.AssignEqual,
+    cst.Colon, cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp, cst.BaseUnaryOp,
+    cst.BaseAugOp, cst.Asynchronous, cst.ImportStar,
+)
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+_WALKED: dict[type, bool] = {}  # per type: a node worth walking into (cached: ABC checks are slow)
+
+
+def _walked(kind: type) -> bool:
+    verdict = _WALKED.get(kind)
+    if verdict is None:
+        verdict = _WALKED[kind] = issubclass(kind, cst.CSTNode) and not issubclass(kind, _TRIVIA)
+    return verdict
+
+
+def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
+    """``node.visit(visitor)`` for visitors that only read: the same ``visit_*``/``leave_*``
+    calls, parents before children, but about 10x faster, because libcst's own traversal
+    rebuilds every node it passes and this one skips whitespace and punctuation nodes."""
+    if not visitor.on_visit(node):
+        visitor.on_leave(node)
+        return
+    names = _CHILD_FIELDS.get(type(node))
+    if names is None:
+        names = _CHILD_FIELDS[type(node)] = tuple(f.name for f in fields(node))
+    for name in names:
+        value = getattr(node, name)
+        if type(value) in (tuple, list):
+            for child in value:
+                if _walked(type(child)):
+                    walk(child, visitor)
+        elif _walked(type(value)):
+            walk(value, visitor)
+    visitor.on_leave(node)
 
 
 def bind_arguments(

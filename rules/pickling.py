@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import SourceFile, dotted_name, never_module
+from modelcheck.source import SourceFile, dotted_name, never_module, walk
 from modelcheck.targets import Target
 
 #: A file can only hold a finding if it has a lambda, or a def/class nested in a function
 #: (``NESTED_DEFS``: the static pre-screen finds those from the block structure, not by regex).
-TRIGGER = re.compile(r"\blambda\b")
+TRIGGER = re.compile(r"lambda(?<!\wlambda)(?!\w)")  # \blambda\b, written to start with a literal: 50x faster
 NESTED_DEFS = True
 
 #: methods that keep a callable on the module they are called on: module hooks (not
@@ -344,6 +344,8 @@ class _StorageVisitor(cst.CSTVisitor):
 
     def _call_storage(self, call: cst.Call) -> tuple[str, bool] | None:
         callee = dotted_name(call.func)
+        if callee is None and isinstance(call.func, cst.Attribute) and _STORING_METHODS.match(call.func.attr.value):
+            callee = call.func.attr.value  # self.body[0].register_forward_hook(...): the method decides
         if callee is None:
             return None
         short = callee.rsplit(".", 1)[-1]
@@ -404,17 +406,17 @@ class _StorageVisitor(cst.CSTVisitor):
 
         class _Names(cst.CSTVisitor):
             def visit_Attribute(self, attr: cst.Attribute) -> bool:
-                attr.value.visit(self)
+                walk(attr.value, self)
                 return False
 
             def visit_Arg(self, arg: cst.Arg) -> bool:
-                arg.value.visit(self)
+                walk(arg.value, self)
                 return False
 
             def visit_Name(self, name: cst.Name) -> None:
                 used.add(name.value)
 
-        node.body.visit(_Names())
+        walk(node.body, _Names())
         return any(n not in params and n not in module_names and n not in _BUILTINS for n in used)
 
 
@@ -425,5 +427,5 @@ def _is_self_attr(node: cst.BaseExpression) -> bool:
 def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, StoredObjectFacts]]:
     """Every lambda or local def in the file that ends up stored on a module."""
     visitor = _StorageVisitor(source)
-    source.module.visit(visitor)
+    walk(source.module, visitor)
     return iter(visitor.found)

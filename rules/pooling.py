@@ -16,7 +16,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments
+from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, walk
 from modelcheck.targets import Target
 
 _MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
@@ -42,9 +42,14 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "torch.avg_pool1d": _F_AVG[:6],
 }
 
-# A file can only hold a finding if it names ceil_mode, or calls a pool with enough
-# positional arguments to reach it; both contain one of these words.
-TRIGGER = re.compile(r"ceil_mode|[Pp]ool[123]d")
+# Where a finding can be: a mention of ceil_mode, or a pool name (an alias, a partial, a call)
+# unless it is a plain call with fewer positional arguments than it takes to reach ceil_mode
+# and no *args/**kwargs (nn.MaxPool2d(3, 2, 1) cannot set it). Derived from SIGNATURES; the
+# static pre-screen runs it on code with strings and comments masked out.
+_BEFORE_CEIL = min(params.index("ceil_mode") for params in SIGNATURES.values())
+_ARG = r"(?:[^,()*]|\([^()]*\))*"  # one argument: no comma or star, parentheses one deep
+_TOO_FEW = rf"\s*\({_ARG}(?:,{_ARG}){{0,{_BEFORE_CEIL - 1}}}\)"
+TRIGGER = re.compile(rf"ceil_mode|[Pp]ool[123]d\w*(?!\w)(?!{_TOO_FEW})")
 
 
 @dataclass(frozen=True)
@@ -149,5 +154,5 @@ def extract(source: SourceFile) -> Iterator[tuple[cst.Call, PoolFacts]]:
             if facts is not None:
                 found.append((node, facts))
 
-    source.module.visit(_Visitor())
+    walk(source.module, _Visitor())
     return iter(found)

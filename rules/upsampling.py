@@ -17,7 +17,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments
+from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, walk
 from modelcheck.targets import Target
 
 LINEAR_MODES = frozenset({"linear", "bilinear", "bicubic", "trilinear"})
@@ -51,7 +51,7 @@ APIS: dict[str, _Api] = {
     ),
 }
 
-TRIGGER = re.compile(r"[Uu]psampl|interpolate")
+TRIGGER = re.compile(r"psampl|interpolate")  # [Uu]psample*, UpsamplingBilinear2d, interpolate
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def _is_shape_expr(
                 if any(_is_shape_expr(v, assigned, seen) for v in assigned[node.value]):
                     found = True
 
-    expr.visit(_Visitor())
+    walk(expr, _Visitor())
     return found
 
 
@@ -362,5 +362,5 @@ def extract(source: SourceFile) -> Iterator[tuple[cst.Call, UpsampleFacts]]:
             if facts is not None:
                 found.append((node, facts))
 
-    source.module.visit(_Visitor())
+    walk(source.module, _Visitor())
     return iter(found)
