@@ -14,7 +14,7 @@ never happen when ``s <= d(k-1) + 1 - p`` (the common ``MaxPool2d(2, 2)``, ``Max
 so the fix is *safe* there. Otherwise the right ``e`` depends on ``L``, and the fix uses the
 sizes seen when the model ran on the configured input: *unsafe* (exact for those sizes only).
 
-Stride 1 rounds nothing: there the flag has no effect for any size and only flips. Average
+Where ``s == 1`` or ``d(k-1) <= p`` the flag changes no output size at all and only flips. Average
 pooling divides by the number of positions a window covers inside the (implicitly) padded
 input; explicit padding would be counted, so an average pool is fixed only where the shape
 arithmetic shows the flag has no effect (stride 1, or the configured sizes divide evenly:
@@ -85,6 +85,12 @@ def extra_padding(length: int, k: int, s: int, p: int, d: int) -> int:
     return max((output_size(length, k, s, p, d, True) - 1) * s - span, 0)
 
 
+def never_matters(k: int, s: int, p: int, d: int) -> bool:
+    """Does ceil_mode change no output length at all? Only a window hanging over the edge by
+    less than the padding-adjusted span can add one, which needs ``s > 1`` and ``d(k-1) > p``."""
+    return s == 1 or d * (k - 1) <= p
+
+
 def always_exact(k: int, s: int, p: int, d: int) -> bool:
     """Does padding by ``s - 1`` reproduce ceil_mode for every input length?"""
     return s <= d * (k - 1) + 1 - p
@@ -132,9 +138,9 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
     is_max = "max" in api.lower()
     shapes = _seen_shapes(source, line, context, dims)
 
-    if all(s == 1 for s in stride):
-        return _flip(call, api, line, SAFE, "stride 1 rounds nothing: ceil_mode has no effect for any input size",
-                     "ceil_mode=True -> ceil_mode=False (no effect at stride 1)")
+    if all(never_matters(*args) for args in zip(kernel, stride, padding, dilation, strict=True)):
+        return _flip(call, api, line, SAFE, "ceil_mode has no effect for any input size here (stride 1, or a "
+                     "kernel span within the padding)", "ceil_mode=True -> ceil_mode=False (no effect at any size)")
     if not is_max:
         if values["divisor_override"] not in (None,):
             return Decline("MC301", line, "average pool with divisor_override: not rewritten")
@@ -161,6 +167,10 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
     if len(per_shape) != 1:
         return Decline("MC301", line, f"the input sizes seen ({_shapes_text(shapes)}) need different paddings")
     (extra,) = per_shape
+    if not any(extra):
+        return _flip(call, api, line, UNSAFE, "ceil_mode has no effect at the input size(s) seen for the configured "
+                     f"input ({_shapes_text(shapes)}), but does at others",
+                     "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
     return _pad_edit(source, call, api, dims, extra, line, UNSAFE,
                      f"the padding is computed for the input size(s) seen ({_shapes_text(shapes)})",
                      f"pad right/bottom by {extra} with -inf, then ceil_mode=False (exact at the configured size)")

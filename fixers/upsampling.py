@@ -121,7 +121,7 @@ class {name}(torch.nn.Module):
         how = {{"scale_factor": (1.0, scale)}} if scale else {{"size": (1, n_out)}}
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # while tracing, .tolist() makes the weights constants, as meant
-            rows = torch.nn.functional.interpolate(  # noqa: MC2 (weights only; never exported)
+            rows = torch.nn.functional.interpolate(  # modelcheck: ignore[MC2] (weights only, not exported)
                 one_hot, mode="bilinear", align_corners=align_corners, **how)
             return torch.tensor(rows.reshape(n_in, n_out).t().tolist())
 '''

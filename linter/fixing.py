@@ -258,8 +258,8 @@ def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: 
                                decision.safety, key in verified))
             for code in decision.also:
                 out.append(_record(plan.path, code, decision.line, status,
-                                   f"fixed together with {decision.code} on this line", decision.summary,
-                                   decision.safety, key in verified))
+                                   f"with {decision.code} on this line" + (f"; {reason}" if reason else ""),
+                                   decision.summary, decision.safety, key in verified))
     errors = {plan.path: plan.error for plan in plans if plan.error}
     for finding in findings:
         loc = finding.location
@@ -274,25 +274,40 @@ def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: 
 
 
 def summarize(fixes: Sequence[dict[str, Any]], *, dry_run: bool, verifiable: bool) -> list[str]:
-    """The notes a user reads: what was fixed, what was held back and how to apply it."""
-    notes: list[str] = []
-    count = lambda status: sum(1 for r in fixes if r["status"] == status)  # noqa: E731
+    """The notes a user reads: what was fixed, what was held back and how to apply it, and why
+    each fix that was not made was not."""
+    def count(status: str) -> int:
+        return sum(1 for r in fixes if r["status"] == status)
+
+    if not any(r["status"] in (APPLIED, WOULD_APPLY, HELD_BACK, ROLLED_BACK) for r in fixes):
+        declined = [r for r in fixes if r["status"] == NOT_FIXABLE and r["summary"] == "" and r["reason"]
+                    and not r["reason"].startswith("no automatic fix")]
+        return ["nothing to fix" if not declined else "no fix to apply", *_item_notes(declined, "not fixed")]
+    verified = sum(1 for r in fixes if r["status"] == APPLIED and r["verified"])
     if dry_run:
-        notes.append(f"--diff: {count(WOULD_APPLY)} fix(es) would be applied; nothing was written")
+        notes = [f"--diff: {count(WOULD_APPLY)} fix(es) would be applied; nothing was written"]
     else:
-        notes.append(f"--fix: {count(APPLIED)} fix(es) applied")
-    unsafe_held = sum(1 for r in fixes if r["status"] == HELD_BACK and r["safety"] == UNSAFE
-                      and r["reason"].startswith("unsafe"))
+        notes = [f"--fix: {count(APPLIED)} fix(es) applied" + (f", {verified} verified on a model" if verified else "")]
+    unsafe_held = [r for r in fixes if r["status"] == HELD_BACK and r["reason"].startswith("unsafe")]
     if unsafe_held:
-        notes.append(f"{unsafe_held} unsafe fix(es) held back (exact only for the configured input shape(s)); "
-                     "apply them with --fix --unsafe-fixes")
-    unverified_held = sum(1 for r in fixes if r["status"] == HELD_BACK and r["reason"].startswith("needs a model"))
+        notes.append(f"{len(unsafe_held)} unsafe fix(es) held back (exact only for the configured input shape(s), "
+                     "or the exported graph is tied to the traced input size); apply them with "
+                     "--fix --unsafe-fixes")
     if not verifiable:
-        notes.append("nothing was verified: no model spec to build and compare (only fixes exact by "
-                     "construction were applied" + (f"; {unverified_held} held back" if unverified_held else "")
-                     + "; pass --model file.py:Name to verify the others)")
-    if count(ROLLED_BACK):
-        notes.append(f"{count(ROLLED_BACK)} fix(es) rolled back: verification failed (see the reasons)")
+        waiting = count(HELD_BACK) - len(unsafe_held)
+        notes.append("nothing was verified: no model to build and compare the fixed code on, so only fixes "
+                     "exact by construction were applied" + (f" ({waiting} held back)" if waiting else "")
+                     + "; give one with --model file.py:Name (without --static-only)")
+    notes.extend(_item_notes([r for r in fixes if r["status"] == ROLLED_BACK], "rolled back"))
+    notes.extend(_item_notes([r for r in fixes if r["status"] == NOT_FIXABLE and r["reason"]
+                              and not r["reason"].startswith("no automatic fix")], "not fixed"))
+    return notes
+
+
+def _item_notes(items: Sequence[dict[str, Any]], what: str, limit: int = 20) -> list[str]:
+    notes = [f"{what}: {r['path']}:{r['line']} {r['code']}: {r['reason']}" for r in items[:limit]]
+    if len(items) > limit:
+        notes.append(f"{what}: {len(items) - limit} more (see --format json)")
     return notes
 
 
