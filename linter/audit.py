@@ -1,4 +1,4 @@
-"""``modelcheck audit TARGET``: a pre-export audit of every model in a third-party architecture.
+"""``modelcheck audit TARGET...``: a pre-export audit of every model in a third-party architecture.
 
 TARGET is an installed package or module (``pytorchcv.models.enet``, ``torchvision.models``) or a
 folder or file (a cloned R3Net-style repository). The audit
@@ -241,20 +241,23 @@ class LocalExecutor:
 
 
 def run_audit(
-    target_text: str,
+    targets: Sequence[str],
     options: AuditOptions,
     executor: Executor | None = None,
     progress: Callable[[str, AuditRow | None, int, int], None] | None = None,
 ) -> AuditReport:
-    """List TARGET's models, audit each (from the cache where nothing changed), one report.
+    """List the targets' models, audit each (from the cache where nothing changed), one report.
 
     ``progress(event, row, done, total)`` is called with "listed" once and "done" per model.
     """
     started = time.monotonic()
-    report = AuditReport(target_text, options.target)
-    tasks, rows, notes = plan(target_text, options)
-    report.notes.extend(notes)
-    report.rows.extend(rows)
+    report = AuditReport(" ".join(targets), options.target)
+    tasks: list[AuditTask] = []
+    for target_text in targets:
+        more, rows, notes = plan(target_text, options)
+        tasks.extend(task for task in more if task.key not in {t.key for t in tasks})
+        report.notes.extend(notes)
+        report.rows.extend(rows)
     versions = runtime_versions()
     todo: list[AuditTask] = []
     for task in tasks:
@@ -263,7 +266,7 @@ def run_audit(
             report.rows.append(cached)
         else:
             todo.append(task)
-    total = len(tasks) + len(rows)
+    total = len(tasks) + len(report.rows)
     done = len(report.rows)
     if progress:
         progress("listed", None, done, total)

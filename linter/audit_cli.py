@@ -40,7 +40,7 @@ def default_memory_mb(jobs: int) -> int:
 
 
 HELP = {
-    "target_arg": "An installed package or module (pytorchcv.models.enet), or a folder or file of model code.",
+    "target_arg": "Installed packages or modules (pytorchcv.models.enet), or folders or files of model code.",
     "jobs": "Models audited at once (default: the number of cores).",
     "target": "Where the models go: caffe2 (opset 9) or onnx (ONNX Runtime).",
     "opset": "ONNX opset (default: 9 for caffe2, 17 for onnx).",
@@ -61,7 +61,7 @@ HELP = {
 
 @audit_app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def audit(
-    target_arg: Annotated[str, typer.Argument(metavar="TARGET", help=HELP["target_arg"])],
+    targets: Annotated[list[str], typer.Argument(metavar="TARGET...", help=HELP["target_arg"])],
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help=HELP["jobs"])] = None,
     target: Annotated[TargetName | None, typer.Option(help=HELP["target"])] = None,
     opset: Annotated[int | None, typer.Option(help=HELP["opset"])] = None,
@@ -82,9 +82,9 @@ def audit(
     from modelcheck.audit import AuditError, AuditOptions, default_cache_dir, run_audit
 
     console = Console(stderr=True)
-    path = Path(target_arg)
+    folders = [Path(t) for t in targets if Path(t).exists()]
     try:
-        config = load_config(find_pyproject([path]) if path.exists() else None)
+        config = load_config(find_pyproject(folders) if folders else None)
         if target is not None:
             config.target, config.opset = target.value, None
         if opset is not None:
@@ -114,7 +114,7 @@ def audit(
     )
     fmt = output_format or (AuditFormat.rich if sys.stdout.isatty() else AuditFormat.text)
     try:
-        report = run_audit(target_arg, options, progress=_progress(console))
+        report = run_audit(targets, options, progress=_progress(console))
     except AuditError as exc:
         raise fail(str(exc)) from None
     _render(report, fmt)
