@@ -4,7 +4,8 @@ The parent never imports the user's code (nor torch): specs are parsed here, mod
 and built in child jobs (``discover``, ``inspect``), and what comes back is plain JSON facts.
 Those facts go through the very rules the static pass uses (``rules.base.matches_for``), so a
 construct seen both ways gets the same code and severity, and merges into ONE finding with
-``evidence == "both"`` on (code, resolved file, line).
+``evidence == "both"`` on (code, resolved file, line). A static "may" finding whose construct
+the live models showed to be harmless is refuted (``refute``): dropped, with a note saying why.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from modelcheck.specs import ModelSpec, discovery_files, specs_from_config
 from modelcheck.static import StaticResult, suppressed
 
 FAMILIES = {"upsampling": upsampling, "pooling": pooling, "pickling": pickling}
+_FAMILY_OF = {rule.code: name for name, family in FAMILIES.items() for rule in family.RULES}
 
 _KIND_WORDS = {
     "instance": "module-level nn.Module instance",
@@ -45,6 +47,30 @@ class DynamicResult:
     models: list[ModelResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     specs: list[ModelSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One construct the dynamic pass saw at a source span, and the codes its live facts fire.
+
+    What lets tracing settle a static "may": seen, and nothing fired, means harmless.
+    """
+
+    family: str
+    path: str  # resolved
+    line: int
+    column: int
+    end_line: int | None
+    end_column: int | None
+    model: str
+    facts: str  # the live values, for the note: "Upsample(mode='nearest')"
+    fires: frozenset[str]
+
+    def covers(self, location: Location) -> bool:
+        """Is ``location`` (a static finding's start) inside this construct's span?"""
+        if (self.path, self.line) != (_resolve(location.path), location.line) or location.column < self.column:
+            return False
+        return self.end_line != self.line or self.end_column is None or location.column < self.end_column
 
 
 class _Paths:
@@ -93,12 +119,16 @@ def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
     result.specs, result.notes = specs, notes
     paths = _Paths(static.sources)
     dynamic: list[Finding] = []
+    observed: list[Observation] = []
     for spec in specs:
         progress(f"tracing {spec.text}: import, build, pickle probe, forward")
         model, constructs = inspect_spec(spec, options.config.timeout, paths)
         result.models.append(model)
         dynamic.extend(findings_from_constructs(constructs, spec, options.target, options.config, paths))
-    result.findings = merge(static.findings, dedupe(dynamic))
+        observed.extend(observations(constructs, spec, options.target))
+    kept, refuted = refute(static.findings, observed)
+    result.notes.extend(refuted)
+    result.findings = merge(kept, dedupe(dynamic))
     return result
 
 
@@ -265,10 +295,66 @@ def findings_from_constructs(
                 fixable=match.fixable, evidence="dynamic", model=spec.text,
                 module_path=construct.get("module_path") or ROOT_PATH,
                 source_line=lines[location.line - 1] if 0 < location.line <= len(lines) else None,
+                certain=match.certain,
             )
             if config.code_enabled(finding.code, location.path) and not suppressed(finding, lines):
                 findings.append(finding)
     return findings
+
+
+def observations(constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: Any) -> list[Observation]:
+    """Every construct the child saw at a user's source line, with the codes its facts fire at ``target``.
+
+    Unlike ``findings_from_constructs`` this keeps the harmless ones too: they are what refutes a
+    static "may". Constructs without a user site say nothing about any line and are left out.
+    """
+    seen = []
+    for construct in constructs:
+        site = construct.get("location")
+        if not site:
+            continue
+        family_name, facts = decode_facts(construct)
+        fires = frozenset(rule.code for rule, _, _ in matches_for(FAMILIES[family_name].RULES, facts, target))
+        seen.append(Observation(
+            family=family_name, path=_resolve(site["path"]), line=site["line"], column=site.get("column", 1),
+            end_line=site.get("end_line"), end_column=site.get("end_column"), model=spec.text,
+            facts=_describe_facts(facts), fires=fires,
+        ))
+    return seen
+
+
+def _describe_facts(facts: Any) -> str:
+    """The live values a rule decided on, short: ``Upsample(mode='nearest', align_corners=None)``."""
+    if isinstance(facts, upsampling.UpsampleFacts):
+        text = facts.what[:-1] + f", align_corners={facts.align_corners!r}"
+        if facts.size_from_shape is True:
+            text += ", size from a tensor's shape"
+        return text + ")"
+    if isinstance(facts, pooling.PoolFacts):
+        return f"{facts.api.rsplit('.', 1)[-1]}(ceil_mode={facts.ceil_mode!r})"
+    return f"{facts.kind} {getattr(facts, 'name', None) or ''}".rstrip()
+
+
+def refute(static: list[Finding], observed: list[Observation]) -> tuple[list[Finding], list[str]]:
+    """Static findings minus the "may" ones tracing showed harmless, and a note for each dropped one.
+
+    A static finding that is not ``certain`` is refuted when at least one traced model built or
+    called a construct of its rule family spanning its location, and none of those sightings fires
+    its code (``mode=self.mode`` was ``'nearest'`` in every model). A construct never seen (that
+    model not traced, a branch forward never took) leaves the finding as it is: no evidence either way.
+    """
+    kept: list[Finding] = []
+    notes: list[str] = []
+    for finding in static:
+        family = _FAMILY_OF.get(finding.code)
+        seen = [o for o in observed if o.family == family and o.covers(finding.location)] if family else []
+        if finding.certain or not seen or any(finding.code in o.fires for o in seen):
+            kept.append(finding)
+            continue
+        loc = finding.location
+        facts = "; ".join(dict.fromkeys(f"{o.facts} in model {o.model}" for o in seen))
+        notes.append(f"{finding.code} at {loc.path}:{loc.line} refuted by tracing: {facts}")
+    return kept, notes
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:
@@ -293,8 +379,9 @@ def merge(static: list[Finding], dynamic: list[Finding]) -> list[Finding]:
     The key is (code, resolved file, line): static paths are as given on the command line,
     dynamic ones absolute. Several findings of one code on one line pair up by nearest column.
     The merged finding keeps the static location and fix flag (fixers work on the source) and
-    takes the dynamic message and severity when they are at least as strong: they describe the
-    live model (``mode='bilinear'`` where the source only says ``mode=self.mode``).
+    takes the dynamic message and severity when they are at least as strong, or when they are
+    certain and the static ones a guess: they describe the live model (``mode='bilinear'`` where
+    the source only says ``mode=self.mode``). Seen fire in a live model, the finding is certain.
     """
     merged = list(static)
     free: dict[tuple[str, str, int], list[int]] = {}
@@ -308,11 +395,12 @@ def merge(static: list[Finding], dynamic: list[Finding]) -> list[Finding]:
         index = min(candidates, key=lambda i: abs(merged[i].location.column - finding.location.column))
         candidates.remove(index)
         seen = merged[index]
-        stronger = finding.severity.rank >= seen.severity.rank
+        stronger = finding.severity.rank >= seen.severity.rank or (finding.certain and not seen.certain)
         merged[index] = seen.with_(
             evidence="both", model=finding.model, module_path=finding.module_path,
             severity=finding.severity if stronger else seen.severity,
             message=finding.message if stronger else seen.message,
+            certain=seen.certain or finding.certain,
         )
     merged.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
     return merged

@@ -55,6 +55,8 @@ class Finding:
     model: str | None = None
     module_path: str | None = None
     source_line: str | None = None
+    #: False when a value the claim depends on was not known ("may ..."); tracing can settle it
+    certain: bool = True
 
     def to_json(self) -> dict[str, Any]:
         loc = self.location
@@ -71,6 +73,7 @@ class Finding:
             "evidence": self.evidence,
             "model": self.model,
             "module_path": self.module_path,
+            "certain": self.certain,
         }
 
     @classmethod
@@ -88,6 +91,7 @@ class Finding:
             evidence=data.get("evidence", "dynamic"),
             model=data.get("model"),
             module_path=data.get("module_path"),
+            certain=data.get("certain", True),
         )
 
     def with_(self, **changes: Any) -> Finding:
