@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 from modelcheck import __version__
-from modelcheck.config import Config, ConfigError, find_pyproject, load_config, parse_shape
+from modelcheck.config import Config, ConfigError, codes, find_pyproject, load_config, parse_shape
 from modelcheck.findings import Severity
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
@@ -197,9 +197,9 @@ def _apply_flags(config: Config, target, opset, exporter, fail_on, select, ignor
     elif isinstance(config.fail_on, Severity):
         config.fail_on = config.fail_on.value  # type: ignore[assignment]
     if select := _split_codes(select):
-        config.select = select
+        config.select = codes(select, "--select")
     if ignore := _split_codes(ignore):
-        config.ignore = [*config.ignore, *ignore]
+        config.ignore = [*config.ignore, *codes(ignore, "--ignore")]
     if input_shape is not None:
         config.input_shape = parse_shape(input_shape)
     if timeout is not None:

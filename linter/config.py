@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 from modelcheck.findings import Severity
+from modelcheck.targets import EXPORTERS, TARGET_NAMES
+
+FAIL_ON = (*(severity.value for severity in Severity), "never")
 
 
 class ConfigError(ValueError):
@@ -32,7 +37,7 @@ class Config:
     ignore: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
-    fail_on: Severity = Severity.ERROR
+    fail_on: str = "error"  # a Severity value, or "never"
     models: list[dict[str, Any]] = field(default_factory=list)
     input_shape: tuple[int, ...] = (1, 3, 224, 224)
     timeout: float = 120.0
@@ -58,10 +63,8 @@ class Config:
 def _path_matches(path: str, pattern: str, root: Path | None) -> bool:
     candidates = {path, Path(path).as_posix(), Path(path).name}
     if root is not None:
-        try:
+        with contextlib.suppress(ValueError):  # a path outside the project
             candidates.add(Path(path).resolve().relative_to(root.resolve()).as_posix())
-        except ValueError:
-            pass
     for candidate in candidates:
         if fnmatch.fnmatch(candidate, pattern) or fnmatch.fnmatch(candidate, pattern.rstrip("/") + "/*"):
             return True
@@ -83,11 +86,19 @@ def find_pyproject(paths: list[Path]) -> Path | None:
 
 
 def _has_table(pyproject: Path) -> bool:
+    """Does this pyproject configure modelcheck? A broken one that mentions it is an error."""
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return False
-    return "modelcheck" in data.get("tool", {})
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        if "[tool.modelcheck" in text:
+            raise ConfigError(f"{pyproject}: not valid TOML: {exc}") from None
+        return False
+    tool = data.get("tool", {})
+    return isinstance(tool, dict) and "modelcheck" in tool
 
 
 def load_config(pyproject: Path | None) -> Config:
@@ -99,36 +110,75 @@ def load_config(pyproject: Path | None) -> Config:
         table = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("modelcheck", {})
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{pyproject}: cannot read [tool.modelcheck]: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.modelcheck] must be a table")
     unknown = set(table) - KNOWN_KEYS
     if unknown:
         raise ConfigError(f"{pyproject}: unknown [tool.modelcheck] key(s): {', '.join(sorted(unknown))}")
     config.root = pyproject.parent
     try:
         if "target" in table:
-            config.target = str(table["target"])
+            config.target = _choice(table["target"], "target", TARGET_NAMES)
         if "opset" in table:
-            config.opset = int(table["opset"])
+            config.opset = _int(table["opset"], "opset")
         if "exporter" in table:
-            config.exporter = str(table["exporter"])
-        for key in ("select", "ignore", "exclude"):
+            config.exporter = _choice(table["exporter"], "exporter", EXPORTERS)
+        for key in ("select", "ignore"):
             if key in table:
-                setattr(config, key, _str_list(table[key], key))
+                setattr(config, key, codes(_str_list(table[key], key), key))
+        if "exclude" in table:
+            config.exclude = _str_list(table["exclude"], "exclude")
         if "per-file-ignores" in table:
+            ignores = table["per-file-ignores"]
+            if not isinstance(ignores, dict):
+                raise ValueError("per-file-ignores must be a table of pattern = [codes]")
             config.per_file_ignores = {
-                str(k): _str_list(v, f"per-file-ignores.{k}") for k, v in table["per-file-ignores"].items()
+                str(k): codes(_str_list(v, f"per-file-ignores.{k}"), f"per-file-ignores.{k}")
+                for k, v in ignores.items()
             }
         if "fail-on" in table:
-            config.fail_on = Severity(table["fail-on"])
+            config.fail_on = _choice(table["fail-on"], "fail-on", FAIL_ON)
         if "input-shape" in table:
             config.input_shape = parse_shape(table["input-shape"])
         for key in ("timeout", "atol", "rtol"):
             if key in table:
-                setattr(config, key, float(table[key]))
+                setattr(config, key, _number(table[key], key, positive=key == "timeout"))
         if "models" in table:
             config.models = _models(table["models"])
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{pyproject}: [tool.modelcheck]: {exc}") from exc
+        raise ConfigError(f"{pyproject}: [tool.modelcheck]: {exc}") from None
     return config
+
+
+#: rule codes and prefixes: "MC", "MC2", "MC201"
+_CODE = re.compile(r"MC\d{0,3}")
+
+
+def codes(values: list[str], key: str) -> list[str]:
+    """Upper-cased codes or prefixes; anything that cannot select a rule is an error."""
+    result = [value.strip().upper() for value in values]
+    bad = [value for value in result if not _CODE.fullmatch(value)]
+    if bad:
+        raise ValueError(f"{key}: {', '.join(map(repr, bad))} is not a rule code or prefix (like MC2 or MC201)")
+    return result
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, not {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{key} must be a {'positive' if positive else 'non-negative'} number, not {value!r}")
+    return float(value)
 
 
 def _str_list(value: Any, key: str) -> list[str]:

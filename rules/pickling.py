@@ -54,7 +54,8 @@ class StoredObjectFacts:
 
 
 def _storage_message(facts: StoredObjectFacts, what: str) -> str:
-    return f"{what} {facts.how}: torch.save(model) fails (\"Can't pickle ...\")"
+    fails = "fails" if facts.certain else "may fail"
+    return f"{what} {facts.how}: torch.save(model) {fails} (\"Can't pickle ...\")"
 
 
 class _StoredRule(Rule):
@@ -70,8 +71,6 @@ class _StoredRule(Rule):
         if facts.kind not in self.kinds:
             return None
         message = _storage_message(facts, self.describe_what(facts))
-        if not facts.certain:
-            message = message.replace(": torch.save", ", which may be a module: torch.save", 1)
         return Match(message, certain=facts.certain, fixable=self.fixable(facts))
 
     def fixable(self, facts: StoredObjectFacts) -> bool:
@@ -362,19 +361,21 @@ class _StorageVisitor(cst.CSTVisitor):
             is_module = self.source.is_module_class(cls)
             if is_module is False:
                 return None
-            return f"passed to {short}(...)", is_module is True
+            if is_module:
+                return f"passed to {short}(...)", True
+            return f"passed to {short}(...), which may be an nn.Module (a base class is defined elsewhere)", False
         if never_module(qual) or qual.startswith(_NOT_MODULES):
             return None
         if short[:1].isupper():
-            return f"passed to {short}(...), a class that may keep it", False
+            return f"passed to {short}(...), a class defined elsewhere that may keep it on the model", False
         return None
 
     def _setattr_storage(self, call: cst.Call) -> tuple[str, bool] | None:
         """``setattr(self, name, fn)`` stores fn on self; on anything else it may."""
         first = call.args[0].value if call.args else None
         if isinstance(first, cst.Name) and first.value == "self":
-            return self._self_storage("setattr(self, ...)")
-        return "passed to setattr()", False
+            return self._self_storage("stored by setattr(self, ...)")
+        return "stored by setattr() on an object that may be an nn.Module", False
 
     def _assign_storage(self, node: cst.Assign | cst.AugAssign | cst.AnnAssign) -> tuple[str, bool] | None:
         targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
@@ -392,7 +393,9 @@ class _StorageVisitor(cst.CSTVisitor):
         is_module = self.source.is_module_class(cls) if cls else None
         if is_module is False:
             return None
-        return how, is_module is True
+        if is_module:
+            return how, True
+        return f"{how}, and self may be an nn.Module (a base class is defined elsewhere)", False
 
     def _captures(self, node: cst.Lambda) -> bool:
         """Does the lambda read names that are neither its parameters nor module-level?"""

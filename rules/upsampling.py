@@ -41,7 +41,7 @@ APIS: dict[str, _Api] = {
     "torch.nn.UpsamplingBilinear2d": _Api(_FIXED_MODE, "bilinear", True),
     "torch.nn.UpsamplingNearest2d": _Api(_FIXED_MODE, "nearest", None),
     "torch.nn.functional.interpolate": _Api(_FUNC),
-    "torch.nn.functional.upsample": _Api(_FUNC, deprecated="F.interpolate"),
+    "torch.nn.functional.upsample": _Api(_FUNC[:5], deprecated="F.interpolate"),  # no recompute_scale_factor
     "torch.nn.functional.upsample_bilinear": _Api(
         _F_FIXED_MODE, "bilinear", True,
         deprecated='F.interpolate(..., mode="bilinear", align_corners=True)',
