@@ -87,7 +87,7 @@ _OPERATORS: dict[type, str] = {
 
 def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, names: Names) -> list[Decision]:
     """An Edit or a Decline for every MC101 finding in ``source``."""
-    wanted = {(f.location.line, f.location.column) for f in findings if f.code in CODES}
+    wanted = {f.location.line for f in findings if f.code in CODES}  # static or dynamic sightings
     if not wanted:
         return []
     wrapper = MetadataWrapper(source.module, unsafe_skip_copy=True)
@@ -97,7 +97,7 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
         if not isinstance(node, cst.Lambda) or facts.kind != "lambda":
             continue
         loc = source.location(node)
-        if (loc.line, loc.column) not in wanted:
+        if loc.line not in wanted:
             continue
         decisions.append(_plan_one(source, node, loc.line, scopes, names))
     return decisions

@@ -120,6 +120,8 @@ def make_plans(
     plans: list[FilePlan] = []
     for path, file_findings in by_path.items():
         if path not in sources:
+            plans.append(FilePlan(path, b"", "", findings=file_findings,
+                                  error="the file is not among the paths checked; pass it to fix it"))
             continue
         text = sources[path]
         plan = FilePlan(path, b"", text, findings=file_findings)
@@ -194,7 +196,12 @@ def _diff_name(side: str, path: str) -> str:
 def check_writable(path: str) -> str:
     """'' when ``path`` can be replaced atomically, else why not (one line)."""
     real = Path(os.path.realpath(path))
-    if not os.access(real, os.W_OK):
+    try:
+        mode = real.stat().st_mode
+    except OSError as exc:
+        return f"{path}: cannot write the fix: {exc.strerror or exc}"
+    # the mode bits too: root may write anything, but a read-only file says "do not change me"
+    if not os.access(real, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         return f"{path}: cannot write the fix: the file is read-only"
     if not os.access(real.parent, os.W_OK | os.X_OK):
         return f"{path}: cannot write the fix: its folder {real.parent} is read-only"
@@ -569,7 +576,8 @@ class Verification:
             if all(edit.code.startswith("MC1") for edit in mine) and value.get("tree") != reference["tree"]:
                 found.append("the module tree changed")
             if found:
-                problems.append(f"{spec.text}: " + "; ".join(found))
+                more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+                problems.append(f"{spec.text}: " + "; ".join(found[:2]) + more)
             else:
                 self.passed[spec.text] = value
                 how = "bit-identical outputs" if value.get("bit_identical") else \

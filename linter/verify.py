@@ -149,8 +149,8 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
             max_diff = max(max_diff, diff)
             bound = tolerance * max(1.0, float(b.double().abs().nan_to_num(0.0).max()))
             if bitwise:
-                problems.append(f"input {index}, output {number}: not bit-identical (max abs diff {diff:.3g}); "
-                                "this fix must not change a single bit")
+                problems.append(f"input {index}, output {number}: not bit-identical (max abs diff {diff:.3g}), "
+                                "and this fix must not change a single bit")
             elif diff > bound:
                 problems.append(f"input {index}, output {number}: max abs diff {diff:.3g} > {bound:.3g}")
     pickles, pickle_error = _pickles(model)
