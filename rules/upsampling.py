@@ -118,7 +118,7 @@ class LinearUpsampleBeforeOpset11(Rule):
             return Match(
                 f"{facts.what} before opset 11: ONNX Upsample computes something else than "
                 "PyTorch, silently (measured max diff 0.88 in ONNX Runtime and Caffe2)",
-                fixable=facts.scale_factor is not None and facts.size_from_shape is False,
+                fixable=facts.mode == "bilinear",  # modelcheck.fixers.upsampling: safe or, with a size, unsafe
             )
         return Match(
             f"{facts.what} may interpolate linearly (mode or align_corners not known "
@@ -151,7 +151,7 @@ class AlignCornersBeforeOpset11(Rule):
                 f"{facts.what} with align_corners=True cannot be exported before opset 11 "
                 "(torch.onnx: \"Unsupported: ONNX export of operator upsample_bilinear2d, "
                 "align_corners == True\")",
-                fixable=facts.scale_factor is not None and facts.size_from_shape is False,
+                fixable=facts.mode == "bilinear",  # modelcheck.fixers.upsampling: unsafe (size-specific weights)
             )
         if facts.align_corners is UNKNOWN:
             return Match(
