@@ -259,19 +259,23 @@ def run_audit(
         report.notes.extend(notes)
         report.rows.extend(rows)
     versions = runtime_versions()
-    todo: list[AuditTask] = []
-    for task in tasks:
-        cached = _cache_get(options.cache_dir, task, versions)
-        if cached is not None:
-            report.rows.append(cached)
-        else:
-            todo.append(task)
-    total = len(tasks) + len(report.rows)
-    done = len(report.rows)
+    total = len(tasks) + len(report.rows)  # models, and modules that could not be listed
+    done = 0
     if progress:
         progress("listed", None, done, total)
         for row in report.rows:
+            done += 1
             progress("done", row, done, total)
+    todo: list[AuditTask] = []
+    for task in tasks:
+        cached = _cache_get(options.cache_dir, task, versions)
+        if cached is None:
+            todo.append(task)
+            continue
+        report.rows.append(cached)
+        done += 1
+        if progress:
+            progress("done", cached, done, total)
     executor = executor or LocalExecutor(options.jobs, model_timeout(options), options.memory_mb)
     for task, outcome in executor.run(todo):
         row = row_from_outcome(task, outcome)

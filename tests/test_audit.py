@@ -1,7 +1,8 @@
 """``modelcheck audit``: every model of a folder or package audited, whatever each one does.
 
 The fixture folder (tests/fixtures/audit/) holds a good model, one whose constructor raises, one
-whose forward hangs, one that segfaults, and constructors that reach for pretrained weights.
+whose forward hangs, one that segfaults, one that wants 12 GiB, and constructors that reach for
+pretrained weights.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
     folder = tmp_path / "zoo"
     shutil.copytree(FIXTURES, folder)
     cache = tmp_path / "cache"
-    common = ["zoo", "--timeout", TIMEOUT, "--input-shape", SHAPE, "--artifacts", "artifacts"]
+    # the memory cap is what turns greedy.py's 12 GiB buffer into a reported failure
+    common = ["zoo", "--timeout", TIMEOUT, "--input-shape", SHAPE, "--artifacts", "artifacts", "--memory-mb", "4000"]
 
     code, one, stderr = audit(*common, "--jobs", "1", "--cache-dir", str(cache), cwd=tmp_path)
     assert code == 1  # some models break
@@ -59,6 +61,7 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
         "zoo/raising.py:RaisingNet": "build failed",
         "zoo/hanging.py:HangingNet": "timeout",
         "zoo/crashing.py:CrashingNet": "crashed",
+        "zoo/greedy.py:GreedyNet": "out of memory",
         "zoo/downloading.py:tiny_net": "ok",  # called with pretrained=False: nothing downloaded
         "zoo/downloading.py:AlwaysDownloads": "network",
     }
@@ -71,7 +74,7 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
     assert "SIGSEGV" in rows["zoo/crashing.py:CrashingNet"]["detail"]
     assert rows["zoo/downloading.py:AlwaysDownloads"]["network"] == ["weights.example.invalid:443"]
     assert not any(row["cached"] for row in one["models"])
-    assert "[6/6]" in stderr  # progress, one line per finished model
+    assert "[7/7]" in stderr  # progress, one line per finished model
 
     _, two, _ = audit(*common, "--jobs", "2", "--no-cache", cwd=tmp_path)
     assert comparable(two["models"]) == comparable(one["models"])
@@ -86,10 +89,11 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
         "zoo/raising.py:RaisingNet": True,
         "zoo/hanging.py:HangingNet": False,
         "zoo/crashing.py:CrashingNet": True,
+        "zoo/greedy.py:GreedyNet": True,
         "zoo/downloading.py:tiny_net": True,
         "zoo/downloading.py:AlwaysDownloads": True,
     }
-    assert three["summary"]["cached"] == 4
+    assert three["summary"]["cached"] == 5
     # the same results (good.py's hash aside: the edit was a comment)
     assert comparable(three["models"], "source_files") == comparable(one["models"], "source_files")
 
@@ -103,7 +107,7 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
     log = to_sarif(to_report(report), base=tmp_path)
     errors = list(Draft4Validator(schema, format_checker=FormatChecker()).iter_errors(log))
     assert not errors, errors[:3]
-    assert len(log["runs"][0]["properties"]["models"]) == 6
+    assert len(log["runs"][0]["properties"]["models"]) == 7
 
 
 @pytest.mark.slow
