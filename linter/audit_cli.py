@@ -61,7 +61,7 @@ HELP = {
 
 @audit_app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def audit(
-    targets: Annotated[list[str], typer.Argument(metavar="TARGET...", help=HELP["target_arg"])],
+    targets: Annotated[list[str], typer.Argument(metavar="TARGET", help=HELP["target_arg"])],
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help=HELP["jobs"])] = None,
     target: Annotated[TargetName | None, typer.Option(help=HELP["target"])] = None,
     opset: Annotated[int | None, typer.Option(help=HELP["opset"])] = None,
