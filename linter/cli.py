@@ -89,9 +89,9 @@ def _explain(code: str, console: Console) -> None:
     console.print(f"[bold]{rule.code}[/bold] {rule.name}: {rule.summary}\n")
     console.print(rule.rationale, markup=False)
     console.print("\n[bold]Bad[/bold]")
-    console.print(rule.bad_example, markup=False, highlight=False)
+    console.print(rule.bad_example, markup=False, highlight=False, soft_wrap=True)  # code: never re-wrapped
     console.print("[bold]Good[/bold]")
-    console.print(rule.good_example, markup=False, highlight=False)
+    console.print(rule.good_example, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,187 @@
+"""The static pass: suppression comments, bad input, and the pre-screen that keeps it fast.
+
+The pre-screen parses only the statements a rule can care about; it must never change what is
+found, which the equivalence tests check against a full libcst parse of the same files.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+import pytest
+from modelcheck.config import Config
+from modelcheck.rules import FAMILIES
+from modelcheck.rules.base import matches_for
+from modelcheck.source import _TRIVIA, SourceFile, walk
+from modelcheck.static import check_paths, check_source, reduce_source
+from static_helpers import FIXTURES, findings_in, target_of
+
+BAD = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='bilinear'){comment}\n"
+
+
+@pytest.mark.parametrize(
+    ("comment", "suppressed"),
+    [
+        ("", False),
+        ("  # noqa", True),
+        ("  # noqa: MC201", True),
+        ("  # noqa:MC201", True),
+        ("  # noqa: E501, MC201", True),
+        ("  # noqa: MC2", True),
+        ("  # noqa: MC301", False),
+        ("  # noqa: E501", False),
+        ("  # modelcheck: ignore[MC201]", True),
+        ("  # modelcheck: ignore[MC301, MC201]", True),
+        ("  # modelcheck: ignore", True),
+        ("  # modelcheck: ignore[MC202]", False),
+    ],
+)
+def test_suppression_comments_on_the_flagged_line(comment, suppressed):
+    codes = [f.code for f in findings_in(BAD.format(comment=comment))]
+    assert codes == ([] if suppressed else ["MC201"])
+
+
+def test_noqa_on_the_last_line_of_a_multi_line_call():
+    text = "import torch.nn as nn\nup = nn.Upsample(\n    scale_factor=2, mode='bilinear',\n)  # noqa: MC201\n"
+    assert findings_in(text) == []
+
+
+def test_noqa_elsewhere_does_not_suppress():
+    text = "import torch.nn as nn  # noqa\nup = nn.Upsample(scale_factor=2, mode='bilinear')\n"
+    assert [f.code for f in findings_in(text)] == ["MC201"]
+
+
+def test_syntax_error_is_a_finding_with_its_line():
+    text = "import torch.nn as nn\n\ndef broken(:\n    pass\n"
+    [finding] = findings_in(text)
+    assert finding.code == "MC000"
+    assert finding.location.line == 3
+    assert finding.severity.value == "error"
+    assert "syntax error" in finding.message
+
+
+def test_syntax_error_far_from_any_trigger_is_still_found():
+    """The pre-screen skips parsing untriggered code with libcst: the compiler still sees it all."""
+    text = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='bilinear')\n" + "x = 1\n" * 50 + "y = (\n"
+    [finding] = findings_in(text)
+    assert finding.code == "MC000"
+
+
+def test_user_code_is_compiled_not_run_and_its_warnings_stay_quiet(capfd):
+    text = "import os\nos.system('echo RAN')\nx = '\\d'\nassert (x, 'message')\n"
+    assert findings_in(text) == []
+    out, err = capfd.readouterr()
+    assert "RAN" not in out and err == ""
+
+
+def test_one_bad_file_does_not_stop_the_others(tmp_path):
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    (tmp_path / "model.py").write_text(BAD.format(comment=""))
+    (tmp_path / "latin1.py").write_bytes("# caf\xe9\nx = 1\n".encode("latin-1"))
+    (tmp_path / "blob.py").write_bytes(b"\x00\x01\x02binary")
+    result = check_paths([tmp_path], target_of("caffe2"), Config())
+    assert sorted((f.location.path.rsplit("/", 1)[-1], f.code) for f in result.findings) == [
+        ("broken.py", "MC000"), ("model.py", "MC201")]
+    assert result.files_checked == 2
+    assert any("latin1.py: skipped, not UTF-8" in note for note in result.notes)
+    assert any("blob.py: skipped, binary file" in note for note in result.notes)
+
+
+def test_discovery_recurses_skips_virtualenvs_and_honours_exclude(tmp_path):
+    for name in ("a.py", "pkg/b.py", "pkg/deep/c.pyi", ".venv/lib/d.py", "build/e.py", "legacy/f.py", "notes.txt"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BAD.format(comment=""))
+    result = check_paths([tmp_path], target_of("caffe2"), Config(exclude=["legacy"]))
+    checked = sorted(p.rsplit("/", 1)[-1] for p in result.sources)
+    assert checked == ["a.py", "b.py", "c.pyi"]
+
+
+# ----- the pre-screen --------------------------------------------------------------------
+
+def _full_parse_findings(path: str, text: str, target: str = "caffe2") -> set[tuple]:
+    """What the rules find on a full libcst parse of the whole file: the reference."""
+    source = SourceFile.parse(path, text)
+    out = set()
+    for family in FAMILIES:
+        for node, facts in family.extract(source):
+            for rule, match, severity in matches_for(family.RULES, facts, target_of(target)):
+                loc = source.location(node)
+                out.add((rule.code, loc.line, loc.column, loc.end_line, loc.end_column, severity.value,
+                         match.message))
+    return out
+
+
+def _static_findings(path: str, text: str, target: str = "caffe2") -> set[tuple]:
+    return {
+        (f.code, f.location.line, f.location.column, f.location.end_line, f.location.end_column,
+         f.severity.value, f.message)
+        for f in check_source(path, text, target_of(target), Config())
+    }
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("target", ["caffe2", "caffe2@11"])
+def test_pre_screen_finds_what_a_full_parse_finds(fixture, target):
+    text = fixture.read_text()
+    assert _static_findings(str(fixture), text, target) == _full_parse_findings(str(fixture), text, target)
+
+
+def test_pre_screen_keeps_little_of_a_file_with_one_hot_spot():
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(200))
+    text = "import torch.nn as nn\n\n\n" + body + "class M(nn.Module):\n    def __init__(self):\n" \
+        "        super().__init__()\n        self.f = lambda x: x\n\n    def forward(self, x):\n        return x\n"
+    families, code, line_map = reduce_source(text, FAMILIES)
+    assert [family.__name__.rsplit(".", 1)[-1] for family in families] == ["pickling"]
+    assert len(code.splitlines()) < 10
+    assert [text.splitlines()[n - 1] for n in line_map] == code.splitlines()
+    [finding] = check_source("m.py", text, target_of("caffe2"), Config())
+    assert finding.location.line == text.splitlines().index("        self.f = lambda x: x") + 1
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        # code-looking lines inside a string, at column 0, must not become statements
+        ('DOC = """\nclass Fake(nn.Module):\n    def __init__(self):\n        self.f = lambda x: x\n"""\n', 0),
+        # decorators, continuation lines, brackets closing at column 0, one-line bodies
+        ("import torch.nn as nn\n@decorator(\n    1)\nclass M(nn.Module):\n    x = [\n1]\n"
+         "    def __init__(self): self.f = lambda x: x\n", 1),
+        ("import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self, a, \\\nb):\n"
+         "        self.f = lambda x: x\n", 1),
+        # clauses of a compound statement stay with it; a class with only docstrings kept as a stub
+        ("import torch.nn as nn\ntry:\n    import torch.nn.functional as F\nexcept ImportError:\n    F = None\n"
+         "class Base(nn.Module):\n    '''doc'''\nclass M(Base):\n    def __init__(self):\n"
+         "        if True:\n            pass\n        else:\n            self.f = lambda x: x\n", 1),
+        # a nested def stored through a local alias
+        ("import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n        def g(x):\n"
+         "            return x\n        h = g\n        self.h = h\n        self.g = g\n", 1),
+        # tabs for indentation, CRLF line ends
+        ("import torch.nn as nn\r\nclass M(nn.Module):\r\n\tdef __init__(self):\r\n\t\tself.f = lambda x: x\r\n", 1),
+    ],
+    ids=["string", "decorators-brackets", "backslash", "clauses-stub", "alias", "tabs-crlf"],
+)
+def test_pre_screen_layouts(text, count):
+    found = _static_findings("t.py", text)
+    assert len(found) == count
+    assert found == _full_parse_findings("t.py", text)
+
+
+def test_walk_sees_every_node_libcst_visit_sees_except_punctuation():
+    """The fast read-only walk calls the same visit_ methods on the same nodes as
+    ``Module.visit``, except whitespace and punctuation nodes, which no rule reads."""
+    module = cst.parse_module((FIXTURES / "upsampling_flagged.py").read_text())
+
+    class Recorder(cst.CSTVisitor):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            if not isinstance(node, _TRIVIA):
+                self.seen.append(id(node))
+            return True
+
+    by_libcst, by_walk = Recorder(), Recorder()
+    module.visit(by_libcst)
+    walk(module, by_walk)
+    assert sorted(by_walk.seen) == sorted(by_libcst.seen)
+    assert len(by_walk.seen) > 500
