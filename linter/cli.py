@@ -146,6 +146,8 @@ def check(
     paths = paths or []
     if fix and diff:
         raise fail("--fix and --diff exclude each other: --diff only shows what --fix would write")
+    if unsafe_fixes and not (fix or diff):
+        raise fail("--unsafe-fixes only adds to --fix or --diff (try: --fix --unsafe-fixes)")
 
     try:
         config = load_config(find_pyproject(paths))

@@ -95,8 +95,8 @@ def choose(decisions: Sequence[Decision], *, unsafe: bool, verifiable: bool) -> 
         if decision.safety == UNSAFE and not unsafe:
             held[id(decision)] = f"unsafe: {decision.reason}; apply with --unsafe-fixes"
         elif not decision.proven and not verifiable:
-            held[id(decision)] = ("needs a model to verify it on (none given or found: pass --model "
-                                  "file.py:Name, or run without --static-only)")
+            held[id(decision)] = ("needs a model to verify it on: no model built from this file (pass "
+                                  "--model file.py:Name, and run without --static-only)")
         else:
             chosen.append(decision)
     return chosen, held
