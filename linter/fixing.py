@@ -16,6 +16,7 @@ held back and the report says nothing could be verified.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import stat
@@ -358,12 +359,19 @@ def fix_step(
             raise FixError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more)")
                            + "; nothing was written")
         materialize = _materializer(changed)
-        materialize({id(edit) for plan in changed for edit in plan.chosen})
-        if verifier is not None and changed:
-            verified, rolled_back = verifier(changed, materialize)
-            for plan in changed:
-                plan.chosen = [edit for edit in plan.chosen if id(edit) not in rolled_back]
-                rebuild(plan)
+        try:
+            materialize({id(edit) for plan in changed for edit in plan.chosen})
+            if verifier is not None and changed:
+                verified, rolled_back = verifier(changed, materialize)
+        except BaseException as exc:  # a full disk, Ctrl-C while verifying: leave the files as they were
+            with contextlib.suppress(OSError):
+                materialize(set())
+            if isinstance(exc, FixError):
+                raise FixError(f"{exc}; every file was restored") from None
+            raise
+        for plan in changed:
+            plan.chosen = [edit for edit in plan.chosen if id(edit) not in rolled_back]
+            rebuild(plan)
         if recheck is not None:
             _recheck(report, plans, recheck)
     report.fixes = records(plans, original_findings, dry_run=not write, verified=verified,
@@ -386,7 +394,10 @@ def _materializer(changed: list[FilePlan]) -> Materialize:
                 except ApplyError:
                     data = plan.raw
             if data != on_disk[plan.path]:
-                write_atomic(plan.path, data)
+                try:
+                    write_atomic(plan.path, data)
+                except OSError as exc:
+                    raise FixError(f"{plan.path}: cannot write the fix: {exc.strerror or exc}") from None
                 on_disk[plan.path] = data
 
     return materialize

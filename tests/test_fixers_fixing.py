@@ -198,3 +198,28 @@ def test_the_fix_module_never_needs_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "False"
+
+
+def test_an_interrupted_verification_restores_every_file(tmp_path):
+    """Ctrl-C while the fixed files wait for verification leaves them as they were."""
+    from modelcheck.config import Config
+    from modelcheck.findings import Report
+    from modelcheck.fixers.base import FixContext
+    from modelcheck.fixing import fix_step
+    from modelcheck.static import check_source
+    from modelcheck.targets import make_target
+
+    path = tmp_path / "net.py"
+    path.write_text(LAMBDA_NET)
+    report = Report("caffe2", 9, findings=check_source(str(path), LAMBDA_NET, make_target("caffe2"), Config()))
+    seen = []
+
+    def interrupted(changed, materialize):
+        seen.append(path.read_text())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fix_step(report, {str(path): LAMBDA_NET}, FixContext("caffe2", 9), write=True, unsafe=False,
+                 covered=lambda _path: True, verifier=interrupted)
+    assert seen and "_lambda_" in seen[0]  # it was written, then
+    assert path.read_text() == LAMBDA_NET  # restored
