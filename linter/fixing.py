@@ -508,6 +508,10 @@ class Verification:
     def _job(self, payload: dict[str, Any]) -> Any:
         from modelcheck.isolation import run_job
 
+        progress = getattr(self.options, "progress", None)
+        if progress is not None:
+            what = "before the fix" if payload["phase"] == "reference" else "after the fix, comparing"
+            progress(f"fix verification: building {payload['spec']['text']} {what}")
         return run_job("verify_fix", payload, self.options.config.timeout)
 
     def reference(self) -> None:
