@@ -44,7 +44,12 @@ class Helper:
 
     key: str  # identical keys are inserted once: identical lambdas share one function
     name: str
-    code: str  # the statement's source, indented with four spaces
+    #: the statement's source, indented with four spaces; or a function giving it once the
+    #: rewrites ran (a lifted lambda's body may hold another fix, e.g. a rewritten upsample)
+    code: str | Callable[[], str]
+
+    def text(self) -> str:
+        return self.code() if callable(self.code) else self.code
 
 
 @dataclass(frozen=True)
@@ -331,7 +336,7 @@ def apply_edits(source: SourceFile, edits: Sequence[Edit]) -> str:
     body = list(new.body)
 
     if helpers:
-        block = cst.parse_module("".join(h.code.strip() + "\n" for h in helpers.values()))
+        block = cst.parse_module("".join(h.text().strip() + "\n" for h in helpers.values()))
         statements = [_two_blank_lines(stmt) for stmt in block.body]
         if insert_at < len(body):
             body[insert_at] = _two_blank_lines(body[insert_at])

@@ -122,11 +122,12 @@ def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Na
     base = _name_for(node, line)
     key = _structure_key(node) + repr(sorted(captured))
     name = names.fresh(base, key=key)
-    helper = Helper(key, name, _function_code(node, name, text, captured))
+    lifted = {"body": node.body}  # the body as the other fixes leave it (see _lift)
+    helper = Helper(key, name, lambda: _function_code(node, lifted["body"], name, text, captured))
     if not captured:
         return Edit(
             "MC101", line, f"{text} -> {name}", SAFE, BITWISE, proven=True,
-            rewrites=((id(node), replace_with(cst.Name(name))),), helpers=(helper,), anchors=(node,),
+            rewrites=((id(node), _lift(lifted, cst.Name(name))),), helpers=(helper,), anchors=(node,),
         )
     if not module_name_usable(source, "functools"):
         return Decline("MC101", line, "reads local variables, and the name functools means something else here")
@@ -136,9 +137,21 @@ def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Na
         "MC101", line, f"{text} -> functools.partial({name}, {args})", SAFE, BITWISE, proven=True,
         reason=f"the local variable(s) {', '.join(captured)} are passed in when the module is built; "
                "they are never rebound afterwards, so the lambda saw the same values",
-        rewrites=((id(node), replace_with(replacement)),), helpers=(helper,), imports=("functools",),
+        rewrites=((id(node), _lift(lifted, replacement)),), helpers=(helper,), imports=("functools",),
         anchors=(node,),
     )
+
+
+def _lift(lifted: dict[str, cst.BaseExpression], replacement: cst.BaseExpression):
+    """Replace the lambda, keeping its rewritten body for the module-level function."""
+    put = replace_with(replacement)
+
+    def rewrite(updated: cst.CSTNode) -> cst.CSTNode:
+        if isinstance(updated, cst.Lambda):
+            lifted["body"] = updated.body
+        return put(updated)
+
+    return rewrite
 
 
 def _unsupported(node: cst.Lambda) -> str:
@@ -369,13 +382,14 @@ def _structure_key(node: cst.Lambda) -> str:
         return code_of(node)
 
 
-def _function_code(node: cst.Lambda, name: str, text: str, captured: list[str]) -> str:
+def _function_code(node: cst.Lambda, body_node: cst.BaseExpression, name: str, text: str,
+                   captured: list[str]) -> str:
     params = code_of(node.params).strip()
     if captured:
         has_star = bool(node.params.kwonly_params) or isinstance(node.params.star_arg, (cst.Param, cst.ParamStar))
         extra = ", ".join(captured)
         params = f"{params}, {extra}" if has_star else (f"{params}, *, {extra}" if params else f"*, {extra}")
-    body = code_of(node.body).strip()
+    body = code_of(body_node).strip()
     if "\n" in body:
         body = f"(\n    {body}\n)"
     comment = text.replace("\n", " ")

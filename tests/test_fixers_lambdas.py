@@ -180,3 +180,18 @@ def test_second_fix_changes_nothing(tmp_path):
     again, plan = fix_text(tmp_path / "once.py", fixed)
     assert again == fixed
     assert plan is None  # no MC101 finding left to plan for
+
+
+def test_a_lifted_lambda_keeps_the_other_fixes_made_inside_it(tmp_path):
+    text = (
+        "import torch.nn as nn\nimport torch.nn.functional as F\n\n"
+        "class Lambda(nn.Module):\n"
+        "    def __init__(self, fn):\n        super().__init__()\n        self.fn = fn\n\n"
+        "up = Lambda(lambda x: F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False))\n"
+    )
+    verified, _ = fix_text(tmp_path / "nested.py", text, verifiable=True)
+    assert "def _interpolate(x):" in verified
+    assert "    return _ExactBilinearUpsample(scale_factor=2, align_corners=False)(x)\n" in verified
+    alone, _ = fix_text(tmp_path / "nested.py", text, verifiable=False)  # the upsampling fix is held back
+    assert "    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n" in alone
+    assert "_ExactBilinearUpsample" not in alone
