@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
-from modelcheck.findings import Finding
 from modelcheck.source import SourceFile
 
 SAFE = "safe"
@@ -86,15 +85,14 @@ Decision = Edit | Decline
 class FixContext:
     """What a fixer may know beyond the source: the target, and shapes seen at run time.
 
-    ``call_shapes`` maps a source line to the input shapes a pooling or upsampling call on
-    that line received when the model ran on the configured input (from the verify child);
-    empty when no model was run.
+    ``call_shapes`` maps (real path, line) to the input shapes a pooling or upsampling call
+    there received when the model ran on the configured input (the verify job's reference
+    run); empty when no model ran.
     """
 
     target_name: str
     opset: int
-    input_shapes: tuple[tuple[int, ...], ...] = ()
-    call_shapes: dict[int, list[tuple[int, ...]]] = field(default_factory=dict)
+    call_shapes: dict[tuple[str, int], list[tuple[int, ...]]] = field(default_factory=dict)
 
 
 class Names:
@@ -128,16 +126,6 @@ def names_in(node: cst.CSTNode) -> Iterable[str]:
 
     node.visit(_Collect())
     return found
-
-
-def findings_at(findings: Sequence[Finding], codes: Iterable[str]) -> dict[int, list[Finding]]:
-    """Findings of the given codes, by line."""
-    wanted = set(codes)
-    by_line: dict[int, list[Finding]] = {}
-    for finding in findings:
-        if finding.code in wanted:
-            by_line.setdefault(finding.location.line, []).append(finding)
-    return by_line
 
 
 # ----- module-level names a rewrite relies on ----------------------------------------------

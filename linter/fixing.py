@@ -452,7 +452,7 @@ def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: S
     here, so the pipeline's smoke step need not run them again.
     """
     target = options.target
-    context = FixContext(target.name, target.opset, input_shapes=(tuple(options.config.input_shape),))
+    context = FixContext(target.name, target.opset)
 
     def recheck(path: str, text: str) -> list[Finding]:
         return check_source(path, text, target, options.config)
