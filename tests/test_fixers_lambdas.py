@@ -195,3 +195,25 @@ def test_a_lifted_lambda_keeps_the_other_fixes_made_inside_it(tmp_path):
     alone, _ = fix_text(tmp_path / "nested.py", text, verifiable=False)  # the upsampling fix is held back
     assert "    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n" in alone
     assert "_ExactBilinearUpsample" not in alone
+
+
+@pytest.mark.slow
+def test_fix_on_a_lua_converted_file_verifies_on_the_discovered_model(tmp_path):
+    """The design card's first line, small: ``modelcheck resnext.py --fix`` with no --model."""
+    import json
+    import shutil
+    import subprocess
+
+    path = tmp_path / "resnext.py"
+    shutil.copy(FIXTURES / "lambdas_before.py", path)
+    command = [str(Path(sys.executable).with_name("modelcheck")), "resnext.py", "--fix", "--no-smoke",
+               "--input-shape", "1,3,32,32", "--format", "json"]
+    report = json.loads(subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600).stdout)
+    assert "models: picked resnext.py:net (module-level nn.Module instance)" in report["notes"]
+    assert {(f["status"], f["verified"]) for f in report["fixes"]} == {("applied", True)}
+    assert any("bit-identical outputs" in note for note in report["notes"])
+    assert any("torch.save(model) failed before the fix" in n and n.endswith("works now") for n in report["notes"])
+    assert report["models"][0]["pickle"]["ok"] is True and report["findings"] == []
+    fixed = path.read_bytes()
+    again = json.loads(subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600).stdout)
+    assert path.read_bytes() == fixed and again["fixes"] == [] and "nothing to fix" in again["notes"]
