@@ -28,7 +28,7 @@ from typing import Any
 
 import libcst as cst
 from modelcheck.findings import Finding, Report
-from modelcheck.fixers import FIXERS
+from modelcheck.fixers import FIXABLE_CODES, FIXERS
 from modelcheck.fixers.base import (
     BITWISE,
     NUMERIC,
@@ -458,7 +458,8 @@ def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: S
         return check_source(path, text, target, options.config)
 
     session = None
-    if specs and not options.static_only:
+    to_fix = [f for f in report.findings if f.code in FIXABLE_CODES and f.location.path in sources]
+    if specs and to_fix and not options.static_only:  # nothing a fixer acts on: no model to build
         session = Verification(options, report, list(specs), recheck)
         session.reference()
         context.call_shapes = session.call_shapes
