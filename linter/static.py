@@ -148,7 +148,7 @@ def _syntax_error(path: str, text: str) -> Finding | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarning/DeprecationWarning of the user's code
-            compile(text, path, "exec", dont_inherit=True)
+            compile(text, path, "exec", dont_inherit=True, optimize=2)  # no docstrings: less to emit
     except SyntaxError as exc:
         return _syntax_finding(path, text, exc.lineno or 1, exc.offset or 1, exc.msg)
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
