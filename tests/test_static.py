@@ -13,7 +13,7 @@ from modelcheck.rules import FAMILIES
 from modelcheck.rules.base import matches_for
 from modelcheck.source import _TRIVIA, SourceFile, walk
 from modelcheck.static import check_paths, check_source, reduce_source
-from static_helpers import FIXTURES, findings_in, target_of
+from static_helpers import FIXTURES, expected, findings_in, found, target_of
 
 BAD = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='bilinear'){comment}\n"
 
@@ -94,6 +94,11 @@ def test_discovery_recurses_skips_virtualenvs_and_honours_exclude(tmp_path):
     result = check_paths([tmp_path], target_of("caffe2"), Config(exclude=["legacy"]))
     checked = sorted(p.rsplit("/", 1)[-1] for p in result.sources)
     assert checked == ["a.py", "b.py", "c.pyi"]
+
+
+def test_star_and_unaliased_imports_name_torch_apis():
+    path = FIXTURES / "imports_star.py"
+    assert found(path) == expected(path)
 
 
 # ----- the pre-screen --------------------------------------------------------------------
