@@ -598,8 +598,9 @@ class Verification:
                 self.passed[spec.text] = value
                 how = "bit-identical outputs" if value.get("bit_identical") else \
                     f"outputs within 1e-6 (max abs diff {value.get('max_abs_diff', 0):.2g})"
+                init = " (the same keys and values when built with the same seed)" if value.get("same_init") else ""
                 self.notes.append(f"fix verification: {spec.text}: the original state_dict loads with "
-                                  f"strict=True; {how}")
+                                  f"strict=True{init}; {how}")
         return " | ".join(problems)
 
     def _smoke(self, edits: dict[int, tuple[FilePlan, Edit]], kept: set[int], rejected: dict[int, str],
