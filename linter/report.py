@@ -102,9 +102,9 @@ def _stage_line(stage: StageResult) -> str:
     diff = f" max_abs_diff={stage.max_abs_diff:.3g}" if stage.max_abs_diff is not None else ""
     seconds = f" {stage.seconds:.2f}s" if stage.seconds is not None else ""
     predicted = f" (predicted by {', '.join(stage.predicted_by)})" if stage.predicted_by else ""
-    detail = f": {stage.detail}" if stage.detail else ""
     if stage.bad and not stage.predicted_by:
         predicted = f" ({UNPREDICTED})"
+    detail = f": {stage.detail}" if stage.detail else ""
     return f"{stage.name}: {stage.status}{seconds}{diff}{predicted}{detail}"
 
 
@@ -184,7 +184,7 @@ def _render_model(model: Any, console: Console) -> None:
         for column in ("stage", "status", "seconds", "max abs diff", "detail"):
             table.add_column(column)
         for stage in model.stages:
-            detail = stage.detail
+            detail = Text(stage.detail)
             if stage.predicted_by:
                 detail = Text(f"predicted by {', '.join(stage.predicted_by)}; {stage.detail}")
             elif stage.bad:
