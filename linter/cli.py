@@ -66,8 +66,12 @@ def _list_rules(console: Console) -> None:
     from modelcheck.targets import make_target as mk
     from rich.table import Table
 
-    profiles = [("caffe2@9", mk("caffe2", 9)), ("caffe2@11", mk("caffe2", 11)),
-                ("onnx@9", mk("onnx", 9)), ("onnx@17", mk("onnx", 17))]
+    profiles = [
+        ("caffe2@9", mk("caffe2", 9)),
+        ("caffe2@11", mk("caffe2", 11)),
+        ("onnx@9", mk("onnx", 9)),
+        ("onnx@17", mk("onnx", 17)),
+    ]
     table = Table(title="modelcheck rules (severity per target@opset; - = harmless there)")
     table.add_column("code")
     table.add_column("name")
@@ -97,32 +101,69 @@ def _explain(code: str, console: Console) -> None:
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def check(
     paths: Annotated[list[Path] | None, typer.Argument(help="Model source files or folders.")] = None,
-    static_only: Annotated[bool, typer.Option("--static-only", help="Only read source: no torch, no user code run (the pre-commit path).")] = False,
+    static_only: Annotated[
+        bool, typer.Option("--static-only", help="Only read source: no torch, no user code run (the pre-commit path).")
+    ] = False,
     fix: Annotated[bool, typer.Option("--fix", help="Apply the fixes that provably keep weights and outputs.")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Print what --fix would change; write nothing.")] = False,
-    unsafe_fixes: Annotated[bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")] = False,
-    target: Annotated[TargetName | None, typer.Option(help="Where the model goes: caffe2 (opset 9) or onnx (ONNX Runtime).")] = None,
+    unsafe_fixes: Annotated[
+        bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")
+    ] = False,
+    target: Annotated[
+        TargetName | None, typer.Option(help="Where the model goes: caffe2 (opset 9) or onnx (ONNX Runtime).")
+    ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 9 for caffe2, 17 for onnx).")] = None,
     exporter: Annotated[Exporter | None, typer.Option(help="torch.onnx exporter for the onnx target.")] = None,
-    output_format: Annotated[OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif or github.")] = None,
-    fail_on: Annotated[FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")] = None,
+    output_format: Annotated[
+        OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif or github.")
+    ] = None,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")
+    ] = None,
     select: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to check (e.g. MC2,MC301).")] = None,
     ignore: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to skip.")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")] = None,
-    model_args: Annotated[str | None, typer.Option("--model-args", help='JSON keyword arguments for the model constructor, e.g. \'{"num_classes": 1}\'.')] = None,
-    input_shape: Annotated[str | None, typer.Option("--input-shape", help="Input shape for tracing and export, e.g. 1,3,224,224.")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="Input dtype for tracing and export: float32, float64, float16, bfloat16, int64 or int32.")] = "float32",
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")
+    ] = None,
+    model_args: Annotated[
+        str | None,
+        typer.Option(
+            "--model-args", help="JSON keyword arguments for the model constructor, e.g. '{\"num_classes\": 1}'."
+        ),
+    ] = None,
+    input_shape: Annotated[
+        str | None, typer.Option("--input-shape", help="Input shape for tracing and export, e.g. 1,3,224,224.")
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype", help="Input dtype for tracing and export: float32, float64, float16, bfloat16, int64 or int32."
+        ),
+    ] = "float32",
     timeout: Annotated[float | None, typer.Option(help="Seconds each child process (trace, smoke) may take.")] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the export-and-run smoke test.")] = False,
-    artifacts: Annotated[Path | None, typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/).")] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/)."),
+    ] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance for runtime vs PyTorch outputs.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance for runtime vs PyTorch outputs.")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and exit.")] = False,
     explain: Annotated[str | None, typer.Option("--explain", help="Explain one rule code and exit.")] = None,
-    install_caffe2: Annotated[bool, typer.Option("--install-caffe2", help="Build the Caffe2 runtime (Debian bullseye's torch 1.7.1) and exit.")] = False,
-    doctor: Annotated[bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")] = False,
+    install_caffe2: Annotated[
+        bool,
+        typer.Option("--install-caffe2", help="Build the Caffe2 runtime (Debian bullseye's torch 1.7.1) and exit."),
+    ] = False,
+    doctor: Annotated[
+        bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")
+    ] = False,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
-    no_paths_ok: Annotated[bool, typer.Option("--no-paths-ok", hidden=True, help="No path given is success, not a usage error (pre-commit hooks).")] = False,
+    no_paths_ok: Annotated[
+        bool,
+        typer.Option(
+            "--no-paths-ok", hidden=True, help="No path given is success, not a usage error (pre-commit hooks)."
+        ),
+    ] = False,
 ) -> None:
     """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
     console = Console()
@@ -151,8 +192,7 @@ def check(
 
     try:
         config = load_config(find_pyproject(paths))
-        _apply_flags(config, target, opset, exporter, fail_on, select, ignore, input_shape,
-                     timeout, atol, rtol)
+        _apply_flags(config, target, opset, exporter, fail_on, select, ignore, input_shape, timeout, atol, rtol)
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
@@ -168,9 +208,18 @@ def check(
     from modelcheck.static import PathError
 
     options = Options(
-        paths=paths, target=the_target, config=config, static_only=static_only, fix=fix,
-        diff=diff, unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []),
-        model_args=kwargs, artifacts=artifacts, dtype=dtype,
+        paths=paths,
+        target=the_target,
+        config=config,
+        static_only=static_only,
+        fix=fix,
+        diff=diff,
+        unsafe_fixes=unsafe_fixes,
+        smoke=not no_smoke,
+        model_specs=list(model or []),
+        model_args=kwargs,
+        artifacts=artifacts,
+        dtype=dtype,
     )
     try:
         report = _run_with_progress(options, run)
@@ -183,8 +232,9 @@ def check(
     raise typer.Exit(exit_code(report, threshold))
 
 
-def _apply_flags(config: Config, target, opset, exporter, fail_on, select, ignore,
-                 input_shape, timeout, atol, rtol) -> None:
+def _apply_flags(
+    config: Config, target, opset, exporter, fail_on, select, ignore, input_shape, timeout, atol, rtol
+) -> None:
     """Command-line flags override pyproject values."""
     if target is not None:
         config.target = target.value
@@ -220,8 +270,10 @@ def _require_runtime() -> None:
 
     missing = [name for name in ("torch", "onnx") if find_spec(name) is None]
     if missing:
-        raise fail(f"{' and '.join(missing)} not installed: pip install 'modelcheck[runtime]' "
-                   "for tracing and the export smoke test, or pass --static-only")
+        raise fail(
+            f"{' and '.join(missing)} not installed: pip install 'modelcheck[runtime]' "
+            "for tracing and the export smoke test, or pass --static-only"
+        )
 
 
 def _run_with_progress(options, run):

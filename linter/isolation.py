@@ -10,6 +10,7 @@ through JSON files (the user's code may print anything on stdout).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,28 +102,37 @@ def run_job(
             except subprocess.TimeoutExpired:
                 _kill_group(process)
                 return ChildOutcome(
-                    "timeout", seconds=time.monotonic() - started,
-                    traceback_tail=_tail(_read(err)), stdout_tail=_tail(_read(out)),
+                    "timeout",
+                    seconds=time.monotonic() - started,
+                    traceback_tail=_tail(_read(err)),
+                    stdout_tail=_tail(_read(out)),
                 )
             finally:
                 _kill_group(process)  # grandchildren left behind must not outlive the job
             seconds = time.monotonic() - started
             stderr, stdout = _read(err), _read(out)
         if returncode < 0:
-            return ChildOutcome("crashed", signal=-returncode, seconds=seconds,
-                                traceback_tail=_tail(stderr), stdout_tail=_tail(stdout))
+            return ChildOutcome(
+                "crashed", signal=-returncode, seconds=seconds, traceback_tail=_tail(stderr), stdout_tail=_tail(stdout)
+            )
         try:
             result = json.loads(result_file.read_text())
         except (OSError, ValueError):
             return ChildOutcome(
-                "crashed", seconds=seconds, traceback_tail=_tail(stderr), stdout_tail=_tail(stdout),
+                "crashed",
+                seconds=seconds,
+                traceback_tail=_tail(stderr),
+                stdout_tail=_tail(stdout),
                 error=f"the child exited with status {returncode} without a result",
             )
         if result.get("ok"):
             return ChildOutcome("ok", value=result.get("value"), seconds=seconds, stdout_tail=_tail(stdout))
         return ChildOutcome(
-            "error", error=result.get("error", "unknown error"),
-            traceback_tail=_tail(result.get("traceback", "")), seconds=seconds, stdout_tail=_tail(stdout),
+            "error",
+            error=result.get("error", "unknown error"),
+            traceback_tail=_tail(result.get("traceback", "")),
+            seconds=seconds,
+            stdout_tail=_tail(stdout),
         )
 
 
@@ -133,8 +143,6 @@ def _read(handle: Any) -> str:
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()

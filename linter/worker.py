@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
         func = getattr(importlib.import_module(module_name), func_name)
         value = func(job["payload"])
         result: dict[str, Any] = {"ok": True, "value": value}
-    except BaseException as exc:  # noqa: BLE001 - every failure of user code is a result
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
