@@ -53,6 +53,12 @@ def canonical(qualname: str) -> str:
     return qualname
 
 
+def source_lines(text: str) -> list[str]:
+    """The file's lines as Python and libcst number them: ``str.splitlines`` would also break
+    at form feeds and other separators that are whitespace to Python, shifting every line after."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def dotted_name(expr: cst.BaseExpression) -> str | None:
     """``a.b.c`` for a Name/Attribute chain, else None."""
     if isinstance(expr, cst.Name):
@@ -127,7 +133,7 @@ class SourceFile:
 
     @cached_property
     def lines(self) -> list[str]:
-        return self.text.splitlines()
+        return source_lines(self.text)
 
     def line_text(self, line: int) -> str:
         return self.lines[line - 1] if 0 < line <= len(self.lines) else ""

@@ -6,8 +6,11 @@ found, which the equivalence tests check against a full libcst parse of the same
 
 from __future__ import annotations
 
+import os
+
 import libcst as cst
 import pytest
+from modelcheck import static
 from modelcheck.config import Config
 from modelcheck.rules import FAMILIES
 from modelcheck.rules.base import matches_for
@@ -43,6 +46,14 @@ def test_suppression_comments_on_the_flagged_line(comment, suppressed):
 def test_noqa_on_the_last_line_of_a_multi_line_call():
     text = "import torch.nn as nn\nup = nn.Upsample(\n    scale_factor=2, mode='bilinear',\n)  # noqa: MC201\n"
     assert findings_in(text) == []
+
+
+def test_lines_after_a_form_feed_keep_their_numbers():
+    """Python counts only newlines; str.splitlines would also split at the form feed."""
+    text = "import torch.nn as nn\n\x0c\nup = nn.Upsample(scale_factor=2, mode='bilinear'){}\n"
+    [finding] = findings_in(text.format(""))
+    assert (finding.location.line, finding.source_line) == (3, "up = nn.Upsample(scale_factor=2, mode='bilinear')")
+    assert findings_in(text.format("  # noqa: MC201")) == []
 
 
 def test_noqa_elsewhere_does_not_suppress():
@@ -190,3 +201,29 @@ def test_walk_sees_every_node_libcst_visit_sees_except_punctuation():
     walk(module, by_walk)
     assert sorted(by_walk.seen) == sorted(by_libcst.seen)
     assert len(by_walk.seen) > 500
+
+
+_CHECK_FILE = static.check_file
+
+
+def _check_file_with_pid(path, target, config):
+    text, _, findings = _CHECK_FILE(path, target, config)
+    return text, str(os.getpid()), findings
+
+
+def test_many_files_are_checked_in_worker_processes_with_the_same_results(tmp_path, monkeypatch):
+    """Folders of 16+ files spread over the free cores (forked workers); same results, same order."""
+    sources = sorted(FIXTURES.glob("*.py"))
+    files = []
+    for index in range(24):
+        path = tmp_path / f"m{index:02}.py"
+        path.write_text(sources[index % len(sources)].read_text())
+        files.append(path)
+    target, config = target_of("caffe2"), Config()
+    serial = [static.check_file(path, target, config) for path in files]
+    assert static._check_files(files, target, config) == serial
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: the files are checked in this process")
+    monkeypatch.setattr(static, "check_file", _check_file_with_pid)
+    pids = {why for _, why, _ in static._check_files(files, target, config)}
+    assert len(pids) >= 2 and str(os.getpid()) not in pids
