@@ -5,7 +5,9 @@ about 102,000 lines):
 
     .venv/bin/python benchmarks/bench_static.py [--skip-torchfix] [--runs N]
 
-(a) ``modelcheck --static-only --format json timm/models``, a fresh process, as pre-commit runs it;
+(a) ``modelcheck --static-only --format json timm/models``, a fresh process, as pre-commit runs it
+    (a folder this size is spread over the free cores in forked workers, as TorchFix uses one job
+    per core);
 (b) TorchFix 0.7.0 (also libcst based) on the same folder, from its own venv: it pins
     ``libcst<1.6`` and this project uses a newer one;
 (c) a bare ``libcst.parse_module`` of every file, and (d) a bare stdlib ``ast.parse``;
