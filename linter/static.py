@@ -444,16 +444,23 @@ def _check_files(files: list[Path], target: Target, config: Config) -> list[File
     except AttributeError:  # not Linux
         cores = 1
     workers = min(cores, len(files) // _FILES_PER_WORKER, 4)
-    if workers < 2 or not sys.platform.startswith("linux") or threading.active_count() > 1:
-        return [check_file(path, target, config) for path in files]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    serial = workers < 2 or not sys.platform.startswith("linux") or threading.active_count() > 1
+    if not serial:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
+        serial = multiprocessing.current_process().daemon  # a daemon may not start processes
+    if serial:
+        return [check_file(path, target, config) for path in files]
     sizes = [_size(path) for path in files]
     order = sorted(range(len(files)), key=lambda index: -sizes[index])
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        done = pool.map(check_file, [files[i] for i in order], repeat(target), repeat(config))
-        results: dict[int, FileResult] = dict(zip(order, done, strict=True))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            done = pool.map(check_file, [files[i] for i in order], repeat(target), repeat(config))
+            results: dict[int, FileResult] = dict(zip(order, done, strict=True))
+    except (OSError, BrokenProcessPool):  # no processes to be had, or a worker was killed
+        return [check_file(path, target, config) for path in files]
     return [results[index] for index in range(len(files))]
 
 
