@@ -32,6 +32,9 @@ _NOQA = re.compile(
 )
 
 
+_CODING = re.compile(rb"(?:[^\n]*\n)?[ \t\f]*#[^\n]*?coding[:=][ \t]*([-\w.]+)")
+
+
 class PathError(OSError):
     """A path given on the command line that cannot be read."""
 
@@ -91,10 +94,14 @@ def read_source(path: Path) -> tuple[str | None, str | None]:
         return None, f"{path}: skipped, cannot read ({exc.strerror or exc})"
     if b"\x00" in data:
         return None, f"{path}: skipped, binary file"
+    cookie = _CODING.match(data)  # PEP 263: "# -*- coding: latin-1 -*-" on line 1 or 2
+    encoding = cookie.group(1).decode("ascii") if cookie else "utf-8-sig"
     try:
-        return data.decode("utf-8-sig"), None
+        return data.decode(encoding), None
+    except LookupError:
+        return None, f"{path}: skipped, unknown encoding {encoding!r}"
     except UnicodeDecodeError as exc:
-        return None, f"{path}: skipped, not UTF-8 (byte {exc.start})"
+        return None, f"{path}: skipped, not {'UTF-8' if encoding == 'utf-8-sig' else encoding} (byte {exc.start})"
 
 
 def check_source(path: str, text: str, target: Target, config: Config) -> list[Finding]:

@@ -97,6 +97,15 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path):
     assert any("blob.py: skipped, binary file" in note for note in result.notes)
 
 
+def test_a_coding_cookie_is_honoured(tmp_path):
+    """PEP 263: a Latin-1 file that says so is Python, and is checked."""
+    (tmp_path / "declared.py").write_bytes(("# -*- coding: latin-1 -*-\n# caf\xe9\n" + BAD.format(comment=""))
+                                           .encode("latin-1"))
+    result = check_paths([tmp_path], target_of("caffe2"), Config())
+    assert [(f.code, f.location.line) for f in result.findings] == [("MC201", 4)]
+    assert result.notes == []
+
+
 def test_discovery_recurses_skips_virtualenvs_and_honours_exclude(tmp_path):
     for name in ("a.py", "pkg/b.py", "pkg/deep/c.pyi", ".venv/lib/d.py", "build/e.py", "legacy/f.py", "notes.txt"):
         path = tmp_path / name
