@@ -11,14 +11,16 @@ from __future__ import annotations
 import ast
 import builtins
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 from modelcheck.findings import Location
+
+T = TypeVar("T")
 
 
 class _Unknown:
@@ -497,3 +499,19 @@ def bind_arguments(
                 bound[params[position]] = arg.value
             position += 1
     return bound, opaque
+
+
+def calls_with_facts(
+    source: SourceFile, facts_from_call: Callable[[SourceFile, cst.Call, dict[str, list[cst.BaseExpression]]], T | None]
+) -> Iterator[tuple[cst.Call, T]]:
+    """Every call in the file for which ``facts_from_call`` returns facts: a call family's ``extract``."""
+    found: list[tuple[cst.Call, T]] = []
+
+    class _Visitor(ScopedVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            facts = facts_from_call(source, node, self.assigned)
+            if facts is not None:
+                found.append((node, facts))
+
+    walk(source.module, _Visitor())
+    return iter(found)

@@ -16,7 +16,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, walk
+from modelcheck.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts
 from modelcheck.targets import Target
 
 _MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
@@ -146,13 +146,4 @@ def facts_from_call(
 
 def extract(source: SourceFile) -> Iterator[tuple[cst.Call, PoolFacts]]:
     """Every pooling call in the file with its facts."""
-    found: list[tuple[cst.Call, PoolFacts]] = []
-
-    class _Visitor(ScopedVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            facts = facts_from_call(source, node, self.assigned)
-            if facts is not None:
-                found.append((node, facts))
-
-    walk(source.module, _Visitor())
-    return iter(found)
+    return calls_with_facts(source, facts_from_call)

@@ -17,7 +17,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, walk
+from modelcheck.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, walk
 from modelcheck.targets import Target
 
 LINEAR_MODES = frozenset({"linear", "bilinear", "bicubic", "trilinear"})
@@ -354,13 +354,4 @@ def facts_from_call(
 
 def extract(source: SourceFile) -> Iterator[tuple[cst.Call, UpsampleFacts]]:
     """Every upsampling call in the file with its facts."""
-    found: list[tuple[cst.Call, UpsampleFacts]] = []
-
-    class _Visitor(ScopedVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            facts = facts_from_call(source, node, self.assigned)
-            if facts is not None:
-                found.append((node, facts))
-
-    walk(source.module, _Visitor())
-    return iter(found)
+    return calls_with_facts(source, facts_from_call)
