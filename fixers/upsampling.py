@@ -220,7 +220,9 @@ def _bilinear(source: SourceFile, call: cst.Call, facts: Any, line: int, codes: 
     if not (module_name_usable(source, "torch") and module_name_usable(source, "warnings")):
         return decline("the helper needs the names torch and warnings, which mean something else in this file")
 
-    scale_expr, size_expr = bound.get("scale_factor"), bound.get("size")
+    # An explicit None (``F.interpolate(x, size, None, "bilinear")``) is the same as leaving it out.
+    scale_expr, size_expr = (None if bound.get(name) is None or source.value(bound[name]) is None else bound[name]
+                             for name in ("scale_factor", "size"))
     if (scale_expr is None) == (size_expr is None):
         return decline("neither or both of size and scale_factor are given")
     scale = source.value(scale_expr) if scale_expr is not None else None

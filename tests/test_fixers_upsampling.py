@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
-from modelcheck.fixers.base import FixContext
+from modelcheck.fixers.base import Edit, FixContext
 from modelcheck.fixers.upsampling import HELPER
 from modelcheck.fixing import make_plans
 from modelcheck.static import check_source
@@ -110,6 +110,16 @@ def test_unsafe_rewrites_are_held_back_without_the_flag(tmp_path):
     held = [plans[0].held[id(d)] for d in plans[0].decisions if id(d) in plans[0].held]
     assert len(held) == 1 and "align_corners=True" in held[0] and "--unsafe-fixes" in held[0]
     assert "nn.UpsamplingBilinear2d(scale_factor=2)" in plans[0].fixed
+
+
+def test_an_explicit_none_scale_factor_is_a_size_only_call(tmp_path):
+    """``F.interpolate(x, size, None, "bilinear")`` (positional, R3Net style) is rewritten like ``size=...``."""
+    code = ("import torch.nn.functional as F\n\n\n"
+            "def up(x, y):\n    return F.interpolate(x, y.shape[2:], None, 'bilinear')\n")
+    plans = _plans(tmp_path / "up.py", code)
+    decisions = [d for d in plans[0].decisions if d.code == "MC201"]
+    assert len(decisions) == 1 and isinstance(decisions[0], Edit), decisions
+    assert "output size is given" in decisions[0].reason
 
 
 def test_onnx_target_is_told_to_use_opset_11(tmp_path):
