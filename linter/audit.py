@@ -113,7 +113,8 @@ class AuditRow:
 
     model: str
     kind: str
-    status: str  # ok | build failed | import error | network | timeout | crashed | out of memory | failed
+    #: ok | build failed | forward failed | import error | network | timeout | crashed | out of memory | failed
+    status: str
     detail: str = ""
     parameters: int | None = None
     pickle: dict[str, Any] | None = None
@@ -595,7 +596,8 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         static = check_paths([Path(f) for f in files], target, config) if files else None
         row.findings = merge(static.findings if static else [], dynamic)
         if model.status != "ok":
-            row.status = "build failed" if model.status == "failed" else model.status
+            failed = "forward failed" if model.stage == "forward" else "build failed"
+            row.status = failed if model.status == "failed" else model.status
             row.detail = model.detail
         if row.status == "ok" and opts.get("smoke", True):
             artifacts = Path(task["artifacts"])
@@ -611,7 +613,7 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
                 row.findings = merge([*(static.findings if static else []), *more.findings], dynamic)
                 files += extra
         elif opts.get("smoke", True):
-            row.stages = skipped_stages(spec.text, f"the model was not built ({row.status})")
+            row.stages = skipped_stages(spec.text, f"not run: {row.status}")
         row.network = sorted(set(log.read_text().split())) if log.exists() else []
     if row.network:
         row.status = "network"

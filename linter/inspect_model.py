@@ -786,6 +786,24 @@ def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, 
 
 # ----- the job ------------------------------------------------------------------------------------
 
+def check_single_input(model: Any) -> None:
+    """Refuse a forward that needs several inputs: modelcheck feeds it one tensor of the input shape.
+
+    Without this the forward's own TypeError ("missing 1 required positional argument") reads
+    like a bug of the model, and the export stage after it like a gap in the rules.
+    """
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or odd callable: let the forward speak for itself
+        return
+    required = [p.name for p in parameters if p.default is inspect.Parameter.empty
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if len(required) > 1:
+        raise TypeError(f"{type(model).__name__}.forward needs {len(required)} inputs ({', '.join(required)}); "
+                        "modelcheck feeds one tensor of the input shape, so models with several inputs "
+                        "cannot be traced or exported yet")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -883,6 +901,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 result["pickle"] = probe
                 result["constructs"].extend(constructs)
             elif stage == "forward":
+                check_single_input(model)
                 graph = capture_graph(model, make_input(spec), paths)
                 result["constructs"].extend(graph.pop("constructs"))
                 result["graph"] = graph

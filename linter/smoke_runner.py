@@ -136,8 +136,9 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
     """The pipeline's smoke step: each spec's stages onto its ModelResult in ``report``.
 
     ``options`` is a ``pipeline.Options`` (its target, config, artifacts and progress callback).
-    A model the dynamic pass could not import or build, or that crashed or hung there, is not
-    run again: its stages are skipped with that reason.
+    A model the dynamic pass could not import, build or run forward on, or that crashed or hung
+    there, is not run again (the export runs that very forward): its stages are skipped with that
+    reason, not reported as an unpredicted export failure.
     """
     many = len(specs) > 1
     progress = getattr(options, "progress", None)
@@ -151,7 +152,8 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
         if model is None:
             model = ModelResult(spec=spec.text, status="ok")
             report.models.append(model)
-        if model.status in ("crashed", "timeout") or (model.status == "failed" and model.stage in ("import", "build")):
+        not_run = model.status == "failed" and model.stage in ("import", "build", "forward")
+        if model.status in ("crashed", "timeout") or not_run:
             model.stages = skipped_stages(spec.text, f"not run: the dynamic pass {model.status} ({model.detail})")
             continue
         outcome = run_smoke(spec, options.target, options.config, report.findings, folder, progress)

@@ -293,6 +293,22 @@ def test_raise_hang_and_abort_become_reported_failures(monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
+def test_a_forward_with_two_inputs_is_named_and_not_smoke_tested(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """modelcheck feeds one tensor: say so, instead of an export failure blamed on missing rules."""
+    monkeypatch.chdir(FIXTURES)
+    result = CliRunner().invoke(app, ["broken_models.py", "--model", "broken_models.py:TwoInputs", "--input-shape",
+                                      "1,3,8,8", "--artifacts", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    (model,) = report["models"]
+    assert (model["status"], model["stage"]) == ("failed", "forward")
+    assert "TwoInputs.forward needs 2 inputs (image, mask)" in model["detail"]
+    assert [s["status"] for s in report["stages"]] == ["skipped"] * 4
+    assert not any("no finding predicted" in note for note in report["notes"])
+
+
+@pytest.mark.slow
 def test_discovery_picks_root_models_and_says_why_others_were_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     _, report, _ = run_cli(["zoo.py", "--input-shape", "1,3,16,16"], monkeypatch)
     assert [m["spec"] for m in report["models"]] == ["zoo.py:Net", "zoo.py:default_model"]
