@@ -72,7 +72,7 @@ from modelcheck.fixers.base import (
     replace_with,
 )
 from modelcheck.rules import pickling
-from modelcheck.source import SourceFile, dotted_name
+from modelcheck.source import SourceFile, dotted_name, names_read
 
 CODES = ("MC101",)
 
@@ -164,7 +164,7 @@ def _unsupported(node: cst.Lambda) -> str:
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 return ("a parameter default that is not a literal is evaluated where the lambda is "
                         "written; moving it could change its value")
-    body_names = _names(node.body)
+    body_names = names_read(node.body)
     if "super" in body_names or "__class__" in body_names:
         return "the lambda calls super(), which only works inside its class"
     if _contains(node.body, (cst.Yield, cst.Await)):
@@ -179,7 +179,7 @@ def _captured(node: cst.Lambda, scopes) -> list[str] | str:
         return "its scope could not be resolved"
     params = {p.name.value for p in _all_params(node)}
     captured: dict[str, FunctionScope] = {}
-    for name in sorted(_names(node.body) - params):
+    for name in sorted(names_read(node.body) - params):
         assignments = list(lambda_scope[name])
         if not assignments or all(isinstance(a, BuiltinAssignment) or isinstance(a.scope, GlobalScope)
                                   for a in assignments):
@@ -218,7 +218,7 @@ def _rebinds(function: cst.CSTNode, name: str) -> bool:
     class _Find(cst.CSTVisitor):
         def visit_Del(self, node: cst.Del) -> None:
             nonlocal found
-            found = found or name in _names(node.target)
+            found = found or name in names_read(node.target)
 
         def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
             nonlocal found
@@ -272,26 +272,6 @@ def _all_params(node: cst.Lambda) -> list[cst.Param]:
         if isinstance(star, cst.Param):
             out.append(star)
     return out
-
-
-def _names(node: cst.CSTNode) -> set[str]:
-    """Names read in an expression (attribute names and keyword names excluded)."""
-    found: set[str] = set()
-
-    class _Collect(cst.CSTVisitor):
-        def visit_Attribute(self, attr: cst.Attribute) -> bool:
-            attr.value.visit(self)
-            return False
-
-        def visit_Arg(self, arg: cst.Arg) -> bool:
-            arg.value.visit(self)
-            return False
-
-        def visit_Name(self, name: cst.Name) -> None:
-            found.add(name.value)
-
-    node.visit(_Collect())
-    return found
 
 
 def _contains(node: cst.CSTNode, kinds: tuple[type, ...]) -> bool:

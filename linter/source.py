@@ -477,6 +477,26 @@ def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     visitor.on_leave(node)
 
 
+def names_read(node: cst.CSTNode) -> set[str]:
+    """The names an expression reads: attribute names (``x.view``) and keyword names (``dim=``) excluded."""
+    found: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Attribute(self, attr: cst.Attribute) -> bool:
+            walk(attr.value, self)
+            return False
+
+        def visit_Arg(self, arg: cst.Arg) -> bool:
+            walk(arg.value, self)
+            return False
+
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+    walk(node, _Collect())
+    return found
+
+
 def bind_arguments(
     call: cst.Call | Sequence[cst.Arg], params: Sequence[str]
 ) -> tuple[dict[str, cst.BaseExpression], bool]:

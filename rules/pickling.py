@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import SourceFile, dotted_name, never_module, walk
+from modelcheck.source import SourceFile, dotted_name, names_read, never_module, walk
 from modelcheck.targets import Target
 
 #: A file can only hold a finding if it has a lambda, or a def/class nested in a function
@@ -405,22 +405,7 @@ class _StorageVisitor(cst.CSTVisitor):
             if isinstance(star, cst.Param):
                 params.add(star.name.value)
         module_names = self.source.module_names
-        used: set[str] = set()
-
-        class _Names(cst.CSTVisitor):
-            def visit_Attribute(self, attr: cst.Attribute) -> bool:
-                walk(attr.value, self)
-                return False
-
-            def visit_Arg(self, arg: cst.Arg) -> bool:
-                walk(arg.value, self)
-                return False
-
-            def visit_Name(self, name: cst.Name) -> None:
-                used.add(name.value)
-
-        walk(node.body, _Names())
-        return any(n not in params and n not in module_names and n not in _BUILTINS for n in used)
+        return any(n not in params and n not in module_names and n not in _BUILTINS for n in names_read(node.body))
 
 
 def _is_self_attr(node: cst.BaseExpression) -> bool:
