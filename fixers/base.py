@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
-from modelcheck.source import SourceFile
+from modelcheck.source import SourceFile, names_read, walk
 
 SAFE = "safe"
 UNSAFE = "unsafe"
@@ -130,64 +130,34 @@ def names_in(node: cst.CSTNode) -> Iterable[str]:
 
 # ----- module-level names a rewrite relies on ----------------------------------------------
 
+#: statements that bind names, and the field holding the name(s) each binds
+_BINDING_FIELD: dict[type, str] = {
+    cst.AssignTarget: "target", cst.AnnAssign: "target", cst.AugAssign: "target", cst.For: "target",
+    cst.CompFor: "target", cst.NamedExpr: "target", cst.AsName: "name",
+}
+
+
 def binds_name(source: SourceFile, name: str) -> bool:
     """Is ``name`` bound anywhere in the file other than by ``import name``?
 
-    Parameters, assignments, loop targets, ``def``/``class`` names and ``import x as name``
-    all count: any of them could shadow the module a rewrite refers to by that name.
+    Parameters, assignments, loop targets, ``def``/``class`` names, ``import x as name`` and
+    ``from x import name`` all count: any of them could shadow the module a rewrite refers to by that name.
     """
     found = False
 
     class _Visitor(cst.CSTVisitor):
-        def visit_Param(self, node: cst.Param) -> None:
+        def on_visit(self, node: cst.CSTNode) -> bool:
             nonlocal found
-            found = found or node.name.value == name
+            if isinstance(node, (cst.Param, cst.FunctionDef, cst.ClassDef)):
+                found = found or node.name.value == name
+            elif type(node) in _BINDING_FIELD:
+                found = found or name in names_in(getattr(node, _BINDING_FIELD[type(node)]))
+            elif isinstance(node, cst.ImportFrom) and not isinstance(node.names, cst.ImportStar):
+                found = found or any(alias.asname is None and isinstance(alias.name, cst.Name)
+                                     and alias.name.value == name for alias in node.names)
+            return not found
 
-        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_AugAssign(self, node: cst.AugAssign) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_For(self, node: cst.For) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_CompFor(self, node: cst.CompFor) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_AsName(self, node: cst.AsName) -> None:
-            nonlocal found
-            found = found or name in names_in(node.name)
-
-        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-            nonlocal found
-            found = found or name in names_in(node.target)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-            nonlocal found
-            found = found or node.name.value == name
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            nonlocal found
-            found = found or node.name.value == name
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-            nonlocal found
-            if isinstance(node.names, cst.ImportStar):
-                return
-            for alias in node.names:  # ``from x import name`` binds something else than the module
-                if alias.asname is None and isinstance(alias.name, cst.Name) and alias.name.value == name:
-                    found = True
-
-    source.module.visit(_Visitor())
+    walk(source.module, _Visitor())
     return found
 
 
@@ -200,28 +170,6 @@ def module_name_usable(source: SourceFile, module: str) -> bool:
     if source.imports.get(module) == module:
         return not binds_name(source, module)
     return module not in names_read(source.module) and not binds_name(source, module)
-
-
-def names_read(node: cst.CSTNode) -> set[str]:
-    """Names the code reads (not attribute names, not the dotted paths of import statements)."""
-    found: set[str] = set()
-
-    class _Collect(cst.CSTVisitor):
-        def visit_Import(self, node: cst.Import) -> bool:
-            return False
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-            return False
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            node.value.visit(self)
-            return False
-
-        def visit_Name(self, name: cst.Name) -> None:
-            found.add(name.value)
-
-    node.visit(_Collect())
-    return found
 
 
 def leading_block_end(module: cst.Module) -> int:

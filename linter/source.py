@@ -478,10 +478,17 @@ def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
 
 
 def names_read(node: cst.CSTNode) -> set[str]:
-    """The names an expression reads: attribute names (``x.view``) and keyword names (``dim=``) excluded."""
+    """The names code reads: attribute names (``x.view``), keyword names (``dim=``) and the dotted
+    paths of import statements excluded."""
     found: set[str] = set()
 
     class _Collect(cst.CSTVisitor):
+        def visit_Import(self, node: cst.Import) -> bool:
+            return False
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+            return False
+
         def visit_Attribute(self, attr: cst.Attribute) -> bool:
             walk(attr.value, self)
             return False

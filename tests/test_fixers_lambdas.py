@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from modelcheck.config import Config
-from modelcheck.fixers.base import FixContext
+from modelcheck.fixers.base import FixContext, module_name_usable
 from modelcheck.fixing import make_plans
+from modelcheck.source import SourceFile
 from modelcheck.static import check_source
 from modelcheck.targets import make_target
 
@@ -217,3 +218,25 @@ def test_fix_on_a_lua_converted_file_verifies_on_the_discovered_model(tmp_path):
     fixed = path.read_bytes()
     again = json.loads(subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600).stdout)
     assert path.read_bytes() == fixed and again["fixes"] == [] and "nothing to fix" in again["notes"]
+
+
+@pytest.mark.parametrize(
+    ("code", "usable"),
+    [
+        ("import operator\n", True),
+        ("x = 1\n", True),  # unused: an import is added
+        ("f(operator=1)\n", True),  # a keyword name binds nothing
+        ("import operator\n\ndef f(operator):\n    pass\n", False),
+        ("from ops import operator\n", False),
+        ("import numpy as operator\n", False),
+        ("for operator in []:\n    pass\n", False),
+        ("operator: int = 3\n", False),
+        ("import operator\n\nclass operator:\n    pass\n", False),
+        ("y = [1 for operator in z]\n", False),
+        ("with open(p) as operator:\n    pass\n", False),
+        ("print(operator)\n", False),  # read but bound elsewhere (a star import, a builtin)
+    ],
+)
+def test_operator_is_used_only_where_the_name_means_the_module(code, usable):
+    """``operator.add`` in fixed code must mean the standard module, whatever else the file binds."""
+    assert module_name_usable(SourceFile.parse("m.py", code), "operator") is usable
