@@ -10,8 +10,9 @@ untouched.
 What the fix writes:
 
 - ``lambda x: x`` → ``_identity``; ``lambda x, y: x + y`` → ``operator.add`` (the standard
-  function, exactly ``x + y``); ``lambda x: x.view(x.size(0), -1)`` → ``_flatten``; other
-  bodies get a name from what they call (``_relu``) or their line (``_lambda_12``). Names never
+  function, exactly ``x + y``); ``lambda x: x.view(x.size(0), -1)`` → ``_flatten``;
+  ``lambda x: x.view(1, -1) if 1 == len(x.size()) else x`` → ``_row_if_1d``; other bodies get
+  a name from what they call (``_relu``) or their line (``_lambda_12``). Names never
   collide with a name the file uses; identical lambdas share one function.
 - A lambda that reads local variables of its function (``lambda x: x * scale``) becomes
   ``functools.partial(_lambda_7, scale=scale)`` when that is exact: every variable it reads is
@@ -321,6 +322,8 @@ def _name_for(node: cst.Lambda, line: int) -> str:
             return "_identity"
         if _is_flatten(body, x):
             return "_flatten"
+        if _is_row_if_1d(body, x):
+            return "_row_if_1d"
     if names and len(names) == 2 and (op := _operator_name(body, names)):
         return f"_{op}"
     if isinstance(body, cst.Call):
@@ -352,6 +355,17 @@ def _is_flatten(body: cst.BaseExpression, x: str) -> bool:
         return False
     first, second = (code_of(arg.value).replace(" ", "") for arg in body.args)
     return second == "-1" and first in (f"{x}.size(0)", f"{x}.shape[0]", f"{x}.size()[0]")
+
+
+def _is_row_if_1d(body: cst.BaseExpression, x: str) -> bool:
+    """``x.view(1, -1) if 1 == len(x.size()) else x``: what Lua-converted models put before each Linear."""
+    if not (isinstance(body, cst.IfExp) and isinstance(body.orelse, cst.Name) and body.orelse.value == x):
+        return False
+    row = code_of(body.body).replace(" ", "")
+    test = code_of(body.test).replace(" ", "")
+    one_d = {f"len({x}.size())", f"len({x}.shape)", f"{x}.dim()"}
+    return row in (f"{x}.view(1,-1)", f"{x}.reshape(1,-1)") and any(
+        test in (f"1=={d}", f"{d}==1") for d in one_d)
 
 
 def _structure_key(node: cst.Lambda) -> str:

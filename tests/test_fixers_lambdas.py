@@ -94,11 +94,13 @@ def test_names_describe_and_never_collide(tmp_path):
         "d = Wrap(lambda a, b: a * b)\n"
         "e = Wrap(lambda a, b: b - a)\n"
         "f = Wrap(lambda x: nn.functional.relu(x))\n"
+        "g = Wrap(lambda x: x.view(1, -1) if x.dim() == 1 else x)\n"
     )
     fixed, _ = fix_text(tmp_path / "names.py", text)
     assert "a = Wrap(_identity_3)" in fixed and "b = Wrap(_identity_3)" in fixed  # one shared function
     assert fixed.count("def _identity_3(") == 1
     assert "c = Wrap(_flatten)" in fixed
+    assert "g = Wrap(_row_if_1d)" in fixed
     assert "d = Wrap(operator.mul)" in fixed and "import operator\n" in fixed
     assert "e = Wrap(_lambda_17)" in fixed  # b - a is not operator.sub(a, b)
     assert "f = Wrap(_relu)" in fixed
