@@ -304,7 +304,8 @@ def summarize(fixes: Sequence[dict[str, Any]], *, dry_run: bool, verifiable: boo
     if not verifiable:
         waiting = count(HELD_BACK) - len(unsafe_held)
         notes.append("nothing was verified: no model to build and compare the fixed code on, so only fixes "
-                     "exact by construction were applied" + (f" ({waiting} held back)" if waiting else "")
+                     "exact by construction were applied"
+                     + (f", {waiting} that need verifying were held back" if waiting else "")
                      + "; give one with --model file.py:Name (without --static-only)")
     notes.extend(_item_notes([r for r in fixes if r["status"] == ROLLED_BACK], "rolled back"))
     notes.extend(_item_notes([r for r in fixes if r["status"] == NOT_FIXABLE and r["reason"]
