@@ -105,7 +105,7 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
 
 
 def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Names) -> Decision:
-    why = _unsupported(node)
+    why = pickling.lift_blocker(node)
     if why:
         return Decline("MC101", line, why)
     captured = _captured(node, scopes)
@@ -153,24 +153,6 @@ def _lift(lifted: dict[str, cst.BaseExpression], replacement: cst.BaseExpression
         return put(updated)
 
     return rewrite
-
-
-def _unsupported(node: cst.Lambda) -> str:
-    """Why this lambda cannot become a module-level function unchanged, or ''."""
-    params = node.params
-    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
-        if param.default is not None:
-            try:
-                ast.literal_eval(code_of(param.default).strip())
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                return ("a parameter default that is not a literal is evaluated where the lambda is "
-                        "written; moving it could change its value")
-    body_names = names_read(node.body)
-    if "super" in body_names or "__class__" in body_names:
-        return "the lambda calls super(), which only works inside its class"
-    if _contains(node.body, (cst.Yield, cst.Await)):
-        return "the lambda body uses yield or await"
-    return ""
 
 
 def _captured(node: cst.Lambda, scopes) -> list[str] | str:
@@ -273,19 +255,6 @@ def _all_params(node: cst.Lambda) -> list[cst.Param]:
         if isinstance(star, cst.Param):
             out.append(star)
     return out
-
-
-def _contains(node: cst.CSTNode, kinds: tuple[type, ...]) -> bool:
-    found = False
-
-    class _Find(cst.CSTVisitor):
-        def on_visit(self, child: cst.CSTNode) -> bool:
-            nonlocal found
-            found = found or isinstance(child, kinds)
-            return not found
-
-    node.visit(_Find())
-    return found
 
 
 def _simple_params(node: cst.Lambda) -> list[str] | None:

@@ -9,6 +9,7 @@ name, so a lambda (``<lambda>``), a function or class defined inside another fun
 
 from __future__ import annotations
 
+import ast
 import builtins
 import re
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ class StoredObjectFacts:
     certain: bool = True  # False when the receiving object may not be a module
     name: str | None = None
     captures_locals: bool = False
+    lift_blocker: str = ""  # why a lambda cannot be moved to module level as written (see lift_blocker)
     type_name: str | None = None
 
 
@@ -109,7 +111,7 @@ class LambdaOnModule(_StoredRule):
         return "lambda"
 
     def fixable(self, facts: StoredObjectFacts) -> bool:
-        return not facts.captures_locals
+        return not facts.captures_locals and not facts.lift_blocker
 
 
 class LocalFunctionOnModule(_StoredRule):
@@ -307,9 +309,11 @@ class _StorageVisitor(cst.CSTVisitor):
             return
         how, certain = storage
         self.reported.add(id(report_at))
-        captures = kind == "lambda" and isinstance(report_at, cst.Lambda) and self._captures(report_at)
+        is_lambda = kind == "lambda" and isinstance(report_at, cst.Lambda)
+        captures = is_lambda and self._captures(report_at)
+        blocker = lift_blocker(report_at) if is_lambda else ""
         self.found.append(
-            (report_at, StoredObjectFacts(kind, how, certain, name, captures_locals=captures))
+            (report_at, StoredObjectFacts(kind, how, certain, name, captures_locals=captures, lift_blocker=blocker))
         )
 
     def _storage(self, node: cst.CSTNode, kind: str) -> tuple[str, bool] | None:
@@ -406,6 +410,31 @@ class _StorageVisitor(cst.CSTVisitor):
                 params.add(star.name.value)
         module_names = self.source.module_names
         return any(n not in params and n not in module_names and n not in _BUILTINS for n in names_read(node.body))
+
+
+def lift_blocker(node: cst.Lambda) -> str:
+    """Why this lambda cannot become a module-level function as written, or '' (the MC101 fixer's first check)."""
+    params = node.params
+    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+        if param.default is not None:
+            try:
+                ast.literal_eval(cst.Module(body=[]).code_for_node(param.default).strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return ("a parameter default that is not a literal is evaluated where the lambda is "
+                        "written; moving it could change its value")
+    body_names = names_read(node.body)
+    if "super" in body_names or "__class__" in body_names:
+        return "the lambda calls super(), which only works inside its class"
+    yields = False
+
+    class _Find(cst.CSTVisitor):
+        def on_visit(self, child: cst.CSTNode) -> bool:
+            nonlocal yields
+            yields = yields or isinstance(child, (cst.Yield, cst.Await))
+            return not yields
+
+    walk(node.body, _Find())
+    return "the lambda body uses yield or await" if yields else ""
 
 
 def _is_self_attr(node: cst.BaseExpression) -> bool:

@@ -90,3 +90,11 @@ def test_fixable_only_when_the_lambda_closes_over_nothing_local():
 def test_module_classes_are_recognised_however_nn_is_imported(source):
     hits = findings_in(source)
     assert [(f.code, f.severity.value) for f in hits] == [("MC101", "error")]
+
+
+def test_a_lambda_whose_default_is_evaluated_in_place_is_not_marked_fixable():
+    """``lambda x, i=i: ...`` cannot move to module level (``i`` is evaluated where it is written):
+    the report must not promise a fix that --fix then declines."""
+    source = ("import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n"
+              "        self.heads = [lambda x, i=i: x * i for i in range(3)]\n        self.f = lambda x, k=2: x * k\n")
+    assert [(f.code, f.fixable) for f in findings_in(source)] == [("MC101", False), ("MC101", True)]
