@@ -78,6 +78,8 @@ class UpsampleFacts:
         short = self.api.rsplit(".", 1)[-1]
         if self.api.startswith("torch.nn.functional."):
             short = f"F.{short}"
+        if self.api in APIS and APIS[self.api].mode is not None:  # UpsamplingBilinear2d, F.upsample_nearest
+            return short
         mode = "mode unknown" if self.mode is UNKNOWN else f"mode={self.mode!r}"
         return f"{short}({mode})"
 

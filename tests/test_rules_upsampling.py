@@ -107,3 +107,10 @@ def test_api_table_matches_torch_signatures():
         fn = getattr(module, qualname.rsplit(".", 1)[-1])
         params = list(inspect.signature(fn).parameters)
         assert tuple(params[: len(api.params)]) == api.params, qualname
+
+
+def test_a_class_whose_name_fixes_the_mode_is_named_without_a_mode_argument():
+    """``UpsamplingBilinear2d`` takes no ``mode``: the message names the class, not ``(mode='bilinear')``."""
+    hits = findings_in("import torch.nn as nn\nup = nn.UpsamplingBilinear2d(scale_factor=2)\n")
+    mc202 = next(f for f in hits if f.code == "MC202")
+    assert mc202.message.startswith("UpsamplingBilinear2d with align_corners=True")
