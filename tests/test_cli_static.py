@@ -179,15 +179,19 @@ def test_installed_script_runs_as_a_real_process():
 
 
 @pytest.mark.parametrize(
-    "fmt", ["json", "text", "rich", pytest.param("sarif", marks=pytest.mark.slow)]  # sarif plans fixes: ~8 s
+    "options",
+    [["--format", "json"], ["--format", "text"], ["--format", "rich"],
+     pytest.param(["--format", "sarif"], marks=pytest.mark.slow),  # sarif plans fixes: ~8 s
+     pytest.param(["--format", "text", "--diff"], marks=pytest.mark.slow)],  # the fix planner and differ
+    ids=["json", "text", "rich", "sarif", "diff"],
 )
-def test_static_only_never_imports_torch(fmt):
-    """The pre-commit path: the whole run, rules and reporting included, without torch."""
+def test_static_only_never_imports_torch(options):
+    """The pre-commit path: the whole run, rules, fix planning and reporting included, without torch."""
     files = [str(path) for path in sorted(FIXTURES.glob("*.py"))]
     code = (
         "import sys\n"
         "from modelcheck.cli import main\n"
-        f"sys.argv = ['modelcheck', '--static-only', '--format', {fmt!r}, *{files!r}]\n"
+        f"sys.argv = ['modelcheck', '--static-only', *{options!r}, *{files!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as exit:\n"
