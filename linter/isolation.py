@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,12 +85,13 @@ def run_job(
         job_file.write_text(json.dumps({"kind": kind, "target": JOBS[kind], "payload": payload}))
         child_env = {**os.environ, **(env or {})}
         child_env["PYTHONFAULTHANDLER"] = "1"  # a segfault leaves a Python stack on stderr
+        child_env["TMPDIR"] = tmp  # what a killed job (or its own jobs) leaves in temp goes with this folder
         if memory_limit_mb:
             child_env["MODELCHECK_MEMORY_LIMIT_MB"] = str(memory_limit_mb)
         started = time.monotonic()
         with open(Path(tmp) / "stdout", "w+b") as out, open(Path(tmp) / "stderr", "w+b") as err:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modelcheck.worker", str(job_file), str(result_file)],
+                _dies_with_parent([sys.executable, "-m", "modelcheck.worker", str(job_file), str(result_file)]),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -134,6 +136,17 @@ def run_job(
             seconds=seconds,
             stdout_tail=_tail(stdout),
         )
+
+
+def _dies_with_parent(argv: list[str]) -> list[str]:
+    """``setpriv --pdeathsig KILL``: a job outlives no parent that was killed outright.
+
+    Jobs nest (an audit job runs inspect and smoke jobs, each in its own session): the group
+    kill of a timed-out audit job cannot reach them, and a hanging model would then spin
+    forever as an orphan. Without util-linux's setpriv (not Linux) the group kill is all there is.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 def _read(handle: Any) -> str:

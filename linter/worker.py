@@ -17,14 +17,20 @@ from typing import Any
 
 
 def echo_job(payload: dict[str, Any]) -> Any:
-    """A job that exercises isolation itself: echo, raise, hang or die as asked (tests use it)."""
+    """A job that exercises isolation itself (tests/test_isolation.py): echo, raise, hang, die or nest a job."""
     action = payload.get("action", "echo")
     if action == "raise":
         raise RuntimeError(payload.get("message", "asked to raise"))
     if action == "hang":
         import time
 
+        if payload.get("pid_file"):
+            Path(payload["pid_file"]).write_text(f"{os.getpid()}\n{Path(sys.argv[1]).parent}")  # pid, job folder
         time.sleep(3600)
+    if action == "nest":  # a job that runs a job of its own, as an audit job does
+        from modelcheck.isolation import run_job
+
+        return run_job("echo", payload["inner"], timeout=3600).status
     if action == "abort":
         os.abort()
     if action == "print":
