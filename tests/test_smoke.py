@@ -169,6 +169,29 @@ def test_a_forward_error_fails_the_export_and_is_flagged_unpredicted(tmp_path: P
 
 
 @pytest.mark.slow
+def test_every_output_of_a_dict_returning_model_is_compared(tmp_path: Path) -> None:
+    """Only the second output is wrong (bilinear at opset 9): the first one matching must not hide it."""
+    path = _write(tmp_path, "heads.py", """\
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+
+        class Heads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+            def forward(self, x):
+                y = self.conv(x)
+                return {"features": y, "mask": F.interpolate(y, scale_factor=2, mode="bilinear")}
+        """)
+    outcome = _smoke(path, "Heads", tmp_path)
+    ort = _by_name(outcome.stages)["onnxruntime"]
+    assert ort.status == "mismatch" and ort.detail.startswith("output 1: max abs diff"), ort.detail
+    assert ort.predicted_by == ("MC201",)
+
+
+@pytest.mark.slow
 def test_a_model_that_kills_its_process_is_a_crashed_stage(tmp_path: Path) -> None:
     path = _write(tmp_path, "aborts.py", """\
         import os
