@@ -472,7 +472,7 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
     import importlib
     import pkgutil
 
-    from modelcheck.specs import ModelSpec, load_module
+    from modelcheck.specs import ModelSpec, load_module, one_line
 
     skip = set(payload.get("skip", []))
     progress = Path(payload["progress"])
@@ -493,7 +493,7 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # user code may raise anything at import
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            errors.append({"module": label, "error": _one_line(exc)})
+            errors.append({"module": label, "error": one_line(exc)})
             return None
 
     for display, file in (payload.get("files") or {}).items():
@@ -557,11 +557,6 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], picked: lis
         spec = ModelSpec(place["text"], name, path=place["path"], module=place["module"], kwargs=kwargs,
                          origin="discovered")
         picked.append({"spec": spec.to_json(), "kind": kind})
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # ============================================================================== one model

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from modelcheck.specs import one_line
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -43,7 +44,7 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
         import torch
     except Exception as exc:
-        checks["torch"]["detail"] = f"import torch failed: {_one_line(exc)}"
+        checks["torch"]["detail"] = f"import torch failed: {one_line(exc)}"
         return checks
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
@@ -66,7 +67,7 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
         checks["onnx"] = {"version": onnx.__version__, "works": True,
                           "detail": "exported at opset 9 (TorchScript exporter), checker passed"}
     except Exception as exc:
-        checks["onnx"]["detail"] = f"export or check failed: {_one_line(exc)}"
+        checks["onnx"]["detail"] = f"export or check failed: {one_line(exc)}"
         return checks
     try:
         import onnxruntime as ort
@@ -77,7 +78,7 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
         got = session.run(None, {"input": x.numpy()})[0]
         checks["onnxruntime"] = {"version": ort.__version__, **_verdict(got, expected)}
     except Exception as exc:
-        checks["onnxruntime"]["detail"] = f"run failed: {_one_line(exc)}"
+        checks["onnxruntime"]["detail"] = f"run failed: {one_line(exc)}"
     if payload.get("caffe2", True):
         from modelcheck import caffe2_runtime
 
@@ -106,11 +107,6 @@ def _version(distribution: str) -> str | None:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def diagnose(timeout: float = 300.0) -> list[Check]:

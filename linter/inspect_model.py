@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.source import UNKNOWN
-from modelcheck.specs import ModelSpec, build_model, load_object, make_input
+from modelcheck.specs import ModelSpec, build_model, load_object, make_input, one_line
 
 ROOT_PATH = "(root)"  # the module path of the model itself
 _UNKNOWN_JSON = {"$unknown": True}
@@ -344,7 +344,7 @@ def probe_pickle(model: Any, sites: ConstructionSites) -> tuple[dict[str, Any], 
             result[name] = {"ok": True, "seconds": round(time.monotonic() - started, 3)}
         except Exception as exc:  # pickling failure of any kind is the finding
             result["ok"] = False
-            result[name] = {"ok": False, "error": _one_line(exc), "seconds": round(time.monotonic() - started, 3)}
+            result[name] = {"ok": False, "error": one_line(exc), "seconds": round(time.monotonic() - started, 3)}
     constructs: list[dict[str, Any]] = []
     if result["ok"]:
         return result, constructs
@@ -453,7 +453,7 @@ def find_unpicklable(
             try:
                 children = _module_children(obj, visit)
             except Exception as exc:  # a module that refuses pickling in __getstate__ (ScriptModule)
-                failures.append(_failure(obj, visit, "unpicklable", sites, error=_one_line(exc)))
+                failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
         elif type(obj) in (list, tuple, set, frozenset):
             children = [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(obj)]
         elif isinstance(obj, dict) and type(obj).__reduce_ex__ is dict.__reduce_ex__:
@@ -471,7 +471,7 @@ def find_unpicklable(
                 reducer = copyreg.dispatch_table.get(type(obj))
                 reduced = reducer(obj) if reducer else obj.__reduce_ex__(2)
             except Exception as exc:  # the object refuses to be pickled
-                failures.append(_failure(obj, visit, "unpicklable", sites, error=_one_line(exc)))
+                failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
                 continue
             children = _reduce_children(reduced, visit)
             cls = _reconstructed_class(reduced)
@@ -663,7 +663,7 @@ def _make_recorder(apis: dict[Any, str], paths: dict[int, str]) -> Any:
                 try:
                     self.record(api, args, kwargs, sys._getframe(1))
                 except Exception as exc:  # a capture bug must not fail the user's forward
-                    self.errors.append(_one_line(exc))
+                    self.errors.append(one_line(exc))
             return func(*args, **kwargs)
 
         def record(self, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
@@ -768,7 +768,7 @@ def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, 
             with recorder:
                 torch.jit.trace(model, example, check_trace=False, strict=False)
         except Exception as exc:  # tracing refused (outputs, control flow...): run it plainly
-            graph["trace_error"] = _one_line(exc)
+            graph["trace_error"] = one_line(exc)
             graph["method"] = "forward (no shape provenance)"
             recorder = _make_recorder(_capture_apis(), paths)
             recorder.tracing = False
@@ -802,11 +802,6 @@ def check_single_input(model: Any) -> None:
         raise TypeError(f"{type(model).__name__}.forward needs {len(required)} inputs ({', '.join(required)}); "
                         "modelcheck feeds one tensor of the input shape, so models with several inputs "
                         "cannot be traced or exported yet")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _user_traceback(exc: BaseException, limit: int = 12) -> str:
@@ -910,7 +905,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 raise
             if failed is None:
                 failed = stage
-                result.update(status="failed", error=_one_line(exc), traceback=_user_traceback(exc))
+                result.update(status="failed", error=one_line(exc), traceback=_user_traceback(exc))
             if stage in ("import", "build"):
                 result["seconds"][stage] = round(time.monotonic() - started, 3)
                 break

@@ -371,7 +371,7 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # user code may raise anything at import
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            errors.append({"file": display, "error": _one_line(exc)})
+            errors.append({"file": display, "error": one_line(exc)})
             continue
         module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
         for name in ordered:
@@ -421,7 +421,7 @@ def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None) -> _Ca
     except BaseException as exc:  # user code may raise anything
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return _Candidate(spec, kind, reason=f"building it without arguments failed: {_one_line(exc)}")
+        return _Candidate(spec, kind, reason=f"building it without arguments failed: {one_line(exc)}")
     if not isinstance(built, nn.Module):
         return _Candidate(spec, kind, reason=f"returned {type(built).__name__}, not an nn.Module")
     return _Candidate(spec, kind, built)
@@ -467,7 +467,8 @@ def _pick_roots(candidates: list[_Candidate]) -> None:
             break
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: what a report shows of an exception from user code."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
