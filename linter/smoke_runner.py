@@ -226,9 +226,10 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
     mine = _findings_of(model_name, source_files, findings)
     codes = PREDICTED_BY.get((stage.name, stage.status), {})
     predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
-    # "/up/Resize" is the node of module "up": prefer the finding about that module
+    # prefer what tracing saw in this very model over a static finding elsewhere in its files (another
+    # model's), then, "/up/Resize" being the node of module "up", the finding about that module
     scope = ".".join(node.strip("/").split("/")[:-1]) if node else ""
-    predicting.sort(key=lambda f: not scope or f.module_path != scope)
+    predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope))
     location: Location | None = predicting[0].location if predicting else None
     if location is None and op:
         family = next((prefix for pattern, prefix in _OP_FAMILY if pattern.search(op)), None)

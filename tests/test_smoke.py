@@ -276,6 +276,9 @@ def test_predicted_by_uses_only_findings_about_this_model(tmp_path: Path) -> Non
     # MC301 at opset 9 is a warning about other input sizes: it does not predict a mismatch here
     ceil = Finding("MC301", "ceil_mode", Severity.WARNING, Location(mine, 5))
     assert _with_prediction(stage, None, None, "net.py:Net", [mine], [ceil]).predicted_by == ()
+    # two models in one file: the line tracing saw in this model, not another model's earlier line
+    traced = Finding("MC201", "bilinear", Severity.ERROR, Location(mine, 40), evidence="both", model="net.py:Net")
+    assert _with_prediction(stage, None, None, "net.py:Net", [mine], [here, traced]).location == traced.location
     passed = StageResult("net.py:Net", "caffe2", "passed")
     assert _with_prediction(passed, None, None, "net.py:Net", [mine], [here]).predicted_by == ()
 
