@@ -77,7 +77,7 @@ def run(options: Options) -> Report:
 
 
 def _spec_files(options: Options) -> list[Path]:
-    """With only ``--model file.py:Name`` given, the static pass reads those files."""
+    """With only ``--model`` given, the static pass reads the files those specs name (file or package.module)."""
     from modelcheck.specs import spec_files
 
     return spec_files(options.model_specs)

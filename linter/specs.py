@@ -135,12 +135,21 @@ def specs_from_config(
 
 
 def spec_files(texts: list[str]) -> list[Path]:
-    """The existing ``.py`` files named by specs (``file.py:Name``), for the static pass."""
+    """The existing ``.py`` files named by specs, for the static pass: ``file.py:Name``, and for
+    ``package.module:Name`` its file under the working directory (found by path, nothing imported)."""
     files = []
     for text in texts:
         where = text.strip().rpartition(":")[0]
-        if where.endswith(".py") and Path(where).is_file() and Path(where) not in files:
-            files.append(Path(where))
+        if where.endswith(".py"):
+            candidates = [Path(where)]
+        elif where and all(part.isidentifier() for part in where.split(".")):
+            base = Path(*where.split("."))
+            candidates = [base.with_suffix(".py"), base / "__init__.py"]
+        else:
+            candidates = []
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is not None and found not in files:
+            files.append(found)
     return files
 
 

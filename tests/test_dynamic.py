@@ -20,7 +20,7 @@ from modelcheck.cli import app
 from modelcheck.config import Config
 from modelcheck.dynamic import dedupe, merge
 from modelcheck.findings import Finding, Location, Severity
-from modelcheck.specs import SpecError, discovery_files, parse_spec, specs_from_config
+from modelcheck.specs import SpecError, discovery_files, parse_spec, spec_files, specs_from_config
 from typer.testing import CliRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dynamic"
@@ -71,6 +71,16 @@ def test_parse_spec_rejects_bad_specs_with_the_reason(text: str, reason: str) ->
     with pytest.raises(SpecError, match=re.escape(reason)) as error:
         parse_spec(text)
     assert text in str(error.value)
+
+
+def test_spec_files_finds_the_files_of_file_and_module_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--model pkg.mod:Name`` gets the static pass of pkg/mod.py too, so its findings merge."""
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for name in ("pkg/__init__.py", "pkg/mod.py", "pkg/sub/__init__.py", "net.py"):
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert spec_files(["net.py:Net", "pkg.mod:Net", "pkg.sub:make", "pkg.mod:Other", "torchvision.models:resnet18",
+                       "missing.py:Net"]) == [Path("net.py"), Path("pkg/mod.py"), Path("pkg/sub/__init__.py")]
 
 
 def test_pyproject_models_get_their_own_shape_args_and_paths_relative_to_the_pyproject() -> None:
