@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.source import UNKNOWN
-from modelcheck.specs import ModelSpec, build_model, load_object, make_input, one_line
+from modelcheck.specs import ModelSpec, build_model, load_object, make_input, one_line, required_parameters
 
 ROOT_PATH = "(root)"  # the module path of the model itself
 _UNKNOWN_JSON = {"$unknown": True}
@@ -792,12 +792,7 @@ def check_single_input(model: Any) -> None:
     Without this the forward's own TypeError ("missing 1 required positional argument") reads
     like a bug of the model, and the export stage after it like a gap in the rules.
     """
-    try:
-        parameters = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):  # a builtin or odd callable: let the forward speak for itself
-        return
-    required = [p.name for p in parameters if p.default is inspect.Parameter.empty
-                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    required = required_parameters(model.forward) or []  # unreadable: let the forward speak for itself
     if len(required) > 1:
         raise TypeError(f"{type(model).__name__}.forward needs {len(required)} inputs ({', '.join(required)}); "
                         "modelcheck feeds one tensor of the input shape, so models with several inputs "

@@ -284,6 +284,16 @@ _ACTION_NAME = re.compile(
 _WEIGHT_PARAMS = re.compile(r"pretrain|weights|checkpoint|ckpt|url|download|path|file", re.IGNORECASE)
 
 
+def required_parameters(fn: Any) -> list[str] | None:
+    """The parameters a call of ``fn`` must pass (no default, not ``*args``/``**kwargs``); None when
+    its signature cannot be read (a builtin, an odd callable)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def factory_verdict(fn: Any, module_classes: dict[str, type]) -> str | None:
     """None when ``fn`` is safe to call during discovery, else why not.
 
@@ -295,15 +305,12 @@ def factory_verdict(fn: Any, module_classes: dict[str, type]) -> str | None:
     """
     import torch.nn as nn
 
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
+    required = required_parameters(fn)
+    if required is None:
         return "its signature cannot be read"
-    required = [p.name for p in signature.parameters.values()
-                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         return f"needs argument(s) {', '.join(required)}"
-    for p in signature.parameters.values():
+    for p in inspect.signature(fn).parameters.values():
         if _WEIGHT_PARAMS.search(p.name) and p.default not in (None, False, "", p.empty):
             return f"would load weights or files ({p.name}={p.default!r} by default)"
     returns = _return_annotation(fn, module_classes)
@@ -411,12 +418,9 @@ def _class_verdict(cls: type) -> str | None:
         return "private class"
     if inspect.isabstract(cls):
         return "abstract class"
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):
+    required = required_parameters(cls)
+    if required is None:
         return "its signature cannot be read"
-    required = [p.name for p in signature.parameters.values()
-                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return f"needs argument(s) {', '.join(required)}" if required else None
 
 
