@@ -649,7 +649,7 @@ def runtime_versions() -> dict[str, str]:
     """Versions that change what an audit finds, read without importing them."""
     from importlib import metadata
 
-    versions = {"modelcheck": __version__}
+    versions = {"modelcheck": __version__, "modelcheck_source": _own_source_digest()}
     for name in _RUNTIME_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -663,6 +663,17 @@ def runtime_versions() -> dict[str, str]:
     except ImportError:
         versions["caffe2"] = "absent"
     return versions
+
+
+def _own_source_digest() -> str:
+    """modelcheck's own code (engine, rules, fixers): a changed rule must not be served from the cache
+    under an unchanged version number (an editable install, a development checkout)."""
+    from importlib.util import find_spec
+
+    roots = [Path(folder) for name in ("modelcheck", "modelcheck.rules", "modelcheck.fixers")  # found, not imported
+             for folder in (getattr(find_spec(name), "submodule_search_locations", None) or [])]
+    files = sorted({path for root in roots for path in root.glob("*.py")})
+    return _digest({str(path.relative_to(path.parent.parent)): file_digest(str(path)) for path in files})
 
 
 def file_digest(path: str) -> str:
