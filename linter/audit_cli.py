@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelcheck.cli import EXIT_OK, Exporter, TargetName, _parse_model_args, fail
-from modelcheck.config import ConfigError, find_pyproject, load_config, parse_shape
+from modelcheck.cli import EXIT_OK, Exporter, TargetName, _parse_model_args, apply_flags, fail
+from modelcheck.config import ConfigError, find_pyproject, load_config
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
 
@@ -85,18 +85,7 @@ def audit(
     folders = [Path(t) for t in targets if Path(t).exists()]
     try:
         config = load_config(find_pyproject(folders) if folders else None)
-        if target is not None:
-            config.target, config.opset = target.value, None
-        if opset is not None:
-            config.opset = opset
-        if exporter is not None:
-            config.exporter = exporter.value
-        if input_shape is not None:
-            config.input_shape = parse_shape(input_shape)
-        if timeout is not None:
-            if timeout <= 0:
-                raise ValueError("--timeout must be positive")
-            config.timeout = timeout
+        apply_flags(config, target=target, opset=opset, exporter=exporter, input_shape=input_shape, timeout=timeout)
         profile = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if jobs is not None and jobs < 1:

@@ -192,7 +192,10 @@ def check(
 
     try:
         config = load_config(find_pyproject(paths))
-        _apply_flags(config, target, opset, exporter, fail_on, select, ignore, input_shape, timeout, atol, rtol)
+        apply_flags(
+            config, target=target, opset=opset, exporter=exporter, fail_on=fail_on, select=select, ignore=ignore,
+            input_shape=input_shape, timeout=timeout, atol=atol, rtol=rtol,
+        )
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
@@ -232,10 +235,11 @@ def check(
     raise typer.Exit(exit_code(report, threshold))
 
 
-def _apply_flags(
-    config: Config, target, opset, exporter, fail_on, select, ignore, input_shape, timeout, atol, rtol
+def apply_flags(
+    config: Config, *, target=None, opset=None, exporter=None, fail_on=None, select=None, ignore=None,
+    input_shape=None, timeout=None, atol=None, rtol=None,
 ) -> None:
-    """Command-line flags override pyproject values."""
+    """Command-line flags override pyproject values (shared by ``modelcheck`` and ``modelcheck audit``)."""
     if target is not None:
         config.target = target.value
         if opset is None and config.opset is not None:
