@@ -160,6 +160,12 @@ def codes(values: list[str], key: str) -> list[str]:
     bad = [value for value in result if not _CODE.fullmatch(value)]
     if bad:
         raise ValueError(f"{key}: {', '.join(map(repr, bad))} is not a rule code or prefix (like MC2 or MC201)")
+    from modelcheck.rules import PSEUDO_CODES, RULES_BY_CODE
+
+    known = [*RULES_BY_CODE, *PSEUDO_CODES]
+    unknown = [value for value in result if not any(code.startswith(value) for code in known)]
+    if unknown:  # a typo would otherwise select (or ignore) nothing, silently
+        raise ValueError(f"{key}: {', '.join(map(repr, unknown))} matches no rule (see modelcheck --list-rules)")
     return result
 
 

@@ -136,3 +136,19 @@ def test_bad_select_flag_is_a_usage_error(tmp_path):
     status, _, err = run(str(tmp_path / "model.py"), "--select", "XYZ")
     assert status == 2
     assert "--select: 'XYZ' is not a rule code or prefix" in err
+
+
+@pytest.mark.parametrize("flag", ["--select", "--ignore"])
+def test_a_prefix_that_matches_no_rule_is_a_usage_error(tmp_path, flag):
+    """MC9 is well-formed but selects nothing: a typo must not silently switch every rule off."""
+    (tmp_path / "model.py").write_text(MODEL)
+    status, _, err = run(str(tmp_path / "model.py"), flag, "MC9")
+    assert status == 2
+    assert f"{flag}: 'MC9' matches no rule" in err
+    assert run(str(tmp_path / "model.py"), flag, "MC30")[0] != 2  # MC30 is a prefix of MC301
+
+
+def test_a_pyproject_code_that_matches_no_rule_names_the_file(tmp_path):
+    root = project(tmp_path, 'ignore = ["MC299"]')
+    with pytest.raises(ConfigError, match=r"pyproject.toml.*'MC299' matches no rule"):
+        load_config(root / "pyproject.toml")
