@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 # The Caffe2 runtime (Debian bullseye's python3-torch 1.7.1 in its own root file system).
 # Idempotent: a complete install returns at once.
 caffe2: $(STAMP)
-	$(BIN)/modelcheck --install-caffe2
+	@$(BIN)/modelcheck --install-caffe2 || { \
+	  if [ "$$MODELCHECK_REQUIRE_CAFFE2" = 1 ]; then exit 1; fi; \
+	  echo "Caffe2 runtime unavailable: its stages and tests will be skipped (CI requires it)"; }
 
 demo: caffe2
 	@$(BIN)/modelcheck examples/seed_model.py; status=$$?; \

@@ -24,3 +24,11 @@ def caffe2_available() -> bool:
     if os.environ.get("MODELCHECK_REQUIRE_CAFFE2") == "1":
         pytest.fail(f"Caffe2 runtime unavailable ({why}) and MODELCHECK_REQUIRE_CAFFE2=1 requires it")
     return False
+
+
+def require_caffe2() -> None:
+    """Skip a test that needs the real Caffe2 runtime when it is absent (fail under CI, see above)."""
+    import pytest
+
+    if not caffe2_available():
+        pytest.skip("Caffe2 runtime not installed (run modelcheck --install-caffe2)")

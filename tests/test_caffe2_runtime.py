@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import require_caffe2
 from modelcheck import caffe2_runtime
 from modelcheck.caffe2_runtime import (
     NOT_INSTALLED,
@@ -43,16 +44,8 @@ F = TensorProto.FLOAT
 @pytest.fixture(scope="module")
 def caffe2_home() -> Path:
     """The home holding an installed runtime; skip (or fail under CI) without one."""
-    home = default_home()
-    status = runtime_status(home)
-    if not status.installed:
-        msg = f"Caffe2 runtime unavailable: {status.reason}"
-        if os.environ.get("MODELCHECK_REQUIRE_CAFFE2") == "1":
-            pytest.fail(f"{msg} -- and MODELCHECK_REQUIRE_CAFFE2=1 requires it")
-        pytest.skip(msg)
-    if os.geteuid() != 0:
-        pytest.skip("the Caffe2 runtime runs in a chroot and needs root")
-    return home
+    require_caffe2()
+    return default_home()
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import caffe2_available
+from conftest import require_caffe2
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Severity, StageResult
 from modelcheck.smoke_runner import run_smoke
@@ -153,8 +153,7 @@ def test_exporter_and_onnxruntime(construct: str, opset: int, workdir: Path) -> 
 @pytest.mark.caffe2
 @pytest.mark.parametrize(("construct", "opset"), CASES, ids=[f"{c}-opset{o}" for c, o in CASES])
 def test_caffe2(construct: str, opset: int, workdir: Path) -> None:
-    if not caffe2_available():
-        pytest.skip("Caffe2 runtime not installed (run modelcheck --install-caffe2)")
+    require_caffe2()
     _, stages, _ = _smoke(construct, opset, workdir)
     _check_stage(_stage(stages, "caffe2"), RUNTIMES[(construct, opset)][2], construct, opset)
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_caffe2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
@@ -175,10 +176,7 @@ def _run(folder: Path, *args: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.caffe2
 def test_fixed_pool_passes_caffe2_where_the_original_diverges(tmp_path):
-    from modelcheck.caffe2_runtime import runtime_status
-
-    if not runtime_status().installed or os.geteuid() != 0:
-        pytest.skip("the Caffe2 runtime is not installed here")
+    require_caffe2()
     (tmp_path / "pool.py").write_text(SEED_POOL)
     before = {s["name"]: s for s in _run(tmp_path, "--opset", "10")["stages"]}
     assert before["caffe2"]["status"] == "mismatch"  # 16×16 instead of 17×17, no error

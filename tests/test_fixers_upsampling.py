@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from conftest import require_caffe2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
@@ -211,10 +211,7 @@ def _run(folder: Path, *args: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.caffe2
 def test_fixed_upsampler_passes_caffe2_where_the_original_fails(tmp_path):
-    from modelcheck.caffe2_runtime import runtime_status
-
-    if not runtime_status().installed or os.geteuid() != 0:
-        pytest.skip("the Caffe2 runtime is not installed here")
+    require_caffe2()
     net = tmp_path / "net.py"
     net.write_text(UPSAMPLER)
     before = {s["name"]: s for s in _run(tmp_path)["stages"]}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import caffe2_available
+from conftest import caffe2_available, require_caffe2
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, Severity
 from modelcheck.smoke import compare
@@ -228,8 +228,7 @@ def test_a_model_that_hangs_is_a_timeout_stage(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.caffe2
 def test_a_caffe2_segfault_is_a_crashed_stage_not_a_crash_of_modelcheck(tmp_path: Path) -> None:
-    if not caffe2_available():
-        pytest.skip("Caffe2 runtime not installed (run modelcheck --install-caffe2)")
+    require_caffe2()
     # A genuine Caffe2 bug: an Upsample with negative scales (emitted by a custom symbolic)
     # makes a tensor with negative dimensions and fetching it segfaults.
     path = _write(tmp_path, "segv.py", """\
