@@ -49,12 +49,22 @@ class ModelSpec:
     input_shape: tuple[int, ...] = DEFAULT_SHAPE
     dtype: str = "float32"
     origin: str = "command line"  # "command line" | "pyproject" | "discovered"
+    #: positional constructor arguments; JSON values, or ``{"$ref": "module:name"}`` /
+    #: ``{"$ref": "path/to/file.py:name"}`` for an object importable from the project
+    args: list[Any] = field(default_factory=list)
+    #: values for ``forward``'s arguments that are not tensors (``mode="test"``), by name
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: where args/forward_kwargs came from (``test.py:42``), for the report's notes
+    args_origin: str = ""
+    #: build without downloaded or missing weights (loads skipped and noted); audits default to it
+    weight_free: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "text": self.text, "name": self.name, "path": self.path, "module": self.module,
             "kwargs": self.kwargs, "input_shape": list(self.input_shape), "dtype": self.dtype,
-            "origin": self.origin,
+            "origin": self.origin, "args": self.args, "forward_kwargs": self.forward_kwargs,
+            "args_origin": self.args_origin, "weight_free": self.weight_free,
         }
 
     @classmethod
@@ -63,6 +73,8 @@ class ModelSpec:
             text=data["text"], name=data["name"], path=data.get("path"), module=data.get("module"),
             kwargs=dict(data.get("kwargs") or {}), input_shape=tuple(data.get("input_shape") or DEFAULT_SHAPE),
             dtype=data.get("dtype", "float32"), origin=data.get("origin", "command line"),
+            args=list(data.get("args") or []), forward_kwargs=dict(data.get("forward_kwargs") or {}),
+            args_origin=data.get("args_origin", ""), weight_free=bool(data.get("weight_free", True)),
         )
 
 
