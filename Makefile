@@ -13,10 +13,11 @@ STAMP := $(VENV)/.modelcheck-installed
 
 venv: $(STAMP)
 
-# torch==2.13.0 is pinned in pyproject.toml: pip takes the local CPU build on these machines.
-$(STAMP): pyproject.toml
+# constraints.txt pins this project's own machines (torch 2.14.1 + torchvision 0.29.1 + timm, see
+# its comment); the package itself only sets lower bounds.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # The Caffe2 runtime (Debian bullseye's python3-torch 1.7.1 in its own root file system).

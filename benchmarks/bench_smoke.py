@@ -11,7 +11,7 @@ weights): ResNeXt-101 32x4d up to layer4, about 42M parameters, input 1×3×224�
 - modelcheck's smoke test for the same model (``smoke_runner.run_smoke``), timed end to end:
   child start, torch import, model build, export, checker, ONNX Runtime, Caffe2, comparisons.
 
-Goals (DESIGN.md): smoke wall time within 1.2× of the bare sum (each round pairs a smoke run with
+Goals: smoke wall time within 1.2× of the bare sum (each round pairs a smoke run with
 bare runs under the same machine load; the median round counts); the smoke job's peak RSS within
 1.5× of the bare export's. CPU seconds are printed too: on a shared machine they vary far less.
 Peak RSS is per process (``ru_maxrss``): the smoke child, and the Caffe2 worker (which runs as its

@@ -14,7 +14,7 @@ about 102,000 lines):
 then how many files the pre-screen lets through to libcst, and a cold ``modelcheck
 --static-only`` on one ~700-line model file with its import time (``python -X importtime``).
 
-Goals (DESIGN.md, issue 2): at least 30x faster than TorchFix, under a third of the bare libcst
+Goals (issue 2): at least 30x faster than TorchFix, under a third of the bare libcst
 parse, and under 0.5 s cold per file. Wall times on a shared 2-core machine move with its load,
 so CPU seconds are printed too. Exit status 1 if a goal is missed. Downloads (the timm wheel,
 TorchFix into its venv) go to ``benchmarks/.cache`` (git-ignored) and are reused.

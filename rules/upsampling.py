@@ -1,7 +1,7 @@
 """MC2xx: upsampling that ONNX export or the Caffe2 backend gets wrong.
 
 The seed's author rewrote every upsample as ``nn.ConvTranspose2d`` by hand. Measured on this
-project's machines (DESIGN.md): at opset 9 a bilinear ``F.interpolate`` exports without error
+project's machines (docs/evidence.md): at opset 9 a bilinear ``F.interpolate`` exports without error
 and then differs from PyTorch by 0.88 in both ONNX Runtime and Caffe2; ``align_corners=True``
 does not export at all before opset 11; from opset 11 the exporter emits ``Resize``, which the
 Caffe2 backend cannot convert.

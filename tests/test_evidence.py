@@ -1,4 +1,4 @@
-"""DESIGN.md's measured table, re-measured: what the real exporter and runtimes do, and whether
+"""docs/evidence.md's measured table, re-measured: what the real exporter and runtimes do, and whether
 the static rules' verdicts agree with it.
 
 Tiny model conv → relu → pool → upsample, input 1×3×33×33, for six constructs at opsets 9 and
@@ -55,7 +55,7 @@ CONSTRUCTS = {
     "shape_sized": (PLAIN_POOL, 'F.interpolate(y, size=x.size()[2:], mode="bilinear")'),
 }
 
-# What the runtimes do (DESIGN.md): export, ONNX Runtime, Caffe2. "shape" is a silent wrong
+# What the runtimes do (docs/evidence.md): export, ONNX Runtime, Caffe2. "shape" is a silent wrong
 # output size, "convert" a failed conversion to Caffe2.
 RUNTIMES = {
     ("conv_transpose", 9): ("passed", "passed", "passed"),
@@ -116,11 +116,11 @@ def _check_stage(stage: StageResult, expected: str, construct: str, opset: int) 
     where = f"{construct} at opset {opset}, {stage.name}: {stage.status} {stage.detail}"
     if expected == "passed":
         assert stage.status == "passed", where
-        if stage.name != "export":  # DESIGN: at most 3e-6
+        if stage.name != "export":  # docs/evidence.md: at most 3e-6
             assert stage.max_abs_diff is not None and stage.max_abs_diff < 1e-5, where
     elif expected == "mismatch":
         assert stage.status == "mismatch", where
-        assert stage.max_abs_diff is not None and stage.max_abs_diff > 0.1, where  # DESIGN: 0.7 to 1.3
+        assert stage.max_abs_diff is not None and stage.max_abs_diff > 0.1, where  # docs/evidence.md: 0.7 to 1.3
     elif expected == "shape":
         assert stage.status == "mismatch", where
         assert "shape 1×4×32×32, PyTorch 1×4×34×34" in stage.detail, where

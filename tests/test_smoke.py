@@ -4,7 +4,7 @@ What a user relies on: a model that survives shows ``passed`` everywhere with it
 disk; a model that does not is never ``passed`` (mismatch, failed, crashed or timeout, each
 with the reason), a bad stage names the finding that predicted it or says loudly that none
 did, and a model that kills or hangs its process becomes a stage result, not a crash.
-DESIGN.md's construct table is re-measured in ``test_evidence.py``.
+docs/evidence.md's construct table is re-measured in ``test_evidence.py``.
 """
 
 from __future__ import annotations
