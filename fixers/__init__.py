@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from modelcheck.fixers import lambdas, pooling, upsampling
+from modelcheck.fixers import lambdas, pooling, porting, upsampling
 
-FIXERS: tuple[ModuleType, ...] = (lambdas, pooling, upsampling)
+FIXERS: tuple[ModuleType, ...] = (porting, lambdas, pooling, upsampling)
 
 FIXABLE_CODES: frozenset[str] = frozenset(code for fixer in FIXERS for code in fixer.CODES)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from modelcheck.rules import pickling, pooling, upsampling
+from modelcheck.rules import pickling, pooling, porting, upsampling
 from modelcheck.rules.base import Rule
 
-FAMILIES: tuple[ModuleType, ...] = (pickling, upsampling, pooling)
+FAMILIES: tuple[ModuleType, ...] = (pickling, upsampling, pooling, porting)
 
 ALL_RULES: tuple[Rule, ...] = tuple(rule for family in FAMILIES for rule in family.RULES)
 

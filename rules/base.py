@@ -45,6 +45,9 @@ class Rule:
     example_target: ClassVar[str] = "caffe2"
     #: False for rules only the dynamic pass can see (a lock stored on a module)
     static: ClassVar[bool] = True
+    #: the construct breaks when its file is imported (an import Python 3 cannot resolve), so a
+    #: model that imported the file has it even where no function of the model ran it
+    import_time: ClassVar[bool] = False
 
     def verdict(self, target: Target) -> Severity | None:
         """How bad the construct is for ``target``; None means harmless there."""

@@ -1,0 +1,844 @@
+"""MC4xx: Python 3 porting blockers in 2018-era research code.
+
+Code written for Python 2 and PyTorch 0.4 often does not even import on current Python and
+PyTorch, so no model can be built and no other check can run. Each rule here is about a
+construct that stops the model from building at all, so each is an error at every target:
+
+- MC401 implicit relative imports (``import config`` meaning the sibling ``config.py``);
+- MC402 ``/`` (true division in Python 3) whose float result reaches a layer size;
+- MC403 Python 2 builtins (``xrange``, ``unicode``, ``long``, ``basestring``);
+- MC404 imports of torch/torchvision APIs that were removed (:data:`REMOVED`);
+- MC405 Python 2 dict iterator methods (``d.iteritems()``).
+
+The static pass alone sees them (``static = True``): the dynamic pass needs a built model,
+which is exactly what these constructs prevent; they have no live facts. MC401 reads the file
+system next to the finding's path (is the folder a package, is there a sibling module) and
+nothing else; nothing is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import libcst as cst
+from modelcheck.findings import Severity
+from modelcheck.rules.base import Match, Rule
+from modelcheck.source import SourceFile, dotted_name, walk
+from modelcheck.targets import Target
+
+#: syntax only Python 3 has: a file using it was written for Python 3, where `/` always was true
+#: division, so MC402 (a Python 2 floor division gone float) does not apply to it
+PY3_ONLY = re.compile(
+    r"super\(\s*\)|\)\s*->|\bnonlocal\b|\basync\s+def\b|\bawait\b|\byield\s+from\b|:="
+    r"|\bimport\s+typing\b|\bfrom\s+typing\s+import\b|\bprint\([^\n]*\b(?:end|sep|file)\s*="
+)
+
+# Where a finding can be: a Python 2 name or dict method, a removed API's module or name, an
+# absolute import (MC401 then checks the folder; the names no package sibling plausibly has
+# are left out: a package cannot hold torch.py and import the real torch too), and in files
+# without Python-3-only syntax, a division (``/`` or ``/=``, not ``//``).
+_NOT_SIBLINGS = (r"(?:torch|torchvision|numpy|typing|typing_extensions|functools|itertools|collections|"
+                 r"dataclasses|math|os|sys|re|warnings|abc|enum|copy|timm|scipy|cv2|PIL|six|json|time|argparse|"
+                 r"pathlib|__future__)\b(?![ \t]*,)")
+_WORDS = re.compile(
+    r"xrange|iter(?:items|keys|values)\b|basestring|unicode|long(?<![\w.]long)(?!\w)"
+    r"|_six\b|models\.utils|model_urls"
+    rf"|^[ \t]*(?:from|import)[ \t]+(?!{_NOT_SIBLINGS})[A-Za-z_]",
+    re.MULTILINE,
+)
+_DIVISION = re.compile(r"/(?<!//)(?!/)")
+
+
+class _Trigger:
+    """The static pre-screen's TRIGGER (``search``/``finditer`` like a compiled regex): the
+    words above anywhere, divisions only in a file with no Python-3-only syntax outside strings.
+    (The pre-screen runs ``finditer`` on code with strings masked, so it sees fewer Python 3
+    markers than ``extract``, which reads the whole text: a superset, as it must be.)"""
+
+    pattern = _WORDS.pattern
+
+    def search(self, text: str) -> Any:
+        return _WORDS.search(text) or (not PY3_ONLY.search(text) and _DIVISION.search(text))
+
+    def finditer(self, text: str) -> Iterator[Any]:
+        yield from _WORDS.finditer(text)
+        if not PY3_ONLY.search(text):
+            yield from _DIVISION.finditer(text)
+
+
+TRIGGER = _Trigger()
+
+RELATIVE_IMPORT, DIVISION, PY2_NAME, REMOVED_API, DICT_METHOD = (
+    "relative-import", "division", "py2-name", "removed-api", "dict-method")
+
+
+@dataclass(frozen=True)
+class PortFacts:
+    """One porting blocker found in source. ``what`` is the construct as written, ``detail``
+    what the message adds (where a division flows, what replaces a removed API)."""
+
+    kind: str
+    what: str
+    detail: str = ""
+    fixable: bool = True
+
+
+class _Blocker(Rule):
+    """A porting blocker: an error at every target, since the model does not build at all."""
+
+    kind: str
+    import_time = True
+
+    def verdict(self, target: Target) -> Severity | None:
+        return Severity.ERROR
+
+
+class ImplicitRelativeImport(_Blocker):
+    code = "MC401"
+    name = "implicit-relative-import"
+    kind = RELATIVE_IMPORT
+    summary = "import of a sibling module without a dot: Python 3 looks for a top-level module instead"
+    rationale = (
+        "Inside a package (a folder with __init__.py), Python 2 resolved `import config` and "
+        "`from resnext101 import ResNeXt101` to the sibling modules config.py and resnext101.py "
+        "first. Python 3 has absolute imports only: the import raises ModuleNotFoundError, or "
+        "worse, silently imports some other top-level config.py. Flagged only when the file's "
+        "folder has an __init__.py and a sibling module X.py or package X/__init__.py exists, "
+        "and the file has no `from __future__ import absolute_import`. Fix: `from . import X`, "
+        "`from .X import name` (exact: the module Python 2 imported). `import X.Y` is reported "
+        "but not rewritten (it binds the name X, which `from . import` cannot spell on one line); "
+        "a file that is also run as a script (`if __name__ == \"__main__\":`) is not rewritten "
+        "either, since a relative import fails there."
+    )
+    bad_example = "import config\nfrom resnext101 import ResNeXt101\n"
+    good_example = "from . import config\nfrom .resnext101 import ResNeXt101\n"
+
+    def match(self, facts: PortFacts) -> Match | None:
+        if facts.kind != self.kind:
+            return None
+        return Match(f"`{facts.what}` is an implicit relative import of the sibling module {facts.detail}: "
+                     "Python 3 imports a top-level module of that name instead (ModuleNotFoundError, or a "
+                     "different module)", fixable=facts.fixable)
+
+
+class TrueDivisionAsSize(_Blocker):
+    code = "MC402"
+    name = "true-division-as-size"
+    kind = DIVISION
+    summary = "`a / b` reaches a layer size, range() or an index: a float in Python 3, a TypeError in PyTorch"
+    rationale = (
+        "In Python 2, `/` on two ints is floor division; in Python 3 it is true division and "
+        "gives a float: `down_dim = in_dim / 2` makes 128.0, and `nn.Conv2d(in_dim, down_dim, 1)` "
+        "then raises TypeError in current PyTorch (\"empty(): argument 'size' must be tuple of "
+        "ints\"), as do range(), torch.zeros(), .view() and tensor indices given a float. Flagged: "
+        "a `/` (or `/=`) whose value reaches, directly or through plain assignments and "
+        "arithmetic in the same function, an integer argument of an nn layer constructor "
+        "(`nn.X`, `torch.nn.X`, a class imported from torch.nn; float parameters such as p, eps, "
+        "momentum and scale_factor excluded), range()/xrange(), torch.zeros/ones/empty/rand/randn "
+        "sizes, .view()/.reshape()/.expand() arguments or a subscript. Not flagged when wrapped in "
+        "int(), round() or math.floor/ceil, or when an operand is a float literal (a float was "
+        "meant). Fix: `//`, Python 2's meaning for int operands; with float operands the layer "
+        "fails either way."
+    )
+    bad_example = ("import torch.nn as nn\n\n\ndef head(in_dim):\n    down_dim = in_dim / 2\n"
+                   "    return nn.Conv2d(in_dim, down_dim, kernel_size=1)\n")
+    good_example = ("import torch.nn as nn\n\n\ndef head(in_dim):\n    down_dim = in_dim // 2\n"
+                    "    return nn.Conv2d(in_dim, down_dim, kernel_size=1)\n")
+
+    def match(self, facts: PortFacts) -> Match | None:
+        if facts.kind != self.kind:
+            return None
+        return Match(f"`{facts.what}` is true division in Python 3 (a float) and reaches {facts.detail}, "
+                     "which needs an int: TypeError in current PyTorch", fixable=facts.fixable)
+
+
+#: Python 2 builtin → (its Python 3 spelling, or None when there is no exact one)
+PY2_BUILTINS: dict[str, str | None] = {"xrange": "range", "unicode": "str", "long": "int",
+                                       "basestring": "(str, bytes)"}
+
+
+class Python2Builtin(_Blocker):
+    code = "MC403"
+    name = "python2-builtin"
+    kind = PY2_NAME
+    summary = "xrange, unicode, long or basestring: NameError in Python 3"
+    rationale = (
+        "These builtins do not exist in Python 3: the code raises NameError when it runs (for "
+        "xrange in a layer-building loop, when the model is built). Not flagged when the file "
+        "binds the name itself (`xrange = range`, `from six.moves import xrange`). Fix: xrange → "
+        "range, unicode → str, long → int; basestring → (str, bytes) inside isinstance/issubclass "
+        "only (elsewhere there is no one equivalent, so it is reported, not rewritten)."
+    )
+    bad_example = "layers = [2 * i for i in xrange(4)]\n"
+    good_example = "layers = [2 * i for i in range(4)]\n"
+
+    def match(self, facts: PortFacts) -> Match | None:
+        if facts.kind != self.kind:
+            return None
+        return Match(f"`{facts.what}` does not exist in Python 3 (NameError){facts.detail}", fixable=facts.fixable)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """An API that 2018-2020 model code imports and that current torch/torchvision no longer has."""
+
+    module: str  # the module imported from; a trailing ".*" matches every submodule
+    name: str  # the name imported, or "" for the module itself
+    removed_in: str  # "torch 2.0": the first release without it
+    #: the statement that replaces ``from module import name`` exactly, ``{as}`` the local name;
+    #: None when there is no exact replacement (reported only)
+    replacement: str | None
+    hint: str  # what to do instead, for the message
+
+
+#: measured against the installed torch/torchvision by tests/test_rules_porting.py (slow)
+REMOVED: tuple[Removed, ...] = (
+    Removed("torchvision.models.utils", "load_state_dict_from_url", "torchvision 0.11",
+            "from torch.hub import load_state_dict_from_url{as_clause}",
+            "from torch.hub import load_state_dict_from_url"),
+    Removed("torchvision.models.utils", "", "torchvision 0.11", None,
+            "from torch.hub import load_state_dict_from_url"),
+    Removed("torch._six", "container_abcs", "torch 1.8", "import collections.abc as {as_name}",
+            "import collections.abc as container_abcs"),
+    Removed("torch._six", "int_classes", "torch 1.8", "{as_name} = int", "int_classes = int"),
+    Removed("torch._six", "string_classes", "torch 2.0", "{as_name} = (str, bytes)",
+            "string_classes = (str, bytes)"),
+    Removed("torch._six", "inf", "torch 2.0", "from torch import inf{as_clause}", "from torch import inf"),
+    Removed("torch._six", "nan", "torch 2.0", "from torch import nan{as_clause}", "from torch import nan"),
+    Removed("torch._six", "", "torch 2.0", None, "use the Python 3 builtins (str, int, collections.abc)"),
+    Removed("torchvision.models.*", "model_urls", "torchvision 0.15 (deprecated in 0.13)", None,
+            "use the weights enums (ResNet50_Weights.IMAGENET1K_V1.url) or copy the URLs"),
+)
+
+
+def removed_entry(module: str, name: str) -> Removed | None:
+    """The REMOVED entry for ``from module import name`` (``name`` "" for ``import module``)."""
+    for entry in REMOVED:
+        hit = module.startswith(entry.module[:-1]) if entry.module.endswith(".*") else module == entry.module
+        if hit and entry.name in (name, ""):
+            return entry
+    return None
+
+
+class RemovedApi(_Blocker):
+    code = "MC404"
+    name = "removed-api"
+    kind = REMOVED_API
+    summary = "imports a torch/torchvision API that current releases removed (torch._six, models.utils, model_urls)"
+    rationale = (
+        "2018-2020 model code imports helpers that later releases removed, so the module fails "
+        "to import: torchvision.models.utils (gone in torchvision 0.11; load_state_dict_from_url "
+        "lives in torch.hub), torch._six (container_abcs and int_classes gone in torch 1.8, the "
+        "module in torch 2.0) and the model_urls dicts of torchvision.models (gone in "
+        "torchvision 0.15, deprecated in 0.13). Fix where exact: `from torch.hub import "
+        "load_state_dict_from_url`, `import collections.abc as container_abcs`, `string_classes "
+        "= (str, bytes)`, `int_classes = int`, `from torch import inf`, on the same line; "
+        "model_urls has no replacement to import and is reported only. Imports guarded by "
+        "try/except ImportError or a version test are not flagged."
+    )
+    bad_example = "from torchvision.models.utils import load_state_dict_from_url\n"
+    good_example = "from torch.hub import load_state_dict_from_url\n"
+
+    def match(self, facts: PortFacts) -> Match | None:
+        if facts.kind != self.kind:
+            return None
+        return Match(f"`{facts.what}` {facts.detail}", fixable=facts.fixable)
+
+
+DICT_METHODS = {"iteritems": "items", "iterkeys": "keys", "itervalues": "values"}
+
+
+class Python2DictMethod(_Blocker):
+    code = "MC405"
+    name = "python2-dict-method"
+    kind = DICT_METHOD
+    summary = "d.iteritems()/iterkeys()/itervalues(): AttributeError in Python 3"
+    rationale = (
+        "Python 3 dicts have no iteritems, iterkeys or itervalues (nor has pandas 2), so the "
+        "code raises AttributeError when it runs, e.g. when a model is built from a config "
+        "dict. Not flagged when the file defines a method of that name. Fix: `.items()` (and "
+        "keys/values) where the call is iterated over (for loops, comprehensions, list(), "
+        "dict(), sorted(), ...), else `iter(d.items())`, which is exactly the old iterator."
+    )
+    bad_example = "def channels(cfg):\n    return {k: v for k, v in cfg.iteritems()}\n"
+    good_example = "def channels(cfg):\n    return {k: v for k, v in cfg.items()}\n"
+
+    def match(self, facts: PortFacts) -> Match | None:
+        if facts.kind != self.kind:
+            return None
+        return Match(f"`{facts.what}` does not exist on Python 3 dicts (AttributeError){facts.detail}",
+                     fixable=facts.fixable)
+
+
+RULES: tuple[Rule, ...] = (ImplicitRelativeImport(), TrueDivisionAsSize(), Python2Builtin(), RemovedApi(),
+                           Python2DictMethod())
+
+
+# ----- extraction ------------------------------------------------------------------------------
+
+def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    """Every porting blocker in the file, in source order per kind."""
+    found: list[tuple[cst.CSTNode, PortFacts]] = []
+    found.extend(_import_facts(source))
+    found.extend(_division_facts(source))
+    found.extend(_name_facts(source))
+    return iter(found)
+
+
+# --- imports (MC401, MC404) -------------------------------------------------------------------
+
+_GUARD_EXCEPTIONS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+_VERSION_TEST = re.compile(r"version|VERSION|TORCH|PY2|PY3|sys\.version_info")
+
+
+def _guarded_try(node: cst.Try) -> bool:
+    for handler in node.handlers:
+        if handler.type is None:
+            return True
+        types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
+        for element in types:
+            expr = element.value if isinstance(element, cst.Element) else element
+            name = dotted_name(expr) or ""
+            if name.rsplit(".", 1)[-1] in _GUARD_EXCEPTIONS:
+                return True
+    return False
+
+
+def import_statements(
+    module: cst.Module,
+) -> Iterator[tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None, bool]]:
+    """Every import with its statement line and whether it is guarded (in a ``try`` that
+    catches ImportError, or under an ``if`` testing a version)."""
+
+    def visit(nodes: Sequence[cst.CSTNode], guarded: bool) -> Iterator[Any]:
+        for node in nodes:
+            if isinstance(node, cst.SimpleStatementLine):
+                for small in node.body:
+                    if isinstance(small, (cst.Import, cst.ImportFrom)):
+                        yield small, node, guarded
+            elif isinstance(node, cst.Try):
+                yield from visit(node.body.body, guarded or _guarded_try(node))
+                for handler in node.handlers:
+                    yield from visit(handler.body.body, guarded)
+                for part in (node.orelse, node.finalbody):
+                    if part is not None:
+                        yield from visit(part.body.body, guarded)
+            elif isinstance(node, (cst.If, cst.Else)):
+                test = guarded
+                if isinstance(node, cst.If):
+                    test = guarded or bool(_VERSION_TEST.search(cst.Module([]).code_for_node(node.test)))
+                yield from visit(node.body.body, test)
+                if isinstance(node, cst.If) and node.orelse is not None:
+                    yield from visit([node.orelse], test)
+            elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.With)):
+                body = node.body
+                if isinstance(body, cst.IndentedBlock):
+                    yield from visit(body.body, guarded)
+                elif isinstance(body, cst.SimpleStatementSuite):
+                    for small in body.body:
+                        if isinstance(small, (cst.Import, cst.ImportFrom)):
+                            yield small, None, guarded
+
+    return visit(module.body, False)
+
+
+@lru_cache(maxsize=256)
+def _siblings_cached(folder: str, _mtime: int) -> frozenset[str] | None:
+    try:
+        if not os.path.isfile(os.path.join(folder, "__init__.py")):
+            return None
+        names = set()
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".py") and entry.name != "__init__.py" and entry.is_file():
+                names.add(entry.name[:-3])
+            elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                names.add(entry.name)
+        return frozenset(names)
+    except OSError:
+        return None
+
+
+def sibling_modules(path: str) -> frozenset[str] | None:
+    """Module names next to ``path`` (``X.py`` and packages ``X/__init__.py``), or None when
+    the file's folder is not a package (no ``__init__.py``): its imports are then absolute."""
+    if path in EXAMPLE_FILES and not os.path.exists(path):
+        return EXAMPLE_SIBLINGS
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
+    return _siblings_cached(folder, mtime)
+
+
+#: the documented examples (checked as files that exist nowhere) are read as if they sat in a
+#: package next to config.py and resnext101.py
+EXAMPLE_FILES = frozenset({"bad_example.py", "good_example.py"})
+EXAMPLE_SIBLINGS = frozenset({"config", "resnext101"})
+
+
+def has_future(module: cst.Module, feature: str) -> bool:
+    for stmt in module.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small in stmt.body:
+            if (isinstance(small, cst.ImportFrom) and not small.relative and small.module is not None
+                    and dotted_name(small.module) == "__future__" and not isinstance(small.names, cst.ImportStar)
+                    and any(dotted_name(alias.name) == feature for alias in small.names)):
+                return True
+    return False
+
+
+_MAIN_GUARD = re.compile(r"""if\s+__name__\s*==\s*['"]__main__['"]|if\s+['"]__main__['"]\s*==\s*__name__""")
+
+
+def runs_as_script(source: SourceFile) -> bool:
+    """Does the file have an ``if __name__ == "__main__":`` block (it is also run as a script)?"""
+    return bool(_MAIN_GUARD.search(source.text))
+
+
+def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    siblings = sibling_modules(source.path)
+    relative_ok = siblings and not has_future(source.module, "absolute_import")
+    script = runs_as_script(source) if relative_ok else False
+    why_script = " (not rewritten: the file is also run as a script, where a relative import fails)"
+    for node, _line, guarded in import_statements(source.module):
+        if guarded:
+            continue
+        if isinstance(node, cst.Import):
+            for alias in node.names:
+                full = dotted_name(alias.name) or ""
+                entry = removed_entry(full, "")
+                if entry is not None:
+                    yield alias, PortFacts(REMOVED_API, f"import {full}", _removed_text(entry, full, ""), False)
+                    continue
+                top = full.split(".")[0]
+                if relative_ok and top in siblings:
+                    dotted = "." in full
+                    detail = f"{top}.py" + (" (`import X.Y` is not rewritten: use `from . import X` and "
+                                            "import X.Y inside X)" if dotted else why_script if script else "")
+                    yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", detail, not dotted and not script)
+            continue
+        if node.relative or node.module is None:
+            continue
+        module = dotted_name(node.module) or ""
+        if module == "__future__":
+            continue
+        if not isinstance(node.names, cst.ImportStar):
+            removed = False
+            for alias in node.names:
+                name = dotted_name(alias.name) or ""
+                entry = removed_entry(module, name)
+                if entry is not None:
+                    removed = True
+                    yield alias, PortFacts(REMOVED_API, f"from {module} import {name}",
+                                           _removed_text(entry, module, name), entry.replacement is not None)
+            if removed:
+                continue
+        if relative_ok and module.split(".")[0] in siblings:
+            yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...",
+                                  f"{module.split('.')[0]}.py" + (why_script if script else ""), not script)
+
+
+def _removed_text(entry: Removed, module: str, name: str) -> str:
+    what = f"{module}.{name}" if name else module
+    return f"imports {what}, removed in {entry.removed_in} (ImportError): {entry.hint}"
+
+
+# --- divisions (MC402) ------------------------------------------------------------------------
+
+#: positional index of the first float parameter of torch.nn layer constructors (torch 2.x):
+#: positional arguments from there on are floats (p, eps, negative_slope, ...), not sizes
+FIRST_FLOAT_POSITION: dict[str, int] = {
+    "AdaptiveLogSoftmaxWithLoss": 3, "AlphaDropout": 0, "BatchNorm1d": 1, "BatchNorm2d": 1, "BatchNorm3d": 1,
+    "CELU": 0, "ConstantPad1d": 1, "ConstantPad2d": 1, "ConstantPad3d": 1, "CosineSimilarity": 1,
+    "CrossMapLRN2d": 1, "Dropout": 0, "Dropout1d": 0, "Dropout2d": 0, "Dropout3d": 0, "ELU": 0, "Embedding": 3,
+    "EmbeddingBag": 2, "FeatureAlphaDropout": 0, "FractionalMaxPool2d": 2, "FractionalMaxPool3d": 2,
+    "GroupNorm": 2, "Hardshrink": 0, "Hardtanh": 0, "InstanceNorm1d": 1, "InstanceNorm2d": 1,
+    "InstanceNorm3d": 1, "LPPool1d": 0, "LPPool2d": 0, "LPPool3d": 0, "LayerNorm": 1, "LazyBatchNorm1d": 0,
+    "LazyBatchNorm2d": 0, "LazyBatchNorm3d": 0, "LazyInstanceNorm1d": 0, "LazyInstanceNorm2d": 0,
+    "LazyInstanceNorm3d": 0, "LeakyReLU": 0, "LocalResponseNorm": 1, "MultiheadAttention": 2, "PReLU": 1,
+    "PairwiseDistance": 0, "RMSNorm": 1, "RReLU": 0, "Softplus": 0, "Softshrink": 0, "SyncBatchNorm": 1,
+    "Threshold": 0, "Transformer": 5, "TransformerDecoderLayer": 3, "TransformerEncoderLayer": 3,
+    "Upsample": 1, "UpsamplingBilinear2d": 1, "UpsamplingNearest2d": 1,
+    "RNN": 5, "LSTM": 5, "GRU": 5, "RNNBase": 6,  # *args classes: (input_size, hidden_size, num_layers, bias,
+                                                  # batch_first, dropout)
+}
+#: keyword parameters of torch.nn constructors that take floats (torch 2.x)
+FLOAT_KEYWORDS = frozenset({
+    "alpha", "beta", "delta", "div_value", "dropout", "eps", "init", "k", "label_smoothing", "lambd",
+    "layer_norm_eps", "lower", "margin", "max_norm", "max_val", "max_value", "min_val", "min_value", "momentum",
+    "negative_slope", "norm_type", "output_ratio", "p", "scale_factor", "threshold", "upper", "value",
+    "weight", "pos_weight",
+})
+#: torch.nn classes that take tensors or modules, not sizes
+_NOT_LAYERS = re.compile(r"Parameter|Buffer|ParameterList|ParameterDict|UninitializedParameter|"
+                         r"UninitializedBuffer|Module|ModuleList|ModuleDict|Sequential|Identity|.*Loss")
+_CREATION = frozenset({"torch.zeros", "torch.ones", "torch.empty", "torch.rand", "torch.randn", "torch.Tensor",
+                       "torch.FloatTensor", "torch.LongTensor"})
+_SHAPE_METHODS = frozenset({"view", "reshape", "expand"})
+_INT_CASTS = frozenset({"int", "round", "len", "math.floor", "math.ceil", "math.trunc", "numpy.floor",
+                        "numpy.ceil", "operator.floordiv"})
+_PASS_THROUGH = frozenset({"min", "max", "abs", "sum"})
+
+
+def _layer(qualname: str | None) -> str | None:
+    if not qualname or not qualname.startswith("torch.nn."):
+        return None
+    name = qualname[len("torch.nn."):]
+    if "." in name or not name[:1].isupper() or _NOT_LAYERS.fullmatch(name):
+        return None
+    return name
+
+
+def _sink_args(source: SourceFile, call: cst.Call) -> tuple[str, list[cst.BaseExpression]] | None:
+    """(what the call is, its arguments that must be ints) for a call that needs int sizes."""
+    func = call.func
+    qual = source.qualname(func)
+    layer = _layer(qual)
+    args: list[cst.BaseExpression] = []
+    if layer is not None:
+        first_float = FIRST_FLOAT_POSITION.get(layer, 1 << 30)
+        position = 0
+        for arg in call.args:
+            if arg.star:
+                continue
+            if arg.keyword is None:
+                if position < first_float:
+                    args.append(arg.value)
+                position += 1
+            elif arg.keyword.value not in FLOAT_KEYWORDS:
+                args.append(arg.value)
+        return f"nn.{layer}()", args
+    if qual in ("range", "xrange") and not source.imports.get(qual):
+        return f"{qual}()", [arg.value for arg in call.args if not arg.star]
+    if qual in _CREATION:
+        return f"{qual}()", [arg.value for arg in call.args
+                             if not arg.star and (arg.keyword is None or arg.keyword.value == "size")]
+    if qual == "torch.full" and call.args and call.args[0].keyword is None:
+        return "torch.full()", [call.args[0].value]
+    if isinstance(func, cst.Attribute) and func.attr.value in _SHAPE_METHODS and layer is None:
+        if qual and qual.split(".")[0] in ("numpy", "np", "math", "os"):
+            return None
+        return f".{func.attr.value}()", [arg.value for arg in call.args if not arg.star and arg.keyword is None]
+    return None
+
+
+def _float_literal(expr: cst.CSTNode) -> bool:
+    """Does ``expr`` hold a float literal or a float() call (a float was meant)?"""
+    found = False
+
+    class _Find(cst.CSTVisitor):
+        def visit_Float(self, node: cst.Float) -> bool:
+            nonlocal found
+            found = True
+            return False
+
+        def visit_Call(self, node: cst.Call) -> bool:
+            nonlocal found
+            if isinstance(node.func, cst.Name) and node.func.value == "float":
+                found = True
+            return not found
+
+    walk(expr, _Find())
+    return found
+
+
+class _Scope:
+    """One function body (or, without names, a module or class body): its assignments and the
+    divisions flowing into each name."""
+
+    def __init__(self, source: SourceFile, with_names: bool) -> None:
+        self.source = source
+        self.with_names = with_names
+        self.assigned: dict[str, list[cst.CSTNode]] = {}  # name → values (or AugAssign nodes)
+        self._cache: dict[str, frozenset[cst.CSTNode]] = {}
+        self._busy: set[str] = set()
+
+    def origins(self, expr: cst.CSTNode | None) -> frozenset[cst.CSTNode]:
+        """The divisions whose value ``expr`` may carry (not through int() and the like)."""
+        if expr is None:
+            return frozenset()
+        if isinstance(expr, cst.BinaryOperation):
+            inner = self.origins(expr.left) | self.origins(expr.right)
+            if isinstance(expr.operator, cst.Divide):
+                if _float_literal(expr.left) or _float_literal(expr.right):
+                    return frozenset()
+                return inner | {expr}
+            return inner
+        if isinstance(expr, cst.UnaryOperation):
+            return self.origins(expr.expression)
+        if isinstance(expr, cst.IfExp):
+            return self.origins(expr.body) | self.origins(expr.orelse)
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            out: frozenset[cst.CSTNode] = frozenset()
+            for element in expr.elements:
+                out |= self.origins(element.value)
+            return out
+        if isinstance(expr, cst.Call):
+            qual = self.source.qualname(expr.func)
+            if qual in _PASS_THROUGH:
+                out = frozenset()
+                for arg in expr.args:
+                    out |= self.origins(arg.value)
+                return out
+            return frozenset()
+        if isinstance(expr, (cst.Name, cst.Attribute)) and self.with_names:
+            name = dotted_name(expr)
+            return self._name(name) if name else frozenset()
+        return frozenset()
+
+    def _name(self, name: str) -> frozenset[cst.CSTNode]:
+        if name in self._cache:
+            return self._cache[name]
+        if name in self._busy:
+            return frozenset()
+        self._busy.add(name)
+        out: frozenset[cst.CSTNode] = frozenset()
+        for value in self.assigned.get(name, ()):
+            if isinstance(value, cst.AugAssign):
+                if isinstance(value.operator, cst.DivideAssign) and not _float_literal(value.value):
+                    out |= {value}
+                out |= self.origins(value.value)
+            else:
+                out |= self.origins(value)
+        self._busy.discard(name)
+        self._cache[name] = out
+        return out
+
+
+class _Record:
+    """What one scope holds: its assignments, calls and subscripts, and whether it divides."""
+
+    def __init__(self, with_names: bool) -> None:
+        self.with_names = with_names
+        self.assigned: dict[str, list[cst.CSTNode]] = {}
+        self.calls: list[cst.Call] = []
+        self.subscripts: list[cst.Subscript] = []
+        self.divides = False
+
+
+class _ScopeCollector(cst.CSTVisitor):
+    """One pass over the module: a record per scope (the module, each function, each class
+    body; nested defs and classes are scopes of their own). Names are followed in functions
+    only: the static pre-screen keeps module and class bodies only in part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[_Record] = [_Record(False)]
+        self._stack: list[_Record] = [self.records[0]]
+
+    def _push(self, with_names: bool) -> None:
+        record = _Record(with_names)
+        self.records.append(record)
+        self._stack.append(record)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._push(True)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._stack.pop()
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._push(False)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._stack.pop()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            name = dotted_name(target.target)
+            if name:
+                self._stack[-1].assigned.setdefault(name, []).append(node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        name = dotted_name(node.target)
+        if name and node.value is not None:
+            self._stack[-1].assigned.setdefault(name, []).append(node.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        name = dotted_name(node.target)
+        if name:
+            self._stack[-1].assigned.setdefault(name, []).append(node)
+        if isinstance(node.operator, cst.DivideAssign):
+            self._stack[-1].divides = True
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        if isinstance(node.operator, cst.Divide):
+            self._stack[-1].divides = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self._stack[-1].calls.append(node)
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        self._stack[-1].subscripts.append(node)
+
+
+def _division_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    if "/" not in source.text or PY3_ONLY.search(source.text):
+        return
+    future = has_future(source.module, "division")
+    reached: dict[cst.CSTNode, str] = {}
+    order: list[cst.CSTNode] = []
+    collector = _ScopeCollector()
+    walk(source.module, collector)
+    for record in collector.records:
+        if not record.divides:
+            continue
+        scope = _Scope(source, record.with_names)
+        scope.assigned = record.assigned
+        sinks: list[tuple[str, cst.BaseExpression]] = []
+        for call in record.calls:
+            hit = _sink_args(source, call)
+            if hit is not None:
+                sinks.extend((hit[0], arg) for arg in hit[1])
+        for sub in record.subscripts:
+            for element in sub.slice:
+                part = element.slice
+                if isinstance(part, cst.Index):
+                    sinks.append(("an index", part.value))
+                elif isinstance(part, cst.Slice):
+                    for bound in (part.lower, part.upper, part.step):
+                        if bound is not None:
+                            sinks.append(("a slice", bound))
+        for what, arg in sinks:
+            for origin in scope.origins(arg):
+                if origin not in reached:
+                    reached[origin] = what
+                    order.append(origin)
+    for origin in order:
+        if isinstance(origin, cst.AugAssign):
+            text = f"{cst.Module([]).code_for_node(origin.target)} /= {cst.Module([]).code_for_node(origin.value)}"
+        else:
+            text = cst.Module([]).code_for_node(origin).strip()
+        detail = reached[origin]
+        if future:
+            detail += " (the file has `from __future__ import division`, so `//` would change its other uses: " \
+                      "not rewritten)"
+        yield origin, PortFacts(DIVISION, _short(text), detail, not future)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- Python 2 names and dict methods (MC403, MC405) -------------------------------------------
+
+_BINDING_FIELDS: dict[type, str] = {
+    cst.AssignTarget: "target", cst.AnnAssign: "target", cst.AugAssign: "target", cst.For: "target",
+    cst.CompFor: "target", cst.NamedExpr: "target", cst.AsName: "name", cst.Global: "names",
+}
+
+
+def bound_names(module: cst.Module) -> set[str]:
+    """Every name the file binds anywhere: assignments, loop targets, parameters, defs,
+    classes, imports (``from six.moves import xrange``), ``except ... as``."""
+    bound: set[str] = set()
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Param(self, node: cst.Param) -> None:
+            bound.add(node.name.value)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            bound.add(node.name.value)
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            bound.add(node.name.value)
+
+        def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+            if node.asname is None:
+                bound.add((dotted_name(node.name) or "").split(".")[0])
+
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            field = _BINDING_FIELDS.get(type(node))
+            if field is not None:
+                target = getattr(node, field)
+                for item in target if isinstance(target, (list, tuple)) else [target]:
+                    item = getattr(item, "name", item)  # Global's NameItem
+                    _collect_names(item, bound)
+            return super().on_visit(node)
+
+    walk(module, _Visitor())
+    return bound
+
+
+def _collect_names(node: Any, into: set[str]) -> None:
+    if isinstance(node, cst.Name):
+        into.add(node.value)
+    elif isinstance(node, (cst.Tuple, cst.List)):
+        for element in node.elements:
+            _collect_names(element.value, into)
+    elif isinstance(node, (cst.StarredElement, cst.Element)):
+        _collect_names(node.value, into)
+
+
+_CLASSINFO_CALLS = frozenset({"isinstance", "issubclass"})
+
+
+def _name_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    text = source.text
+    wanted = {name for name in PY2_BUILTINS if name in text}
+    methods = {name for name in DICT_METHODS if name in text}
+    if not wanted and not methods:
+        return
+    found: list[tuple[cst.CSTNode, str, PortFacts]] = []  # node, the name it depends on, facts
+
+    class _Reads(cst.CSTVisitor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classinfo: list[cst.CSTNode] = []  # second arguments of isinstance/issubclass
+
+        def visit_Import(self, node: cst.Import) -> bool:
+            return False
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+            return False
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            walk(node.value, self)
+            return False
+
+        def visit_Arg(self, node: cst.Arg) -> bool:
+            walk(node.value, self)
+            return False
+
+        def visit_Call(self, node: cst.Call) -> None:
+            if (isinstance(node.func, cst.Name) and node.func.value in _CLASSINFO_CALLS and len(node.args) == 2
+                    and node.args[1].keyword is None):
+                self.classinfo.append(node.args[1].value)
+            func = node.func
+            if isinstance(func, cst.Attribute) and func.attr.value in methods and not node.args:
+                found.append((node, func.attr.value, PortFacts(
+                    DICT_METHOD, f".{func.attr.value}()", f"; use .{DICT_METHODS[func.attr.value]}()")))
+
+        def visit_Name(self, node: cst.Name) -> None:
+            if node.value not in wanted:
+                return
+            replacement = PY2_BUILTINS[node.value]
+            fixable = node.value != "basestring" or any(_contains(info, node) for info in self.classinfo)
+            if fixable:
+                detail = f"; use {replacement}"
+            else:
+                detail = "; no single Python 3 equivalent outside isinstance() (str for text, bytes for data)"
+            found.append((node, node.value, PortFacts(PY2_NAME, node.value, detail, fixable)))
+
+    walk(source.module, _Reads())
+    if not found:
+        return
+    bound = bound_names(source.module)  # a shim (xrange = range) or a class's own iteritems()
+    yield from ((node, facts) for node, name, facts in found if name not in bound)
+
+
+def _contains(expr: cst.CSTNode, node: cst.CSTNode) -> bool:
+    """Is ``node`` ``expr`` itself or an element of the (nested) tuple ``expr``?"""
+    if expr is node:
+        return True
+    if isinstance(expr, cst.Tuple):
+        return any(_contains(element.value, node) for element in expr.elements)
+    return False
