@@ -1,20 +1,21 @@
-"""``modelcheck audit --jobs 2`` against ``--jobs 1`` on a small pip-installed model zoo.
+"""Seconds per audited architecture, and ``modelcheck audit --jobs 2`` against ``--jobs 1``.
 
-The zoo is pytorchcv (0.0.74): its factories build models without downloading anything
-(``pretrained=False`` by default) and, unlike pretrainedmodels, timm or geffnet, its model
-modules import without torchvision (PyPI's torchvision does not import beside this torch
-2.13 CPU build). Its metadata still asks for torchvision, so install it without dependencies,
-or pip replaces the pinned torch with a CUDA build:
+Audits, cold (``--no-cache``), in one run of this script:
 
-    .venv/bin/pip install --no-deps pytorchcv==0.0.74
+- the bundled R3Net-style repository ``tests/fixtures/repos/salnet2018`` as cloned (Python 2
+  imports, weights loaded in constructors, a torchvision backbone with ``pretrained=True``,
+  constructor arguments only a script passes, a module-level import of uninstalled packages);
+- torchvision's SqueezeNet and MobileNetV2 modules (installed with ``-c constraints.txt`` if
+  missing: the benchmark installs what it needs).
 
-Both runs audit the same models cold (``--no-cache``), one after the other, in one process of
-this script; the ratio is printed with both wall times and the models' statuses, which must be
-equal. Run: ``.venv/bin/python benchmarks/bench_audit.py [TARGET ...]``.
+Prints, per audit, the wall time, the number of architectures and seconds per architecture,
+every model's status and stages, then the ``--jobs 2`` / ``--jobs 1`` ratio on the torchvision
+audit (both runs must agree on every status). Run: ``.venv/bin/python benchmarks/bench_audit.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,48 +24,56 @@ import tempfile
 import time
 from pathlib import Path
 
-ZOO = ["pytorchcv.models.squeezenet", "pytorchcv.models.mobilenet"]
+ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT / "tests" / "fixtures" / "repos" / "salnet2018"
+ZOO = ["torchvision.models.squeezenet", "torchvision.models.mobilenetv2"]
+SHAPE = "1,3,64,64"
 
 
-def audit(targets: list[str], jobs: int, workdir: Path) -> tuple[float, dict]:
+def ensure_installed() -> None:
+    if importlib.util.find_spec("torchvision") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"),
+                        "torchvision"], check=True)
+
+
+def audit(targets: list[str], jobs: int, workdir: Path, *extra: str) -> tuple[float, dict]:
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "modelcheck", "audit", *targets, "--jobs", str(jobs), "--no-cache",
-         "--format", "json", "--artifacts", str(workdir / f"artifacts-{jobs}")],
+         "--input-shape", SHAPE, "--format", "json", "--artifacts", str(workdir / f"artifacts-{jobs}"), *extra],
         capture_output=True, text=True, cwd=workdir, timeout=3600,
     )
     seconds = time.monotonic() - started
     if done.returncode not in (0, 1):
-        sys.exit(f"modelcheck audit --jobs {jobs} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        sys.exit(f"modelcheck audit {' '.join(targets)} --jobs {jobs} failed ({done.returncode}): "
+                 f"{done.stderr.strip()[-2000:]}")
     return seconds, json.loads(done.stdout)
 
 
-def main(argv: list[str]) -> int:
-    targets = argv or ZOO
-    try:
-        import importlib.util
-
-        missing = [t for t in targets if "/" not in t and importlib.util.find_spec(t.split(".")[0]) is None]
-    except (ImportError, ValueError):
-        missing = []
-    if missing:
-        print(f"not installed: {', '.join(missing)} (pip install --no-deps pytorchcv==0.0.74)", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-        one_s, one = audit(targets, 1, Path(tmp))
-        two_s, two = audit(targets, 2, Path(tmp))
-    status_one = {row["model"]: row["status"] for row in one["models"]}
-    status_two = {row["model"]: row["status"] for row in two["models"]}
-    print(f"zoo: {' '.join(targets)}: {len(status_one)} models on {os.cpu_count()} cores")
-    for row in one["models"]:
+def show(title: str, seconds: float, data: dict) -> None:
+    rows = data["models"]
+    print(f"{title}: {len(rows)} architecture(s) in {seconds:.1f} s = {seconds / max(1, len(rows)):.1f} s each")
+    for row in rows:
         stages = {s["name"]: s["status"] for s in row["stages"]}
         codes = sorted({f["code"] for f in row["findings"]})
         print(f"  {row['model']}: {row['status']}, export {stages.get('export', '-')}, "
               f"ORT {stages.get('onnxruntime', '-')}, Caffe2 {stages.get('caffe2', '-')}, "
-              f"findings {' '.join(codes) or '-'}, {row['seconds']:.1f} s")
-    print(f"--jobs 1: {one_s:.1f} s")
-    print(f"--jobs 2: {two_s:.1f} s")
-    print(f"speed-up --jobs 2 / --jobs 1: {one_s / two_s:.2f}x")
+              f"findings {' '.join(codes) or '-'}, {row.get('seconds') or 0:.1f} s")
+
+
+def main(argv: list[str]) -> int:
+    ensure_installed()
+    zoo = argv or ZOO
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        work = Path(tmp)
+        repo_s, repo = audit([str(REPO)], 1, work)
+        show(f"repo {REPO.name} (--jobs 1)", repo_s, repo)
+        one_s, one = audit(zoo, 1, work)
+        show(f"zoo {' '.join(zoo)} (--jobs 1)", one_s, one)
+        two_s, two = audit(zoo, 2, work)
+    print(f"zoo --jobs 2: {two_s:.1f} s on {os.cpu_count()} cores; speed-up --jobs 2 / --jobs 1: {one_s / two_s:.2f}x")
+    status_one = {row["model"]: row["status"] for row in one["models"]}
+    status_two = {row["model"]: row["status"] for row in two["models"]}
     if status_one != status_two:
         print("the two runs disagree on statuses:", status_one, status_two)
         return 1

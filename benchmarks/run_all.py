@@ -4,16 +4,15 @@
 
 - bench_static.py: ``--static-only`` vs TorchFix 0.7.0 and a bare libcst / ast parse (timm/models)
 - bench_smoke.py: the smoke test vs the bare export, ONNX Runtime and Caffe2 steps (ResNeXt-101 size)
-- bench_audit.py: ``audit --jobs 2`` vs ``--jobs 1`` on a pip-installed zoo (pytorchcv)
+- bench_audit.py: seconds per audited architecture (a bundled R3Net-style repo, torchvision modules)
+  and ``audit --jobs 2`` vs ``--jobs 1``
 
 Each benchmark fetches what it needs from the package registries into ``benchmarks/.cache``
-or the venv (pytorchcv is installed with ``--no-deps``: its metadata would replace the pinned
-CPU torch). Exit status: the number of benchmarks that missed a goal or failed.
+or the venv. Exit status: the number of benchmarks that missed a goal or failed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_static.py", "bench_smoke.py", "bench_audit.py")
 
 
-def _ensure_pytorchcv() -> None:
-    if importlib.util.find_spec("pytorchcv") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "pytorchcv==0.0.74"],
-                       check=True)
-
-
 def main() -> int:
-    _ensure_pytorchcv()
     failed = 0
     for name in BENCHMARKS:
         print(f"\n===== {name} =====", flush=True)

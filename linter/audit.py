@@ -7,17 +7,34 @@ folder or file (a cloned R3Net-style repository). The audit
    ``nn.Module`` classes that can be called without arguments once pretrained weights are
    switched off (``pretrained=False`` / ``weights=None`` where the signature has them), module-level
    model instances, or the models a ``[tool.modelcheck] models`` table in the folder lists. A
-   module that fails to import, hangs or crashes while being listed becomes a row of its own;
-2. runs one :func:`audit_model_job` per model, several at once (``--jobs``), each in its own
+   module that fails to import, hangs or crashes while being listed becomes a row of its own.
+   A class or factory that needs arguments takes them from the repository's own call sites
+   (:mod:`modelcheck.callsites`, static: ``net = BASNet(3, 1)`` in basnet_test.py,
+   ``Vgg(RCL_Module)`` in a demo script; test/infer/demo scripts first, then train scripts), with
+   the literal arguments of that instance's first call (``net(img, 'test')``) bound to forward's
+   parameter names; the row's notes say where they came from. ``--model``/``--model-args`` and
+   ``[tool.modelcheck.models]`` still win;
+2. keeps the root architectures: a candidate whose class is referenced from another candidate's
+   class or function body (or passed to it at its call site), transitively, is a building block
+   and is left out with a note, without building anything (:func:`_split_roots`); factories are
+   entry points and always kept. ``--all-modules`` audits the blocks too; one whose forward needs
+   several tensors modelcheck was not given is a ``skipped`` row ("needs 2 inputs (x, g)"), not a
+   failure, and does not count as breaking;
+3. runs one :func:`audit_model_job` per model, several at once (``--jobs``), each in its own
    child with a timeout and a memory cap. That job reuses the stages of ``modelcheck check``:
    the dynamic pass (:func:`modelcheck.dynamic.inspect_spec`: build, walk, pickle probe,
    trace), the static rules over the model's source files, and the smoke test
    (:func:`modelcheck.smoke_runner.run_smoke`: export, ONNX checker, ONNX Runtime, Caffe2),
-   offline: network access is blocked and reported (see ``worker._guard_network``);
-3. caches each model's row by content hash (the spec, the options, the torch/onnx/ORT/Caffe2
+   offline: network access is blocked and reported (see ``worker._guard_network``). A model's
+   findings (its verdict and the ``findings`` column) are the constructs *it* contains: what the
+   dynamic pass saw, and static findings in code it ran while built or run (the inspect job
+   records those functions, :class:`modelcheck.inspect_model.ReachedCode`). Static findings in
+   its files that it never reached are listed apart (``unreached``) and do not count;
+4. caches each model's row by content hash (the spec, the options, the torch/onnx/ORT/Caffe2
    versions, and the hash of every source file the model was built from), so a re-run only
    redoes models whose code or settings changed;
-4. prints one table (model × pickle × export × ORT × Caffe2 × findings), or JSON, or SARIF.
+5. prints one table (model × pickle × export × ORT × Caffe2 × findings), or JSON (``version`` 2), or
+   SARIF; while it runs, a progress bar on a terminal, one line per finished model in a pipe.
 
 The parent never imports torch nor the audited code. Where tasks run is the business of an
 :class:`Executor`: :class:`LocalExecutor` runs them as child processes of this machine; a task
@@ -34,7 +51,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +63,7 @@ from modelcheck.findings import Finding, StageResult
 from modelcheck.isolation import ChildOutcome, run_job
 from modelcheck.targets import Target, make_target
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: rows have unreached findings and may be skipped
 #: what a cache entry must match besides the source files' hashes
 _RUNTIME_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
 #: parameter names whose value asks for downloaded weights, and the value that switches them off
@@ -78,12 +95,15 @@ class AuditOptions:
     artifacts: Path = Path(".modelcheck/audit")
     model_specs: list[str] = field(default_factory=list)  # --model: audit exactly these
     model_args: dict[str, Any] = field(default_factory=dict)
+    all_modules: bool = False  # --all-modules: audit the building blocks too, not only root architectures
 
     def task_options(self) -> dict[str, Any]:
         """What a model's job needs to know, as JSON (and the part of the cache key it is)."""
         return {
             "target": {"name": self.target.name, "opset": self.target.opset, "exporter": self.target.exporter},
             "input_shape": list(self.config.input_shape),
+            "input_shapes": [list(shape) for shape in self.config.input_shapes],
+            "inputs": self.config.inputs,
             "timeout": self.config.timeout,
             "atol": self.config.atol,
             "rtol": self.config.rtol,
@@ -114,12 +134,15 @@ class AuditRow:
     model: str
     kind: str
     #: ok | build failed | forward failed | import error | network | timeout | crashed | out of memory | failed
+    #: | skipped (its forward needs inputs modelcheck was not given: not the model's failure)
     status: str
     detail: str = ""
     parameters: int | None = None
     pickle: dict[str, Any] | None = None
     stages: list[StageResult] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # the constructs this model contains
+    #: static findings in the model's files, in code the model never ran while built or run
+    unreached: list[Finding] = field(default_factory=list)
     network: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source_files: dict[str, str] = field(default_factory=dict)  # path → sha256
@@ -131,7 +154,9 @@ class AuditRow:
 
     @property
     def bad(self) -> bool:
-        """Would this model break on the way to the target?"""
+        """Would this model break on the way to the target? (Not known for a skipped one.)"""
+        if self.status == "skipped":
+            return False
         if self.status != "ok" or any(s.bad for s in self.stages):
             return True
         if self.pickle is not None and not self.pickle.get("ok", True):
@@ -144,20 +169,21 @@ class AuditRow:
             "parameters": self.parameters, "pickle": self.pickle,
             "stages": [s.to_json() for s in self.stages],
             "findings": [{**f.to_json(), "source_line": f.source_line} for f in self.findings],
+            "unreached": [{**f.to_json(), "source_line": f.source_line} for f in self.unreached],
             "network": self.network, "notes": self.notes, "source_files": self.source_files,
             "seconds": self.seconds, "cached": self.cached,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditRow:
-        findings = []
-        for item in data.get("findings", []):
-            finding = Finding.from_json(item)
-            findings.append(finding.with_(source_line=item.get("source_line")))
+        def findings(key: str) -> list[Finding]:
+            return [Finding.from_json(item).with_(source_line=item.get("source_line")) for item in data.get(key, [])]
+
         return cls(
             model=data["model"], kind=data.get("kind", ""), status=data["status"], detail=data.get("detail", ""),
             parameters=data.get("parameters"), pickle=data.get("pickle"),
-            stages=[StageResult.from_json(s) for s in data.get("stages", [])], findings=findings,
+            stages=[StageResult.from_json(s) for s in data.get("stages", [])], findings=findings("findings"),
+            unreached=findings("unreached"),
             network=list(data.get("network", [])), notes=list(data.get("notes", [])),
             source_files=dict(data.get("source_files", {})), seconds=data.get("seconds"),
             cached=bool(data.get("cached", False)),
@@ -177,7 +203,7 @@ class AuditReport:
     def to_json(self) -> dict[str, Any]:
         statuses = Counter(row.status for row in self.rows)
         return {
-            "version": 1,
+            "version": 2,  # 2: per-model findings (``unreached`` apart), ``skipped`` rows
             "audit": self.target,
             "target": self.profile.name,
             "opset": self.profile.opset,
@@ -188,6 +214,7 @@ class AuditReport:
                 "models": len(self.rows),
                 "statuses": dict(sorted(statuses.items())),
                 "breaking": sum(row.bad for row in self.rows),
+                "skipped": statuses.get("skipped", 0),
                 "cached": sum(row.cached for row in self.rows),
                 "seconds": round(self.seconds, 2),
             },
@@ -249,10 +276,13 @@ def run_audit(
 ) -> AuditReport:
     """List the targets' models, audit each (from the cache where nothing changed), one report.
 
-    ``progress(event, row, done, total)`` is called with "listed" once and "done" per model.
+    ``progress(event, row, done, total)`` is called with "listing" first, "listed" once the models
+    are known and "done" per model.
     """
     started = time.monotonic()
     report = AuditReport(" ".join(targets), options.target)
+    if progress:
+        progress("listing", None, 0, 0)
     tasks: list[AuditTask] = []
     for target_text in targets:
         more, rows, notes = plan(target_text, options)
@@ -330,6 +360,7 @@ def plan(target_text: str, options: AuditOptions) -> tuple[list[AuditTask], list
         notes.append(f"models: {len(specs)} listed in {'--model' if options.model_specs else 'pyproject.toml'}")
     elif path.exists():
         payload, file_notes = _files_payload(path, options.config)
+        payload["repo"] = str(path.resolve() if path.is_dir() else path.resolve().parent)  # call sites
         notes.extend(file_notes)
         if payload["files"]:
             listed, rows, list_notes = _list(payload, options)
@@ -345,7 +376,8 @@ def plan(target_text: str, options: AuditOptions) -> tuple[list[AuditTask], list
     task_options = options.task_options()
     tasks = []
     for spec, kind in listed:
-        spec = {**spec, "input_shape": spec.get("input_shape") if kind == "listed" else task_options["input_shape"]}
+        if kind != "listed":  # the run's shapes and --inputs; a listed spec has its own
+            spec = {**spec, **{key: task_options[key] for key in ("input_shape", "input_shapes", "inputs")}}
         key = _digest({"spec": spec, "options": task_options, "format": CACHE_FORMAT})
         artifacts = options.artifacts / _artifact_name(spec["text"])
         tasks.append(AuditTask(spec["text"], kind, spec, task_options, str(artifacts.resolve()), key))
@@ -388,7 +420,7 @@ def _list(payload: dict[str, Any], options: AuditOptions) -> tuple[Listed, list[
     for _ in range(_MAX_LIST_RESTARTS + 1):
         with tempfile.TemporaryDirectory(prefix="modelcheck-audit-list-") as tmp:
             progress = Path(tmp) / "progress.json"
-            job = {**payload, "skip": skip, "progress": str(progress)}
+            job = {**payload, "skip": skip, "progress": str(progress), "all_modules": options.all_modules}
             outcome = run_job("audit_list", job, options.config.timeout, memory_limit_mb=options.memory_mb,
                               env=offline_env(Path(tmp)))
             current = _read_json(progress).get("importing")
@@ -398,6 +430,8 @@ def _list(payload: dict[str, Any], options: AuditOptions) -> tuple[Listed, list[
                 rows.append(AuditRow(error["module"], "module", _import_status(error["error"]), error["error"]))
             for skipped in value["skipped"]:
                 notes.append(f"models: skipped {skipped['spec']}: {skipped['reason']}")
+            if value.get("left_out"):
+                notes.append(left_out_note(value["left_out"]))
             return [(item["spec"], item["kind"]) for item in value["picked"]], rows, notes
         if not current or current in skip:
             raise AuditError(f"listing the models of {payload.get('modules') or list(payload['files'])} "
@@ -406,6 +440,16 @@ def _list(payload: dict[str, Any], options: AuditOptions) -> tuple[Listed, list[
         status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "import error")
         rows.append(AuditRow(current, "module", status, f"while importing it: {outcome.describe()}"))
     raise AuditError(f"listing the models failed: more than {_MAX_LIST_RESTARTS} modules hung or crashed")
+
+
+def left_out_note(left_out: list[dict[str, Any]]) -> str:
+    """``left out 10 building blocks (parts of R3Net, BASNet): A, B, ... -- --all-modules to audit them``."""
+    roots = list(dict.fromkeys(root for item in left_out for root in item.get("parts_of") or []))
+    names = list(dict.fromkeys(item["name"] for item in left_out))
+    shown = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
+    plural = "building block" if len(left_out) == 1 else "building blocks"
+    return (f"models: left out {len(left_out)} {plural} (parts of {', '.join(roots) or 'each other'}): {shown}"
+            " — --all-modules to audit them")
 
 
 def _import_status(error: str) -> str:
@@ -467,19 +511,25 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     Imports modules one at a time, writing the one being imported to ``payload["progress"]``, so
     the parent can tell which module hung or crashed the job. Builds nothing: every model is
-    built in its own job later.
+    built in its own job later. A class or factory that needs arguments gets them from the
+    repository's own call sites when ``payload["repo"]`` names its folder
+    (:mod:`modelcheck.callsites`, static). Then only root architectures are picked
+    (:func:`_split_roots`); the building blocks are returned as ``left_out`` unless
+    ``payload["all_modules"]``.
     """
     import importlib
     import pkgutil
 
+    from modelcheck import building
     from modelcheck.specs import ModelSpec, load_module, one_line
 
     skip = set(payload.get("skip", []))
     progress = Path(payload["progress"])
-    picked: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
+    entries: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     seen: set[int] = set()
+    project: set[str] = set()  # the modules listed: helpers in them are followed for parthood
+    sites = _Sites(payload.get("repo"))
 
     def importing(name: str) -> None:
         progress.write_text(json.dumps({"importing": name}))
@@ -489,20 +539,23 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
             return None
         importing(label)
         try:
-            return load()
+            module = load()
         except BaseException as exc:  # user code may raise anything at import
             if isinstance(exc, KeyboardInterrupt):
                 raise
             errors.append({"module": label, "error": one_line(exc)})
             return None
+        project.add(module.__name__)
+        return module
 
     for display, file in (payload.get("files") or {}).items():
         module = imported(display, lambda file=file, display=display: load_module(
             ModelSpec(f"{display}:_", "_", path=str(Path(file).resolve()))))
         if module is not None:
             _candidates(module, lambda name, d=display: {"path": d, "module": None, "text": f"{d}:{name}"},
-                        picked, skipped, seen)
+                        entries, seen, sites)
     for root in payload.get("modules") or []:
+        building.install(ModelSpec(f"{root}:_", "_", module=root))  # as load_module does for files
         module = imported(root, lambda root=root: importlib.import_module(root))
         if module is None:
             continue
@@ -514,19 +567,40 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
             sub = module if name == root else imported(name, lambda name=name: importlib.import_module(name))
             if sub is not None:
                 _candidates(sub, lambda attr, n=name: {"path": None, "module": n, "text": f"{n}:{attr}"},
-                            picked, skipped, seen)
+                            entries, seen, sites)
     importing("")
-    return {"picked": picked, "skipped": skipped, "errors": errors}
+    return {**_split_roots(entries, project, bool(payload.get("all_modules"))), "errors": errors}
 
 
-def _candidates(module: Any, where: Callable[[str], dict[str, Any]], picked: list[dict[str, Any]],
-                skipped: list[dict[str, str]], seen: set[int]) -> None:
-    """Public factories, classes and instances defined in ``module`` that can be built offline."""
+class _Sites:
+    """The repository's call sites (:class:`modelcheck.callsites.RepoIndex`), read on first use."""
+
+    def __init__(self, repo: str | None) -> None:
+        self.repo = repo
+        self._index: Any = None
+
+    def find(self, file: str | None, name: str) -> list[Any]:
+        if not self.repo or not file:
+            return []
+        if self._index is None:
+            from modelcheck.callsites import RepoIndex
+
+            self._index = RepoIndex(self.repo)
+        try:
+            return self._index.call_sites(file, name)
+        except (OSError, RecursionError, ValueError):
+            return []
+
+
+def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: list[dict[str, Any]],
+                seen: set[int], sites: _Sites) -> None:
+    """Public factories, classes and instances defined in ``module``, and whether each can be built
+    offline (``reason`` None) -- with arguments from a call site where it needs some."""
     import functools
     import inspect
 
     import torch.nn as nn
-    from modelcheck.specs import ModelSpec, _class_verdict, factory_verdict
+    from modelcheck.specs import _class_verdict, factory_verdict
 
     module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
     for name, obj in list(vars(module).items()):
@@ -550,13 +624,206 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], picked: lis
         if kind is None:
             continue
         seen.add(id(obj))
-        place = where(name)
-        if verdict is not None:
-            skipped.append({"spec": place["text"], "reason": verdict})
+        file = getattr(module, "__file__", None)
+        entry = {"place": where(name), "name": name, "kind": kind, "obj": obj, "reason": verdict, "kwargs": kwargs,
+                 "args": [], "forward_kwargs": {}, "site": None, "file": str(Path(file).resolve()) if file else None}
+        if verdict is not None and verdict.startswith("needs argument(s)"):
+            _with_call_site(entry, sites.find(entry["file"], name), module_classes)
+        entries.append(entry)
+
+
+def _with_call_site(entry: dict[str, Any], sites: list[Any], module_classes: dict[str, type]) -> None:
+    """Take the first call site whose arguments fit the signature (and, for a factory, that passes
+    :func:`~modelcheck.specs.factory_verdict` with them); the weight switches stay off."""
+    import functools
+    import inspect
+
+    from modelcheck.callsites import bind_forward
+    from modelcheck.specs import factory_verdict
+
+    obj = entry["obj"]
+    for site in sites:
+        kwargs = {**site.kwargs, **entry["kwargs"]}
+        try:
+            inspect.signature(obj).bind(*site.args, **kwargs)
+        except (TypeError, ValueError):
             continue
-        spec = ModelSpec(place["text"], name, path=place["path"], module=place["module"], kwargs=kwargs,
-                         origin="discovered")
-        picked.append({"spec": spec.to_json(), "kind": kind})
+        if entry["kind"] == "factory":
+            candidate = functools.partial(obj, *site.args, **kwargs)
+            candidate.__name__ = obj.__name__  # type: ignore[attr-defined]
+            if factory_verdict(candidate, module_classes) is not None:
+                return  # called with arguments somewhere, but not a model factory
+            forward: dict[str, Any] | None = dict(site.forward_keywords) if not site.forward_literals else None
+        else:
+            forward = bind_forward(obj.forward, site)
+        entry.update(reason=None, args=list(site.args), kwargs=kwargs, forward_kwargs=forward or {},
+                     site=site.to_json())
+        return
+
+
+def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: bool) -> dict[str, Any]:
+    """Picked models, skipped ones with the reason, and the building blocks left out.
+
+    Parthood is decided without building anything (real backbones take seconds to build): a
+    candidate X is a part of candidate Y when Y's class body or function body references X --
+    a name or ``module.attr`` chain resolved through Y's module globals, followed through the
+    project's other functions and classes (``resnet50()`` → ``_resnet()`` → ``ResNet(Bottleneck,
+    ...)``), or X passed to Y at the call site Y is built from (``Vgg(RCL_Module)``) --
+    transitively. X is left out when some Y reaches it and it does not reach Y back (mutual
+    references keep both). Factories are entry points and never left out; candidates that are
+    neither buildable nor only short of arguments (no forward, abstract) are not considered.
+    """
+    from modelcheck.specs import ModelSpec
+
+    nodes = [i for i, e in enumerate(entries)
+             if e["reason"] is None or e["reason"].startswith("needs argument(s)")]
+    by_id = {id(entries[i]["obj"]): i for i in nodes}
+    by_place = {}
+    for i in nodes:
+        if entries[i]["file"]:
+            by_place[f"{entries[i]['file']}:{entries[i]['name']}"] = i
+    memo: dict[int, list[Any]] = {}
+    children: dict[int, set[int]] = {}
+    for i in nodes:
+        found: set[int] = set()
+        for ref in _refs_in(entries[i].get("site") or {}):
+            if ref in by_place:
+                found.add(by_place[ref])
+        stack, visited = list(_references(entries[i]["obj"], memo)), set()
+        while stack:
+            obj = stack.pop()
+            if id(obj) in visited:
+                continue
+            visited.add(id(obj))
+            if id(obj) in by_id:
+                found.add(by_id[id(obj)])
+            elif getattr(obj, "__module__", None) in project and (isinstance(obj, type) or callable(obj)):
+                stack.extend(_references(obj, memo))
+        found.discard(i)
+        children[i] = found
+    reach: dict[int, set[int]] = {}
+    for i in nodes:
+        seen, stack = set(), list(children[i])
+        while stack:
+            j = stack.pop()
+            if j not in seen:
+                seen.add(j)
+                stack.extend(children[j])
+        seen.discard(i)
+        reach[i] = seen
+    part_of = {i: [j for j in nodes if i in reach[j] and j not in reach[i]] for i in nodes
+               if entries[i]["kind"] != "factory"}
+    parts = {i for i, wholes in part_of.items() if wholes}
+    picked, skipped, left_out = [], [], []
+    for i, entry in enumerate(entries):
+        place = entry["place"]
+        if i in parts and not all_modules:
+            roots = [entries[j]["name"] for j in part_of[i] if j not in parts]
+            left_out.append({"spec": place["text"], "name": entry["name"], "parts_of": roots})
+            continue
+        if entry["reason"] is not None:
+            skipped.append({"spec": place["text"], "reason": entry["reason"]})
+            continue
+        site = entry["site"]
+        spec = ModelSpec(place["text"], entry["name"], path=place["path"], module=place["module"],
+                         kwargs=entry["kwargs"], origin="discovered", args=entry["args"],
+                         forward_kwargs=entry["forward_kwargs"], args_origin=site["origin"] if site else "")
+        picked.append({"spec": spec.to_json(), "kind": entry["kind"], "site": site})
+    return {"picked": picked, "skipped": skipped, "left_out": left_out}
+
+
+def _refs_in(site: dict[str, Any]) -> list[str]:
+    values = [*(site.get("args") or []), *(site.get("kwargs") or {}).values()]
+    return [str(Path(v["$ref"].rpartition(":")[0]).resolve()) + ":" + v["$ref"].rpartition(":")[2]
+            for v in values if isinstance(v, dict) and set(v) == {"$ref"}]
+
+
+_TREES: dict[str, Any] = {}
+
+
+def _definition(obj: Any) -> tuple[Any, dict[str, Any]] | None:
+    """(ast node of ``obj``'s class or function definition, the globals its names resolve in)."""
+    import ast
+    import inspect
+    import sys
+
+    try:
+        file = inspect.getsourcefile(obj)
+    except (TypeError, OSError):
+        return None
+    if not file:
+        return None
+    if file not in _TREES:
+        try:
+            _TREES[file] = ast.parse(Path(file).read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
+            _TREES[file] = None
+    tree = _TREES[file]
+    if tree is None:
+        return None
+    if isinstance(obj, type):
+        node: Any = tree
+        for part in obj.__qualname__.split("."):
+            node = next((n for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef) and n.name == part), None)
+            if node is None:
+                return None
+        module = sys.modules.get(obj.__module__)
+        return node, vars(module) if module else {}
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name and (
+                node.lineno == code.co_firstlineno
+                or (node.decorator_list and node.decorator_list[0].lineno == code.co_firstlineno)):
+            return node, getattr(obj, "__globals__", {})
+    return None
+
+
+def _references(obj: Any, memo: dict[int, list[Any]]) -> list[Any]:
+    """The objects ``obj``'s definition names (resolved through its module globals), or for a
+    module-level instance the classes of its submodules."""
+    import ast
+    import inspect
+
+    import torch.nn as nn
+
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    memo[key] = []
+    if isinstance(obj, nn.Module):
+        memo[key] = list({id(type(m)): type(m) for m in obj.modules() if m is not obj}.values())
+        memo[key].extend(m for m in obj.modules() if m is not obj)
+        return memo[key]
+    found = _definition(obj)
+    if found is None:
+        return memo[key]
+    node, namespace = found
+    walked = node.body if isinstance(node, ast.ClassDef) else [node.args, *node.body]
+    out: dict[int, Any] = {}
+    for statement in walked:
+        for item in ast.walk(statement):
+            chain: list[str] = []
+            current = item
+            while isinstance(current, ast.Attribute):
+                chain.insert(0, current.attr)
+                current = current.value
+            if not isinstance(current, ast.Name) or (chain and not isinstance(item, ast.Attribute)):
+                continue
+            value = namespace.get(current.id)
+            for attr in chain:
+                if inspect.ismodule(value):
+                    value = vars(value).get(attr)
+                elif isinstance(value, type):
+                    value = inspect.getattr_static(value, attr, None)
+                else:
+                    value = None
+                    break
+            if value is not None and not inspect.ismodule(value) and value is not obj:
+                out[id(value)] = value
+    memo[key] = list(out.values())
+    return memo[key]
 
 
 # ============================================================================== one model
@@ -568,29 +835,47 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     Trace (dynamic pass), static rules over the files the model comes from, smoke test; each
     stage starts its own child. Network access is blocked and logged for all of them.
     """
-    from modelcheck.dynamic import _Paths, dedupe, findings_from_constructs, inspect_spec, merge
+    from modelcheck.dynamic import (
+        _Paths,
+        check_more_files,
+        dedupe,
+        findings_from_constructs,
+        inspect_spec,
+        merge,
+        model_files,
+    )
+    from modelcheck.inspect_model import REACHED_ENV, read_reached
     from modelcheck.smoke_runner import run_smoke, skipped_stages
     from modelcheck.specs import ModelSpec
-    from modelcheck.static import check_paths
 
     task = payload
     spec = ModelSpec.from_json(task["spec"])
+    spec.weight_free = True  # audits always build weight-free (modelcheck.building)
     opts = task["options"]
     target = make_target(opts["target"]["name"], opts["target"]["opset"], opts["target"]["exporter"])
     config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
                     input_shape=tuple(opts["input_shape"]))
     row = AuditRow(task["model"], task["kind"], "ok")
+    if spec.args_origin:
+        row.notes.append(args_note(spec))
     with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
         os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
         log = Path(os.environ["MODELCHECK_NO_NETWORK"])
         paths = _Paths({})
+        os.environ[REACHED_ENV] = str(Path(tmp) / "reached.json")  # the inspect job says which code ran
         model, constructs = inspect_spec(spec, config.timeout, paths)
+        reached_file = os.environ.pop(REACHED_ENV)
+        reached = read_reached(reached_file) if model.status == "ok" else None
         row.parameters, row.pickle = model.parameters, model.pickle
+        row.notes.extend(model.notes)  # weights skipped, files ported in memory, packages stubbed
         dynamic = dedupe(findings_from_constructs(constructs, spec, target, config, paths))
-        files = _model_files(spec, dynamic, model)
-        static = check_paths([Path(f) for f in files], target, config) if files else None
-        row.findings = merge(static.findings if static else [], dynamic)
-        if model.status != "ok":
+        files = model_files(spec, dynamic, model)
+        static = check_more_files(files, (), target, config)
+        row.findings, row.unreached = split_reached(merge(static.findings, dynamic), reached, model.files)
+        needs = needs_inputs(model)
+        if needs:  # modelcheck lacks its inputs: not the model's failure
+            row.status, row.detail = "skipped", f"needs {len(needs)} inputs ({', '.join(needs)})"
+        elif model.status != "ok":
             failed = "forward failed" if model.stage == "forward" else "build failed"
             row.status = failed if model.status == "failed" else model.status
             row.detail = model.detail
@@ -604,8 +889,9 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
                 row.parameters = smoke.parameters
             extra = [f for f in smoke.source_files if f not in files]
             if extra:
-                more = check_paths([Path(f) for f in extra], target, config)
-                row.findings = merge([*(static.findings if static else []), *more.findings], dynamic)
+                more = check_more_files(extra, files, target, config)
+                row.findings, row.unreached = split_reached(merge([*static.findings, *more.findings], dynamic),
+                                                            reached, model.files)
                 files += extra
         elif opts.get("smoke", True):
             row.stages = skipped_stages(spec.text, f"not run: {row.status}")
@@ -622,18 +908,58 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     return row.to_json()
 
 
-def _model_files(spec: Any, findings: list[Finding], model: Any) -> list[str]:
-    """The model's source files: its spec's file, and the files its constructs were built in."""
-    files: set[str] = set()
-    if spec.path:
-        files.add(str(Path(spec.path).resolve()))
+def args_note(spec: Any) -> str:
+    """``constructor arguments from basnet_test.py:57: BASNet(3, 1); forward called with mode='test'``."""
+    from modelcheck.callsites import describe_args
+
+    text = f"constructor arguments from {spec.args_origin}: {spec.name}({describe_args(spec.to_json())})"
+    if spec.forward_kwargs:
+        text += "; forward called with " + ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
+    return text
+
+
+def needs_inputs(model: Any) -> list[str]:
+    """The tensor inputs a model's forward wanted and modelcheck did not have: the inspect job's
+    ``needs_inputs`` marker, or the "needs N inputs (x, y)" text of its forward stage."""
+    names = list(getattr(model, "needs_inputs", None) or [])
+    if names:
+        return [str(name) for name in names]
+    found = re.search(r"needs (\d+) inputs \(([^)]*)\)", model.detail or "")
+    if found and model.stage == "forward":
+        return [name.strip() for name in found[2].split(",") if name.strip()]
+    return []
+
+
+def split_reached(findings: list[Finding], reached: dict[str, list[tuple[int, int]]] | None,
+                  imported: Iterable[str] = ()) -> tuple[list[Finding], list[Finding]]:
+    """(the model's findings, static findings in its files that it never reached).
+
+    Dynamic and merged findings are the model's by construction. A static-only finding is the
+    model's when its line lies inside a function the model executed while being built or run
+    (``reached``: file → (first, last line) ranges, from the inspect job), or when its rule breaks
+    at import time (an unresolvable import) in a file the model imported (``imported``). Without
+    that record (the model did not build and run) every finding counts, as before.
+    """
+    from modelcheck.rules import RULES_BY_CODE
+
+    if reached is None:
+        return findings, []
+    imported = {str(Path(path).resolve()) for path in imported}
+    counted: list[Finding] = []
+    unreached: list[Finding] = []
     for finding in findings:
-        files.add(str(Path(finding.location.path).resolve()))
-    for failure in (model.pickle or {}).get("failures", []):
-        where = failure.get("defined_at")
-        if where:
-            files.add(str(Path(where.rpartition(":")[0]).resolve()))
-    return sorted(f for f in files if f.endswith(".py") and Path(f).is_file())
+        loc = finding.location
+        try:
+            path = str(Path(loc.path).resolve())
+        except OSError:
+            path = loc.path
+        rule = RULES_BY_CODE.get(finding.code)
+        if (finding.evidence != "static" or any(first <= loc.line <= last for first, last in reached.get(path, ()))
+                or (rule is not None and rule.import_time and path in imported)):
+            counted.append(finding)
+        else:
+            unreached.append(finding)
+    return counted, unreached
 
 
 # ============================================================================== the cache
@@ -759,19 +1085,32 @@ def table_rows(report: AuditReport) -> list[tuple[str, ...]]:
 def _details(report: AuditReport) -> list[str]:
     lines = []
     for row in report.rows:
+        lines += [f"{row.model}: {note}" for note in row.notes if note.startswith("constructor arguments from")]
         if row.status != "ok":
             lines.append(f"{row.model}: {row.status}: {row.detail}")
         for stage in row.stages:
             if stage.bad:
                 predicted = f" (predicted by {', '.join(stage.predicted_by)})" if stage.predicted_by else ""
                 lines.append(f"{row.model}: {stage.name} {stage.status}{predicted}: {stage.detail}")
+        if row.unreached:
+            where = ", ".join(dict.fromkeys(f"{f.code} {_short(f.location.path)}:{f.location.line}"
+                                            for f in row.unreached))
+            lines.append(f"{row.model}: also in its files, not reached by this model: {where}")
     return lines
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path
 
 
 def summary_line(report: AuditReport) -> str:
     data = report.to_json()["summary"]
     return (f"{data['models']} model(s) audited for {report.profile.label} in {data['seconds']:.1f} s: "
-            f"{data['breaking']} would break, {data['cached']} from the cache")
+            f"{data['breaking']} would break, {data['cached']} from the cache"
+            + (f", {data['skipped']} skipped" if data["skipped"] else ""))
 
 
 def render_rich(report: AuditReport, console: Any) -> None:

@@ -45,13 +45,15 @@ HELP = {
     "target": "Where the models go: caffe2 (opset 9) or onnx (ONNX Runtime).",
     "opset": "ONNX opset (default: 9 for caffe2, 17 for onnx).",
     "exporter": "torch.onnx exporter for the onnx target.",
-    "input_shape": "Input shape, e.g. 1,3,224,224.",
+    "input_shape": "Input shape(s), e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
+    "inputs": "module:make_inputs or file.py:make_inputs returning the example inputs; wins over --input-shape.",
     "timeout": "Seconds each stage (trace, smoke test) of one model may take.",
     "memory_mb": "Address-space cap of each model's processes, MiB (default: 3/4 of memory / jobs).",
     "match": "Only models whose name matches this pattern (resnet*).",
     "model": "Audit exactly these specs, file.py:Name or package.module:Name.",
     "model_args": "JSON keyword arguments for --model constructors.",
     "no_smoke": "Trace and lint only; no export or runtime.",
+    "all_modules": "Audit the building blocks too (classes used inside another model), not only root architectures.",
     "output_format": "rich (terminal), text, json or sarif.",
     "no_cache": "Audit every model again; do not read or write the cache.",
     "cache_dir": "Cache folder (default $MODELCHECK_HOME/cache/audit or .modelcheck/cache/audit).",
@@ -67,12 +69,14 @@ def audit(
     opset: Annotated[int | None, typer.Option(help=HELP["opset"])] = None,
     exporter: Annotated[Exporter | None, typer.Option(help=HELP["exporter"])] = None,
     input_shape: Annotated[str | None, typer.Option("--input-shape", help=HELP["input_shape"])] = None,
+    inputs: Annotated[str | None, typer.Option("--inputs", help=HELP["inputs"])] = None,
     timeout: Annotated[float | None, typer.Option(help=HELP["timeout"])] = None,
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help=HELP["memory_mb"])] = None,
     match: Annotated[str | None, typer.Option("--match", help=HELP["match"])] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help=HELP["model"])] = None,
     model_args: Annotated[str | None, typer.Option("--model-args", help=HELP["model_args"])] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help=HELP["no_smoke"])] = False,
+    all_modules: Annotated[bool, typer.Option("--all-modules", help=HELP["all_modules"])] = False,
     output_format: Annotated[AuditFormat | None, typer.Option("--format", help=HELP["output_format"])] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help=HELP["no_cache"])] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help=HELP["cache_dir"])] = None,
@@ -85,7 +89,8 @@ def audit(
     folders = [Path(t) for t in targets if Path(t).exists()]
     try:
         config = load_config(find_pyproject(folders) if folders else None)
-        apply_flags(config, target=target, opset=opset, exporter=exporter, input_shape=input_shape, timeout=timeout)
+        apply_flags(config, target=target, opset=opset, exporter=exporter, input_shape=input_shape, timeout=timeout,
+                    inputs=inputs)
         profile = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if jobs is not None and jobs < 1:
@@ -99,30 +104,77 @@ def audit(
     options = AuditOptions(
         target=profile, config=config, jobs=n_jobs, memory_mb=memory_mb or default_memory_mb(n_jobs),
         smoke=not no_smoke, match=match, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        artifacts=artifacts, model_specs=list(model or []), model_args=kwargs,
+        artifacts=artifacts, model_specs=list(model or []), model_args=kwargs, all_modules=all_modules,
     )
     fmt = output_format or (AuditFormat.rich if sys.stdout.isatty() else AuditFormat.text)
+    progress = _progress(console)
     try:
-        report = run_audit(targets, options, progress=_progress(console))
+        report = run_audit(targets, options, progress=progress)
     except AuditError as exc:
         raise fail(str(exc)) from None
+    finally:
+        progress.close()
     _render(report, fmt)
     raise typer.Exit(EXIT_BREAKS if any(row.bad for row in report.rows) else EXIT_OK)
 
 
 def _progress(console: Console) -> Any:
-    """One stderr line per finished model (a live bar on a terminal)."""
-    state: dict[str, Any] = {}
+    """Live progress on stderr: a rich bar with one line per finished model on a terminal; in a
+    pipe (logs, CI) plain lines, ``auditing N model(s)`` then ``[i/N] model: status time``."""
+    return _LiveProgress(console) if console.is_terminal else _PlainProgress(console)
 
-    def report(event: str, row: Any, done: int, total: int) -> None:
+
+def _model_line(row: Any, done: int, total: int) -> str:
+    mark = "cached" if row.cached else (f"{row.seconds:.1f}s" if row.seconds is not None else "")
+    return f"[{done}/{total}] {row.model}: {row.status} {mark}".rstrip()
+
+
+class _PlainProgress:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: str, row: Any, done: int, total: int) -> None:
         if event == "listed":
-            console.print(f"auditing {total} model(s)", style="bold", highlight=False)
-            return
-        mark = "cached" if row.cached else (f"{row.seconds:.1f}s" if row.seconds is not None else "")
-        console.print(f"[{done}/{total}] {row.model}: {row.status} {mark}".rstrip(), highlight=False, markup=False)
-        state["done"] = done
+            self.console.print(f"auditing {total} model(s)", style="bold", highlight=False)
+        elif event == "done":
+            self.console.print(_model_line(row, done, total), highlight=False, markup=False)
 
-    return report
+    def close(self) -> None:
+        pass
+
+
+class _LiveProgress:
+    """A spinner while the models are listed, then a bar (done/total, elapsed) under the lines."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=True)
+        self.task: Any = None
+        self.started = False
+
+    def __call__(self, event: str, row: Any, done: int, total: int) -> None:
+        from rich.text import Text
+
+        if not self.started:
+            self.bar.start()
+            self.started = True
+        if event == "listing":
+            self.task = self.bar.add_task("listing the models", total=None)
+        elif event == "listed":
+            if self.task is None:
+                self.task = self.bar.add_task("auditing", total=total)
+            self.bar.update(self.task, description=f"auditing {total} model(s)", total=total, completed=done)
+        elif event == "done":
+            style = "yellow" if row.status == "skipped" else "bold red" if row.bad else "green"
+            self.bar.console.print(Text(_model_line(row, done, total), style=style))
+            if self.task is not None:
+                self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.started:
+            self.bar.stop()
 
 
 def _render(report: Any, fmt: AuditFormat) -> None:

@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 from modelcheck import __version__
-from modelcheck.config import Config, ConfigError, codes, find_pyproject, load_config, parse_shape
+from modelcheck.config import (
+    Config,
+    ConfigError,
+    codes,
+    find_pyproject,
+    load_config,
+    parse_inputs_ref,
+    parse_shapes,
+)
 from modelcheck.findings import Severity
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
@@ -132,7 +140,19 @@ def check(
         ),
     ] = None,
     input_shape: Annotated[
-        str | None, typer.Option("--input-shape", help="Input shape for tracing and export, e.g. 1,3,224,224.")
+        str | None,
+        typer.Option(
+            "--input-shape",
+            help="Input shape(s) for tracing and export, e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
+        ),
+    ] = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="module:make_inputs or file.py:make_inputs: returns the example inputs (a tensor, a tuple, "
+            "or a dict of keyword inputs; called with the model if it takes an argument). Wins over --input-shape.",
+        ),
     ] = None,
     dtype: Annotated[
         str,
@@ -142,6 +162,14 @@ def check(
     ] = "float32",
     timeout: Annotated[float | None, typer.Option(help="Seconds each child process (trace, smoke) may take.")] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the export-and-run smoke test.")] = False,
+    no_weight_free: Annotated[
+        bool,
+        typer.Option(
+            "--no-weight-free",
+            help="Load weights as the model code says; by default a missing weights file or a download is skipped "
+            "(noted) and the model keeps its own initialisation.",
+        ),
+    ] = False,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/)."),
@@ -194,7 +222,7 @@ def check(
         config = load_config(find_pyproject(paths))
         apply_flags(
             config, target=target, opset=opset, exporter=exporter, fail_on=fail_on, select=select, ignore=ignore,
-            input_shape=input_shape, timeout=timeout, atol=atol, rtol=rtol,
+            input_shape=input_shape, timeout=timeout, atol=atol, rtol=rtol, inputs=inputs,
         )
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
@@ -224,6 +252,7 @@ def check(
         artifacts=artifacts,
         dtype=dtype,
     )
+    options.weight_free = not no_weight_free  # type: ignore[attr-defined] # read by dynamic.resolve_specs
     try:
         report = _run_with_progress(options, run)
     except PathError as exc:
@@ -237,7 +266,7 @@ def check(
 
 def apply_flags(
     config: Config, *, target=None, opset=None, exporter=None, fail_on=None, select=None, ignore=None,
-    input_shape=None, timeout=None, atol=None, rtol=None,
+    input_shape=None, timeout=None, atol=None, rtol=None, inputs=None,
 ) -> None:
     """Command-line flags override pyproject values (shared by ``modelcheck`` and ``modelcheck audit``)."""
     if target is not None:
@@ -257,7 +286,9 @@ def apply_flags(
     if ignore := _split_codes(ignore):
         config.ignore = [*config.ignore, *codes(ignore, "--ignore")]
     if input_shape is not None:
-        config.input_shape = parse_shape(input_shape)
+        config.set_input_shapes(parse_shapes(input_shape))
+    if inputs is not None:
+        config.inputs = parse_inputs_ref(inputs)
     if timeout is not None:
         if timeout <= 0:
             raise ValueError("--timeout must be positive")

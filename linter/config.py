@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 KNOWN_KEYS = {
     "target", "opset", "exporter", "select", "ignore", "exclude", "per-file-ignores",
-    "fail-on", "models", "input-shape", "timeout", "atol", "rtol",
+    "fail-on", "models", "input-shape", "inputs", "timeout", "atol", "rtol",
 }
 
 
@@ -39,11 +39,23 @@ class Config:
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
     fail_on: str = "error"  # a Severity value, or "never"
     models: list[dict[str, Any]] = field(default_factory=list)
+    #: the first input's shape; ``input_shapes`` has every input's (``--input-shape "A;B"``)
     input_shape: tuple[int, ...] = (1, 3, 224, 224)
+    input_shapes: tuple[tuple[int, ...], ...] = ()  # empty: just ``input_shape``
+    #: ``module:make_inputs`` or ``path/file.py:make_inputs``: a callable giving the example inputs
+    inputs: str | None = None
     timeout: float = 120.0
     atol: float = 1e-4
     rtol: float = 1e-3
     root: Path | None = None  # the folder holding the pyproject.toml used
+
+    def __post_init__(self) -> None:
+        self.set_input_shapes(self.input_shapes or (self.input_shape,))
+
+    def set_input_shapes(self, shapes: tuple[tuple[int, ...], ...]) -> None:
+        """Set every input's shape (``input_shape`` follows as the first)."""
+        self.input_shapes = tuple(tuple(shape) for shape in shapes)
+        self.input_shape = self.input_shapes[0]
 
     def code_enabled(self, code: str, path: str | None = None) -> bool:
         """Prefix selection, as in ruff: ``MC2`` selects MC2xx; the longest prefix wins."""
@@ -139,7 +151,9 @@ def load_config(pyproject: Path | None) -> Config:
         if "fail-on" in table:
             config.fail_on = _choice(table["fail-on"], "fail-on", FAIL_ON)
         if "input-shape" in table:
-            config.input_shape = parse_shape(table["input-shape"])
+            config.set_input_shapes(parse_shapes(table["input-shape"]))
+        if "inputs" in table:
+            config.inputs = parse_inputs_ref(table["inputs"], "inputs", base=config.root)
         for key in ("timeout", "atol", "rtol"):
             if key in table:
                 setattr(config, key, _number(table[key], key, positive=key == "timeout"))
@@ -205,12 +219,58 @@ def _models(value: Any) -> list[dict[str, Any]]:
 
 
 def parse_shape(value: Any) -> tuple[int, ...]:
-    """``"1,3,224,224"`` or ``[1, 3, 224, 224]`` → a shape tuple of positive ints."""
-    parts = value.split(",") if isinstance(value, str) else list(value)
+    """``"1,3,224,224"`` or ``[1, 3, 224, 224]`` → a shape tuple of positive ints (one input)."""
+    if isinstance(value, str):
+        parts: list[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ValueError(f"input shape {value!r} is not a comma-separated list of integers")
     try:
+        if any(isinstance(p, (bool, float, list, tuple, dict)) for p in parts):
+            raise ValueError
         shape = tuple(int(str(p).strip()) for p in parts)
     except ValueError:
         raise ValueError(f"input shape {value!r} is not a comma-separated list of integers") from None
     if not shape or any(d <= 0 for d in shape):
         raise ValueError(f"input shape {value!r} must have positive dimensions")
     return shape
+
+
+def parse_shapes(value: Any) -> tuple[tuple[int, ...], ...]:
+    """Every input's shape: ``"1,3,224,224;1,1,224,224"`` (``;`` between inputs), one shape
+    (``"1,3,224,224"``, ``[1, 3, 224, 224]``) or a list of them (``[[1, 3, 224, 224], "1,1,224,224"]``).
+
+    A bad value is a one-line ValueError naming the whole value and the input it failed on.
+    """
+    if isinstance(value, str):
+        items: list[Any] = value.split(";")
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple, str)) for v in value):
+        items = list(value)
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple, str)) for v in value):
+        raise ValueError(f"input shape {value!r} mixes numbers and shapes: give one shape or a list of shapes")
+    else:
+        items = [value]
+    shapes = []
+    for index, item in enumerate(items):
+        if isinstance(item, str) and not item.strip():
+            raise ValueError(f"input shape {value!r}: input {index + 1} is empty (shapes are separated by ';')")
+        try:
+            shapes.append(parse_shape(item))
+        except ValueError as exc:
+            if len(items) == 1 and (isinstance(value, str) or item is value):
+                raise
+            raise ValueError(f"input shape {value!r}: input {index + 1}: {exc}") from None
+    return tuple(shapes)
+
+
+def parse_inputs_ref(value: Any, key: str = "--inputs", base: Path | None = None) -> str:
+    """``module:make_inputs`` or ``path/file.py:make_inputs``, syntax checked (nothing imported);
+    a relative file path is joined with ``base`` (the pyproject's folder for its ``inputs``)."""
+    text = value.strip() if isinstance(value, str) else ""
+    where, sep, name = text.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise ValueError(f"{key} {value!r} must look like package.module:make_inputs or path/file.py:make_inputs")
+    if base is not None and (where.endswith(".py") or "/" in where or "\\" in where) and not Path(where).is_absolute():
+        return f"{base / where}:{name}"
+    return text

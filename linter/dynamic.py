@@ -10,13 +10,14 @@ the live models showed to be harmless is refuted (``refute``): dropped, with a n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from modelcheck.isolation import ChildOutcome, run_job
 from modelcheck.rules import pickling, pooling, upsampling
 from modelcheck.rules.base import matches_for
 from modelcheck.specs import ModelSpec, discovery_files, specs_from_config
-from modelcheck.static import StaticResult, suppressed
+from modelcheck.static import _SKIP_DIRS, StaticResult, check_paths, suppressed
 
 FAMILIES = {"upsampling": upsampling, "pooling": pooling, "pickling": pickling}
 _FAMILY_OF = {rule.code: name for name, family in FAMILIES.items() for rule in family.RULES}
@@ -47,6 +48,9 @@ class DynamicResult:
     models: list[ModelResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     specs: list[ModelSpec] = field(default_factory=list)
+    #: the static pass over project files the models are built from that were not checked yet
+    #: (``also_checked``): their findings are merged into ``findings``, their text is here for --fix
+    also: StaticResult = field(default_factory=StaticResult)
 
 
 @dataclass(frozen=True)
@@ -124,18 +128,104 @@ def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
         progress(f"tracing {spec.text}: import, build, pickle probe, forward")
         model, constructs = inspect_spec(spec, options.config.timeout, paths)
         result.models.append(model)
+        result.notes.extend(f"model {spec.text}: {note}" for note in model.notes)
         dynamic.extend(findings_from_constructs(constructs, spec, options.target, options.config, paths))
         observed.extend(observations(constructs, spec, options.target))
-    kept, refuted = refute(static.findings, observed)
+    dynamic = dedupe(dynamic)
+    files = [paths.show(f) for spec, model in zip(specs, result.models, strict=True)
+             for f in model_files(spec, [d for d in dynamic if d.model == spec.text], model)]
+    result.also = check_more_files(files, static.sources, options.target, options.config,
+                                   roots=project_roots(static.sources, options.config))
+    result.notes.extend(result.also.notes)
+    kept, refuted = refute([*static.findings, *result.also.findings], observed)
     result.notes.extend(refuted)
-    result.findings = merge(kept, dedupe(dynamic))
+    result.findings = merge(kept, dynamic)
     return result
+
+
+# ----- the files a model is built from: checked statically too ----------------------------------
+
+def model_files(spec: Any, findings: Iterable[Finding], model: Any) -> list[str]:
+    """The model's source files (absolute): its spec's file, the project files the child imported to
+    build it, the files its constructs were built in (``findings``, the dynamic ones) and those
+    defining what its pickle probe could not pickle."""
+    files: set[str] = {_resolve(path) for path in getattr(model, "files", None) or []}
+    if spec.path:
+        files.add(_resolve(spec.path))
+    for finding in findings:
+        files.add(_resolve(finding.location.path))
+    for failure in (getattr(model, "pickle", None) or {}).get("failures", []):
+        where = failure.get("defined_at")
+        if where:
+            files.add(_resolve(where.rpartition(":")[0]))
+    return sorted(f for f in files if f.endswith(".py") and Path(f).is_file())
+
+
+def project_roots(sources: Iterable[str], config: Any) -> list[Path]:
+    """The folders whose files belong to the project: the working directory, the folder of the
+    pyproject.toml in use, and the common folder of the checked files (never a filesystem root)."""
+    roots = [Path.cwd().resolve()]
+    if getattr(config, "root", None) is not None:
+        roots.append(Path(config.root).resolve())
+    folders = [str(Path(_resolve(path)).parent) for path in sources]
+    if folders:
+        with contextlib.suppress(ValueError):  # folders on different drives
+            roots.append(Path(os.path.commonpath(folders)))
+    return [root for root in dict.fromkeys(roots) if root != Path(root.anchor)]
+
+
+def _installed_dirs() -> list[Path]:
+    """Where installed code lives: the stdlib, site-packages, and modelcheck's own packages."""
+    found = sysconfig.get_paths()
+    dirs = {*(found.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+            str(Path(__file__).parent), str(Path(pickling.__file__).parent)}
+    return [Path(_resolve(d)) for d in dirs if d]
+
+
+def is_project_file(path: str, roots: Iterable[Path], config: Any) -> bool:
+    """A file of the user's project: under one of ``roots``, not installed code (site-packages,
+    stdlib, a virtual environment, modelcheck itself), not in a folder the walk skips (``.venv``,
+    ``build``), and not excluded by the config's ``exclude``."""
+    real = Path(_resolve(path))
+    if {"site-packages", "dist-packages"} & set(real.parts):
+        return False
+    if any(real.is_relative_to(d) for d in _installed_dirs()):
+        return False
+    for root in roots:
+        if real.is_relative_to(root):
+            inside = real.relative_to(root).parts[:-1]
+            if any(part in _SKIP_DIRS or part.endswith(".egg-info") for part in inside):
+                return False
+            return not config.excluded(Path(path))
+    return False
+
+
+def check_more_files(files: Iterable[str], checked: Iterable[str], target: Any, config: Any, *,
+                     roots: Sequence[Path] | None = None) -> StaticResult:
+    """The static pass over those of ``files`` not among ``checked`` (compared resolved).
+
+    With ``roots``, only the project files under them (``is_project_file``); without, every one
+    (the audit checks installed models). Findings keep the paths as given in ``files``, so
+    suppression comments and per-file-ignores apply as to any checked file.
+    """
+    seen = {_resolve(path) for path in checked}
+    todo: list[Path] = []
+    for file in files:
+        resolved = _resolve(file)
+        if resolved in seen or (roots is not None and not is_project_file(file, roots, config)):
+            continue
+        seen.add(resolved)
+        todo.append(Path(file))
+    return check_paths(todo, target, config) if todo else StaticResult()
 
 
 def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], list[str]]:
     """``--model`` flags, else ``[tool.modelcheck.models]``, else models discovered in the checked files."""
     dtype = getattr(options, "dtype", "float32")
     specs = specs_from_config(options.model_specs, options.model_args, options.config, dtype)
+    weight_free = getattr(options, "weight_free", True)  # --no-weight-free turns it off
+    for spec in specs:
+        spec.weight_free = weight_free
     if specs:
         return specs, []
     files, notes = discovery_files(static.sources)
@@ -150,9 +240,14 @@ def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], 
         notes.append(f"models: cannot import {error['file']} to look for models: {error['error']}")
     for picked in value["picked"]:
         where, _, name = picked["spec"].rpartition(":")
-        specs.append(ModelSpec(picked["spec"], name, path=where, input_shape=options.config.input_shape,
-                               dtype=dtype, origin="discovered"))
-        notes.append(f"models: picked {picked['spec']} ({_KIND_WORDS[picked['kind']]})")
+        specs.append(ModelSpec(picked["spec"], name, path=where, input_shapes=options.config.input_shapes,
+                               inputs=options.config.inputs, dtype=dtype, origin="discovered",
+                               weight_free=weight_free, args=list(picked.get("args") or []),
+                               kwargs=dict(picked.get("kwargs") or {}),
+                               forward_kwargs=dict(picked.get("forward_kwargs") or {}),
+                               args_origin=picked.get("args_origin", "")))
+        origin = f"; arguments from {picked['args_origin']}" if picked.get("args_origin") else ""
+        notes.append(f"models: picked {picked['spec']} ({_KIND_WORDS[picked['kind']]}{origin})")
     for skipped in value["skipped"]:
         notes.append(f"models: skipped {skipped['spec']}: {skipped['reason']}")
     if not value["picked"] and not value["errors"]:
@@ -184,12 +279,14 @@ def model_result(
 ) -> tuple[ModelResult, list[dict[str, Any]]]:
     """A ModelResult (status, stage, detail, pickle) and the constructs learned before any failure."""
     value = outcome.value if outcome.ok else (partial or {})
-    model = ModelResult(spec=spec.text, status="ok", parameters=value.get("parameters"))
+    model = ModelResult(spec=spec.text, status="ok", parameters=value.get("parameters"),
+                        notes=list(value.get("build_notes") or []), files=list(value.get("project_files") or []))
     if outcome.ok:
         if value.get("status") != "ok":
             model.status, model.stage = "failed", value.get("stage")
             model.detail = f"{model.stage}: {value.get('error', 'failed')}"
             model.traceback = value.get("traceback", "")
+            model.needs_inputs = list(value.get("needs_inputs") or [])
     else:
         model.status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
         model.stage = value.get("stage")

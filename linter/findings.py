@@ -151,9 +151,17 @@ class ModelResult:
     stage: str | None = None  # the dynamic-pass stage that failed: import/build/walk/pickle/forward
     traceback: str = ""  # the last lines of the failure's traceback (or of stderr for a crash)
     graph: dict[str, Any] | None = None  # graph capture: method, captured upsampling/pooling ops
+    #: forward needs tensor inputs modelcheck was not given (``--input-shape A;B`` or ``--inputs``
+    #: would): the forward stage "failed" for want of inputs, not by the model's fault
+    needs_inputs: list[str] = field(default_factory=list)
+    #: how the child got the model built: weight loads skipped, files ported in memory, missing
+    #: packages stubbed (``modelcheck.building``), each with the user's file:line
+    notes: list[str] = field(default_factory=list)
+    #: the project files the child imported to build it (its own, a backbone package, a config)
+    files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "spec": self.spec,
             "status": self.status,
             "detail": self.detail,
@@ -163,6 +171,11 @@ class ModelResult:
             "traceback": self.traceback,
             "graph": self.graph,
         }
+        if self.needs_inputs:
+            data["needs_inputs"] = list(self.needs_inputs)
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
 
 
 @dataclass
@@ -175,6 +188,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # skipped files and the like
     models: list[ModelResult] = field(default_factory=list)
     files_checked: int = 0
+    also_checked: list[str] = field(default_factory=list)  # files the dynamic pass led to (counted above)
     fixes: list[dict[str, Any]] = field(default_factory=list)  # one record per fix (modelcheck.fixing)
     diff: str = ""  # --diff: the unified diff --fix would write
 

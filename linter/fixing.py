@@ -1,7 +1,7 @@
 """``--fix`` and ``--diff``, parent side: plan fixes per file, choose, write, verify, roll back.
 
 Never imports torch: the fixers are libcst codemods and verification runs in child jobs
-(:mod:`modelcheck.verify`). The promises to the user (DESIGN.md, "Safety"):
+(:mod:`modelcheck.verify`). The promises to the user (README, "What it does"):
 
 - a file with a syntax error is never touched, and output that does not parse is never written;
 - writes are atomic (a temporary file in the same folder, then a rename) and keep the mode;
@@ -478,7 +478,7 @@ def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: S
 # ----- verification, parent side ------------------------------------------------------------------
 
 #: fix families in the order they are retried one by one when the whole set fails verification
-_GROUPS = (("MC1", "MC205"), ("MC3",), ("MC2",))
+_GROUPS = (("MC4",), ("MC1", "MC205"), ("MC3",), ("MC2",))  # porting first: the rest may not build without it
 _EXPORT_FAMILIES = ("MC2", "MC3")  # edits that change the exported graph: the smoke test checks them
 
 

@@ -51,6 +51,7 @@ def run(options: Options) -> Report:
         report.notes.append("nothing to check")
 
     # ----- dynamic pass: import, build, walk, pickle-probe and trace models in child processes -----
+    sources = static.sources  # path → text of every file checked: what --fix may rewrite
     if not options.static_only:
         from modelcheck.dynamic import run_dynamic
 
@@ -58,6 +59,11 @@ def run(options: Options) -> Report:
         report.findings = dynamic.findings  # static and dynamic, merged (evidence static/dynamic/both)
         report.models.extend(dynamic.models)
         report.notes.extend(dynamic.notes)
+        if dynamic.also.sources:  # project files the models are built from, checked (and fixed) too
+            sources = {**static.sources, **dynamic.also.sources}
+            report.files_checked += dynamic.also.files_checked
+            report.also_checked = list(dynamic.also.sources)
+            report.notes.append("also checked, as files the model is built from: " + ", ".join(report.also_checked))
     elif options.model_specs:
         report.notes.append("--static-only: the models named by --model were not built or traced")
 
@@ -66,7 +72,7 @@ def run(options: Options) -> Report:
     if options.fix or options.diff:
         from modelcheck.fixing import run_fix_step
 
-        smoked = run_fix_step(options, report, static.sources, [] if options.static_only else dynamic.specs)
+        smoked = run_fix_step(options, report, sources, [] if options.static_only else dynamic.specs)
 
     # ----- smoke test: export, ONNX checker, ONNX Runtime and Caffe2 per model, in child processes -----
     if options.smoke and not options.static_only:

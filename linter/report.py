@@ -27,6 +27,7 @@ def summary(report: Report) -> dict[str, Any]:
     by_code = Counter(f.code for f in report.findings)
     return {
         "files": report.files_checked,
+        "also_checked": report.also_checked,
         "findings": len(report.findings),
         "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
         "by_code": dict(sorted(by_code.items())),

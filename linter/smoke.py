@@ -194,19 +194,28 @@ def _flatten(value: Any) -> list[Any]:
     return []
 
 
-def _export(model: Any, inputs: tuple[Any, ...], path: Path, target: dict[str, Any]) -> list[str]:
-    """torch.onnx.export with the target's settings; returns the graph's input names."""
-    import torch
+def _export(model: Any, inputs: Any, path: Path, target: dict[str, Any]) -> list[str]:
+    """torch.onnx.export with the target's settings; returns the graph's input names.
 
-    names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
-    with warnings.catch_warnings():
+    ``inputs`` is an :class:`~modelcheck.specs.ExampleInputs` (or a tuple of tensors): one graph
+    input per tensor, named ``input`` when there is one, else after forward's parameters
+    (``rgb``, ``depth``) or ``input_0``, ``input_1``…; arguments that are not tensors
+    (``mode="test"``) are baked in as constants of the graph.
+    """
+    import torch
+    from modelcheck.specs import ExampleInputs
+
+    if not isinstance(inputs, ExampleInputs):
+        inputs = ExampleInputs(inputs)
+    names = inputs.names(model)
+    with warnings.catch_warnings(), inputs.bound(model) as tensors:
         warnings.simplefilter("ignore")
         if target["exporter"] == "dynamo":
-            torch.onnx.export(model, inputs, str(path), dynamo=True, opset_version=target["opset"],
+            torch.onnx.export(model, tensors, str(path), dynamo=True, opset_version=target["opset"],
                               input_names=names)
         else:
             torch.onnx.export(
-                model, inputs, str(path), dynamo=False, opset_version=target["opset"],
+                model, tensors, str(path), dynamo=False, opset_version=target["opset"],
                 keep_initializers_as_inputs=target["name"] == "caffe2", input_names=names,
                 do_constant_folding=True,
             )
@@ -279,7 +288,9 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     ``target`` {name, opset, exporter}, ``atol``, ``rtol``, ``artifacts`` (folder), ``budget``
     (seconds this job may take), ``caffe2_home`` (optional).
 
-    Returns ``{"stages": [...], "source_files": [...], ...}``; never raises for the model's sake.
+    Returns ``{"stages": [...], "source_files": [...], "input_shapes": [...], "input_names": [...], ...}``;
+    never raises for the model's sake. Every input of the spec (``input_shapes`` or ``--inputs``)
+    is a graph input, fed to ONNX Runtime and Caffe2 by name; every output is compared.
     """
     started = time.monotonic()
     deadline = started + float(payload.get("budget", 120.0))
@@ -308,7 +319,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     # 1. build and export -------------------------------------------------------------------
     progress.start("export")
     import torch
-    from modelcheck.specs import ModelSpec, build_model, make_input
+    from modelcheck.specs import ModelSpec, build_model, make_inputs
 
     torch.manual_seed(SEED)
     try:
@@ -324,10 +335,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                                             detail=f"cannot build the model: {error_line(exc)}")))
         skip_rest("export", "export failed")
         return finish()
-    inputs = (make_input(spec, SEED),)
     onnx_path = artifacts / "model.onnx"
     t0 = time.monotonic()
     try:
+        inputs = make_inputs(spec, SEED, model)
+        result["input_shapes"] = inputs.shapes()
         with torch.no_grad():
             input_names = _export(model, inputs, onnx_path, target)
     except Exception as exc:  # exporter and user forward raise anything
@@ -342,9 +354,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     result["timings"]["export"] = export_seconds
     progress.finish(Outcome(StageResult(
         model_name, "export", "passed", export_seconds,
-        detail=f"{target['exporter']} exporter, opset {target['opset']}: {onnx_path}",
+        detail=(f"{target['exporter']} exporter, opset {target['opset']}"
+                f"{_inputs_text(input_names, inputs)}: {onnx_path}"),
     )))
-    feeds = {name: tensor.numpy() for name, tensor in zip(input_names, inputs, strict=True)}
+    result["input_names"] = input_names
+    feeds = {name: tensor.detach().cpu().numpy() for name, tensor in zip(input_names, inputs.tensors, strict=True)}
 
     # 4. Caffe2 starts now, in its own process, and runs while 2. and 3. run here -----------
     caffe2_run: list[Any] = []
@@ -380,7 +394,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         t0 = time.monotonic()
         with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in _flatten(model(*inputs))]
+            expected = [t.detach().cpu().numpy() for t in _flatten(inputs.call(model))]
         result["timings"]["eager"] = time.monotonic() - t0
     except Exception as exc:
         reference_error = f"PyTorch eager forward failed: {error_line(exc)}"
@@ -429,6 +443,16 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             outcome = _caffe2_outcome(model_name, caffe2_run[0], expected, atol, rtol, artifacts)
         progress.finish(outcome)
     return finish()
+
+
+def _inputs_text(names: list[str], inputs: Any) -> str:
+    """``, inputs rgb 1×3×64×64, depth 1×1×64×64`` when there are several inputs or constants."""
+    constants = inputs.constants
+    if len(names) <= 1 and not constants:
+        return ""
+    parts = [f"{name} {_shape(tuple(shape))}" for name, shape in zip(names, inputs.shapes(), strict=True)]
+    parts += [f"{name}={value!r} (constant)" for name, value in constants.items()]
+    return ", inputs " + ", ".join(parts)
 
 
 def _run_caffe2(onnx_path: Path, feeds: dict[str, Any], artifacts: Path, deadline: float,

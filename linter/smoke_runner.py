@@ -28,10 +28,11 @@ DEFAULT_ARTIFACTS = Path(".modelcheck")
 _GRACE = 5.0
 
 #: (stage, status) → the rule codes whose findings predict that outcome, each with the least
-#: severity at which it does (DESIGN.md's measured table): align_corners=True fails the export
-#: before opset 11 (MC202); linear and shape-sized resizes before opset 11 compute something else
-#: (MC201, MC203); Caffe2 ignores ceil_mode from opset 10, where MC301 is an error (at opset 9 it
-#: is a warning about other input sizes, not the traced one); Caffe2 has no Resize (MC204).
+#: severity at which it does (docs/evidence.md, re-measured by tests/test_evidence.py):
+#: align_corners=True fails the export before opset 11 (MC202); linear and shape-sized resizes
+#: before opset 11 compute something else (MC201, MC203); Caffe2 ignores ceil_mode from opset 10,
+#: where MC301 is an error (at opset 9 it is a warning about other input sizes, not the traced
+#: one); Caffe2 has no Resize (MC204).
 PREDICTED_BY: dict[tuple[str, str], dict[str, Severity]] = {
     ("export", "failed"): {"MC202": Severity.WARNING},
     ("onnxruntime", "mismatch"): {"MC201": Severity.WARNING, "MC203": Severity.WARNING},
@@ -113,7 +114,8 @@ def run_smoke(
         stages = [_stage(data) for data in value.get("stages", [])]
         ops = {data["name"]: (data.get("op"), data.get("node")) for data in value.get("stages", [])}
         result = SmokeOutcome(stages, artifacts, value.get("source_files", []), value.get("parameters"),
-                              {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb")})
+                              {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb",
+                                                         "input_names")})
     else:
         partial = _read_progress(artifacts / "report.json")
         ops = {data["name"]: (data.get("op"), data.get("node")) for data in partial.get("stages", [])}
@@ -252,6 +254,9 @@ def _write_report(result: SmokeOutcome, spec: ModelSpec, target: Target) -> None
         "opset": target.opset,
         "exporter": target.exporter,
         "input_shape": list(spec.input_shape),
+        "input_shapes": [list(shape) for shape in spec.input_shapes],
+        **({"inputs": spec.inputs} if spec.inputs else {}),
+        "forward_kwargs": {k: repr(v) for k, v in spec.forward_kwargs.items()},
         "dtype": spec.dtype,
         "parameters": result.parameters,
         "stages": [stage.to_json() for stage in result.stages],

@@ -17,11 +17,13 @@ skipped, and the report says which were picked, which skipped, and why.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +48,7 @@ class ModelSpec:
     path: str | None = None  # a file, as given (relative to the working directory or absolute)
     module: str | None = None  # or a dotted module name
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: the first input's shape; ``input_shapes`` holds every input's (one per forward input)
     input_shape: tuple[int, ...] = DEFAULT_SHAPE
     dtype: str = "float32"
     origin: str = "command line"  # "command line" | "pyproject" | "discovered"
@@ -58,11 +61,26 @@ class ModelSpec:
     args_origin: str = ""
     #: build without downloaded or missing weights (loads skipped and noted); audits default to it
     weight_free: bool = True
+    #: every input's shape, in forward's order (``--input-shape "1,3,64,64;1,1,64,64"``); empty
+    #: means ``(input_shape,)``. Set both with :meth:`set_input_shapes` after construction.
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    #: ``module:make_inputs`` / ``path/file.py:make_inputs``: a callable of the user's giving the
+    #: example inputs (see :func:`make_inputs`); wins over the shapes
+    inputs: str | None = None
+
+    def __post_init__(self) -> None:
+        self.set_input_shapes(self.input_shapes or (self.input_shape,))
+
+    def set_input_shapes(self, shapes: Any) -> None:
+        self.input_shapes = tuple(tuple(int(d) for d in shape) for shape in shapes)
+        self.input_shape = self.input_shapes[0]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "text": self.text, "name": self.name, "path": self.path, "module": self.module,
-            "kwargs": self.kwargs, "input_shape": list(self.input_shape), "dtype": self.dtype,
+            "kwargs": self.kwargs, "input_shape": list(self.input_shape),
+            "input_shapes": [list(shape) for shape in self.input_shapes], "inputs": self.inputs,
+            "dtype": self.dtype,
             "origin": self.origin, "args": self.args, "forward_kwargs": self.forward_kwargs,
             "args_origin": self.args_origin, "weight_free": self.weight_free,
         }
@@ -71,11 +89,23 @@ class ModelSpec:
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
         return cls(
             text=data["text"], name=data["name"], path=data.get("path"), module=data.get("module"),
-            kwargs=dict(data.get("kwargs") or {}), input_shape=tuple(data.get("input_shape") or DEFAULT_SHAPE),
+            kwargs=dict(data.get("kwargs") or {}), input_shapes=_shapes_from_json(data),
             dtype=data.get("dtype", "float32"), origin=data.get("origin", "command line"),
             args=list(data.get("args") or []), forward_kwargs=dict(data.get("forward_kwargs") or {}),
             args_origin=data.get("args_origin", ""), weight_free=bool(data.get("weight_free", True)),
+            inputs=data.get("inputs"),
         )
+
+
+def _shapes_from_json(data: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
+    """``input_shapes`` when present; ``input_shape`` (one shape, or a list of shapes) otherwise, or
+    when it disagrees with ``input_shapes[0]``: a writer that knows only ``input_shape`` changed it."""
+    first, shapes = data.get("input_shape"), data.get("input_shapes")
+    if first and isinstance(first[0], (list, tuple)):
+        shapes, first = first, first[0]
+    if shapes and (not first or list(shapes[0]) == list(first)):
+        return tuple(tuple(shape) for shape in shapes)
+    return (tuple(first or DEFAULT_SHAPE),)
 
 
 def parse_spec(
@@ -86,13 +116,43 @@ def parse_spec(
     *,
     base: Path | None = None,
     origin: str = "command line",
+    input_shapes: tuple[tuple[int, ...], ...] | None = None,
+    inputs: str | None = None,
 ) -> ModelSpec:
     """Parse ``file.py:Name`` or ``package.module:Name``; raise SpecError with a one-line reason.
 
     A relative file path is taken relative to ``base`` when given (pyproject entries are relative
     to the pyproject's folder). The file must exist; a dotted module is only checked for syntax
-    here, since finding it would mean importing its packages.
+    here, since finding it would mean importing its packages. ``input_shapes`` (every input's
+    shape) wins over ``input_shape``; ``inputs`` names the example-inputs callable (``--inputs``),
+    checked the same way and resolved against ``base`` too.
     """
+    spec = _parse_spec(text, kwargs, input_shape, dtype, base=base, origin=origin)
+    if input_shapes:
+        spec.set_input_shapes(input_shapes)
+    if inputs:
+        spec.inputs = parse_inputs(inputs, base=base)
+    return spec
+
+
+def parse_inputs(text: str, *, base: Path | None = None) -> str:
+    """``--inputs`` as ``path:name`` (the path joined with ``base``) or ``module:name``; SpecError if bad."""
+    try:
+        found = _parse_spec(text, None, DEFAULT_SHAPE, "float32", base=base, origin="")
+    except SpecError as exc:
+        raise SpecError(str(exc).replace("model spec", "--inputs", 1).replace(":Name", ":make_inputs")) from None
+    return f"{found.path or found.module}:{found.name}"
+
+
+def _parse_spec(
+    text: str,
+    kwargs: dict[str, Any] | None,
+    input_shape: tuple[int, ...],
+    dtype: str,
+    *,
+    base: Path | None,
+    origin: str,
+) -> ModelSpec:
     where, sep, name = text.strip().rpartition(":")
     if not sep or not where or not name:
         raise SpecError(f"model spec {text!r} must look like path/to/file.py:Name or package.module:Name")
@@ -127,22 +187,26 @@ def specs_from_config(
     A pyproject entry holds ``spec`` and optionally ``input-shape``, ``args`` (keyword arguments)
     and ``dtype``; unset values fall back to the run's.
     """
-    from modelcheck.config import parse_shape
+    from modelcheck.config import parse_shapes
 
+    shapes = getattr(config, "input_shapes", None) or (config.input_shape,)
+    inputs = getattr(config, "inputs", None)
     if model_specs:
-        return [parse_spec(text, model_args, config.input_shape, dtype) for text in model_specs]
+        return [parse_spec(text, model_args, shapes[0], dtype, input_shapes=shapes, inputs=inputs)
+                for text in model_specs]
     specs = []
     for entry in config.models:
         text = str(entry.get("spec", ""))
-        unknown = set(entry) - {"spec", "input-shape", "args", "dtype"}
+        unknown = set(entry) - {"spec", "input-shape", "inputs", "args", "dtype"}
         if unknown:
             raise SpecError(f"[tool.modelcheck.models] {text!r}: unknown key(s) {', '.join(sorted(unknown))}")
         try:
-            shape = parse_shape(entry["input-shape"]) if "input-shape" in entry else config.input_shape
+            own = parse_shapes(entry["input-shape"]) if "input-shape" in entry else shapes
         except ValueError as exc:
             raise SpecError(f"[tool.modelcheck.models] {text!r}: {exc}") from None
-        specs.append(parse_spec(text, entry.get("args") or {}, shape, str(entry.get("dtype", dtype)),
-                                base=config.root, origin="pyproject"))
+        specs.append(parse_spec(text, entry.get("args") or {}, own[0], str(entry.get("dtype", dtype)),
+                                base=config.root, origin="pyproject", input_shapes=own,
+                                inputs=str(entry["inputs"]) if "inputs" in entry else inputs))
     return specs
 
 
@@ -168,13 +232,31 @@ def spec_files(texts: list[str]) -> list[Path]:
 # ----- child side: loading and building -----------------------------------------------------------
 
 
+_RELATIVE_LEVEL = re.compile(r"^[ \t]*from[ \t]+(\.+)", re.MULTILINE)
+
+
 def _package_name(path: Path) -> tuple[Path, str]:
-    """(sys.path root, dotted name) for a file: inside a package, the name from the package root."""
+    """(sys.path root, dotted name) for a file: inside a package, the name from the package root.
+
+    A folder without ``__init__.py`` whose file still uses relative imports (``from .resnet import
+    x`` in ``networks/poolnet.py``, run as ``networks.poolnet`` from the repo root) is a namespace
+    package: it takes as many folders as the deepest relative import climbs.
+    """
     parts = [] if path.stem == "__init__" else [path.stem]
     root = path.parent
     while (root / "__init__.py").is_file() and root.name.isidentifier():
         parts.insert(0, root.name)
         root = root.parent
+    if len(parts) == 1:
+        try:
+            levels = [len(dots) for dots in _RELATIVE_LEVEL.findall(path.read_text(errors="replace"))]
+        except OSError:
+            levels = []
+        for _ in range(max(levels, default=0)):
+            if not root.name.isidentifier() or root.parent == root:
+                break
+            parts.insert(0, root.name)
+            root = root.parent
     return root, ".".join(parts)
 
 
@@ -186,6 +268,9 @@ def load_module(spec: ModelSpec) -> ModuleType:
     package root so relative imports work too. The module is registered in ``sys.modules`` under
     that name, which is also what ``pickle`` needs to find its classes and functions by name.
     """
+    from modelcheck import building
+
+    building.install(spec)  # weight-free loads, in-memory porting, stubs: before any user import
     if spec.module:
         return importlib.import_module(spec.module)
     assert spec.path is not None
@@ -230,8 +315,10 @@ def _same_file(module: ModuleType, path: Path) -> bool:
 
 def _load_by_location(path: Path) -> ModuleType:
     """Fallback when the file's natural name is taken (e.g. a user file called ``types.py``)."""
+    from modelcheck import building
+
     name = "modelcheck_user_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=building.source_loader(name, path))
     if spec is None or spec.loader is None:
         raise ImportError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
@@ -254,32 +341,300 @@ def load_object(spec: ModelSpec) -> Any:
 
 
 def build_model(spec: ModelSpec, obj: Any = None) -> Any:
-    """An ``nn.Module`` from the spec's object: the instance itself, ``cls(**kwargs)`` or ``factory(**kwargs)``."""
+    """An ``nn.Module`` from the spec's object: the instance itself, ``cls(*args, **kwargs)`` or
+    ``factory(*args, **kwargs)``; ``{"$ref": "module:name"}`` arguments are resolved first (see
+    :func:`resolve_args`). Weight loads the constructor asks for are skipped when ``spec.weight_free``
+    (see :mod:`modelcheck.building`)."""
     import torch.nn as nn
+    from modelcheck import building
 
+    building.install(spec)
     if obj is None:
         obj = load_object(spec)
+    building.check_built(spec, obj)
     if isinstance(obj, nn.Module):
-        if spec.kwargs:
+        if spec.kwargs or spec.args:
             raise TypeError(f"{spec.name} is already an nn.Module instance; model arguments do not apply")
         return obj
     if not callable(obj):
         raise TypeError(f"{spec.name} is a {type(obj).__name__}, not an nn.Module, a class or a factory")
-    model = obj(**spec.kwargs)
+    args, kwargs = resolve_args(spec)
+    model = obj(*args, **kwargs)
+    building.check_built(spec, model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec.name}(...) returned {type(model).__name__}, not an nn.Module")
     return model
 
 
 def make_input(spec: ModelSpec, seed: int = 0) -> Any:
-    """A reproducible random input of the spec's shape and dtype (integers for integer dtypes)."""
+    """A reproducible random input of the spec's (first) shape and dtype (integers for integer dtypes)."""
+    return _random_tensors(spec, seed)[0]
+
+
+def _random_tensors(spec: ModelSpec, seed: int) -> list[Any]:
+    """One random tensor per shape, drawn in order from one generator (the first is ``make_input``'s)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, spec.dtype)
     if dtype.is_floating_point:
-        return torch.randn(spec.input_shape, generator=generator).to(dtype)
-    return torch.randint(0, 10, spec.input_shape, generator=generator, dtype=dtype)
+        return [torch.randn(shape, generator=generator).to(dtype) for shape in spec.input_shapes]
+    return [torch.randint(0, 10, shape, generator=generator, dtype=dtype) for shape in spec.input_shapes]
+
+
+class ExampleInputs:
+    """What one forward call gets: positional and keyword values, tensors or not.
+
+    Tensors are the graph's inputs (traced, exported, fed to the runtimes), in the order
+    positional first, then keywords; every other value (``mode="test"``) is a constant the
+    trace and the export bake in. :meth:`bound` makes ``model(*tensors)`` mean the full call.
+    """
+
+    def __init__(self, args: Any = (), kwargs: dict[str, Any] | None = None) -> None:
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        for where, value in [*((f"input {i + 1}", v) for i, v in enumerate(self.args)), *self.kwargs.items()]:
+            if not _is_tensor(value) and _holds_tensor(value):
+                raise TypeError(f"forward argument {where} is a {type(value).__name__} holding tensors; "
+                                "give each tensor as an input of its own")
+
+    @property
+    def tensors(self) -> tuple[Any, ...]:
+        return (*(v for v in self.args if _is_tensor(v)), *(v for v in self.kwargs.values() if _is_tensor(v)))
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        """The non-tensor values, by parameter name (``#2`` for the second positional one): for reports."""
+        found = {f"#{i + 1}": v for i, v in enumerate(self.args) if not _is_tensor(v)}
+        return {**found, **{k: v for k, v in self.kwargs.items() if not _is_tensor(v)}}
+
+    @property
+    def simple(self) -> bool:
+        """Only positional tensors: ``model(*tensors)`` is the call itself."""
+        return not self.kwargs and all(_is_tensor(v) for v in self.args)
+
+    def shapes(self) -> list[list[int]]:
+        return [list(t.shape) for t in self.tensors]
+
+    def call(self, model: Any) -> Any:
+        return model(*self.args, **self.kwargs)
+
+    def with_tensors(self, tensors: Any) -> ExampleInputs:
+        """The same call with other tensors in the tensors' places (constants kept)."""
+        tensors = list(tensors)
+        if len(tensors) != len(self.tensors):
+            raise ValueError(f"{len(tensors)} tensor(s) for {len(self.tensors)} input(s)")
+        feed = iter(tensors)
+        args = [next(feed) if _is_tensor(v) else v for v in self.args]
+        kwargs = {k: next(feed) if _is_tensor(v) else v for k, v in self.kwargs.items()}
+        return ExampleInputs(args, kwargs)
+
+    def names(self, model: Any = None) -> list[str]:
+        """Graph input names: ``input`` for a single tensor; else forward's parameter names when
+        every tensor has a distinct one that is no parameter/buffer name, else ``input_0``, ``input_1``…"""
+        count = len(self.tensors)
+        if count == 1:
+            return ["input"]
+        fallback = [f"input_{i}" for i in range(count)]
+        params: list[str] = []
+        if model is not None:
+            try:
+                params = [p.name for p in inspect.signature(model.forward).parameters.values()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            except (TypeError, ValueError):
+                return fallback
+        names = [params[i] if i < len(params) else "" for i, v in enumerate(self.args) if _is_tensor(v)]
+        names += [k for k, v in self.kwargs.items() if _is_tensor(v)]
+        taken: set[str] = set()
+        if model is not None:
+            taken = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        if len(set(names)) != count or not all(n.isidentifier() and n not in taken for n in names):
+            return fallback
+        return names
+
+    @contextlib.contextmanager
+    def bound(self, model: Any) -> Iterator[tuple[Any, ...]]:
+        """While active, ``model(*self.tensors)`` calls forward with every argument, constants
+        included; yields the tensors. The model stays the root module (module paths and ONNX node
+        names unchanged): only its instance attribute ``forward`` is set, and removed after."""
+        if self.simple:
+            yield self.tensors
+            return
+        original = model.forward
+        slots = [("arg", i) for i, v in enumerate(self.args) if _is_tensor(v)]
+        slots += [("kw", k) for k, v in self.kwargs.items() if _is_tensor(v)]
+        args, kwargs = self.args, self.kwargs
+
+        def forward(*tensors: Any) -> Any:
+            call_args, call_kwargs = list(args), dict(kwargs)
+            for (kind, key), tensor in zip(slots, tensors, strict=True):
+                if kind == "arg":
+                    call_args[key] = tensor
+                else:
+                    call_kwargs[key] = tensor
+            return original(*call_args, **call_kwargs)
+
+        had = "forward" in vars(model)
+        model.forward = forward
+        try:
+            yield self.tensors
+        finally:
+            if had:
+                model.forward = original
+            else:
+                del model.forward
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_is_tensor(v) or _holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_is_tensor(v) or _holds_tensor(v) for v in value.values())
+    return False
+
+
+def make_inputs(spec: ModelSpec, seed: int = 0, model: Any = None) -> ExampleInputs:
+    """The example inputs of one forward call (child side only), reproducible for a seed.
+
+    With ``spec.inputs`` (``--inputs``): the user's callable, called after ``torch.manual_seed(seed)``
+    with the model when it takes a parameter (``make_inputs(model)``), else with none. It returns a
+    tensor, a tuple/list (positional arguments) or a dict (keyword arguments); values that are not
+    tensors are constants. Otherwise one random tensor per ``spec.input_shapes``, positional.
+    Either way ``spec.forward_kwargs`` fill the non-tensor arguments not given yet (by name);
+    forward's other parameters keep their defaults.
+    """
+    found = _call_inputs(spec, seed, model) if spec.inputs else ExampleInputs(_random_tensors(spec, seed))
+    order = _positional_names(model)
+    taken = set(found.kwargs) | set(order[: len(found.args)])
+    kwargs = {**found.kwargs, **{k: v for k, v in spec.forward_kwargs.items() if k not in taken}}
+    # keyword inputs in forward's order: the graph's inputs do not depend on a dict's order
+    kwargs = dict(sorted(kwargs.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+    return ExampleInputs(found.args, kwargs)
+
+
+def _positional_names(model: Any) -> list[str]:
+    if model is None:
+        return []
+    try:
+        return [p.name for p in inspect.signature(model.forward).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _call_inputs(spec: ModelSpec, seed: int, model: Any) -> ExampleInputs:
+    import torch
+
+    text = spec.inputs or ""
+    where, _, name = text.rpartition(":")
+    holder = ModelSpec(text, name, path=where if where.endswith(".py") or "/" in where else None,
+                       module=None if where.endswith(".py") or "/" in where else where)
+    fn = load_object(holder)
+    if not callable(fn):
+        raise TypeError(f"--inputs {text}: {type(fn).__name__} is not callable")
+    try:
+        takes_model = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                          for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        takes_model = False
+    torch.manual_seed(seed)
+    value = fn(model) if takes_model else fn()
+    if isinstance(value, torch.Tensor):
+        return ExampleInputs((value,))
+    if isinstance(value, (tuple, list)):
+        return ExampleInputs(value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return ExampleInputs((), value)
+    raise TypeError(f"--inputs {text} returned {type(value).__name__}, not a tensor, "
+                    "a tuple/list of inputs or a dict of keyword inputs")
+
+
+#: parameter names that hold a setting, not data (``forward(self, x, mode)``)
+_SETTING_NAME = re.compile(
+    r"^(mode|phase|stage|task|split|flag|train|training|test|testing|eval|inference|return_\w+|is_\w+|"
+    r"use_\w+|with_\w+|\w+_mode|\w+_type|\w+_flag|type|kind|verbose|debug|level|step|epoch|iter|idx|"
+    r"index|name|key|out_(?:size|shape)|size|scale|shape)$",
+    re.IGNORECASE,
+)
+
+
+def looks_like_tensor(parameter: inspect.Parameter) -> bool:
+    """Is this forward parameter data (a tensor) rather than a setting? By annotation first
+    (``Tensor`` yes; ``str``/``int``/``bool``/``float`` no), else by name (``mode``, ``phase``,
+    ``is_training``, ``return_features`` are settings)."""
+    annotation = parameter.annotation
+    if annotation is not parameter.empty:
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+        text = str(text)
+        if "Tensor" in text:
+            return True
+        if text.split("[")[0].split(".")[-1] in ("str", "int", "bool", "float", "Literal", "Optional") \
+                and "Tensor" not in text:
+            return False
+    return not _SETTING_NAME.match(parameter.name)
+
+
+class MissingInputs(TypeError):
+    """forward needs arguments the example inputs do not give: ``tensors`` names every tensor
+    input it takes when some are missing (give that many shapes or ``--inputs``), ``settings``
+    the non-tensor arguments without a default that nothing gives."""
+
+    def __init__(self, message: str, tensors: list[str], settings: list[str]) -> None:
+        super().__init__(message)
+        self.tensors, self.settings = tensors, settings
+
+
+def check_forward_inputs(model: Any, inputs: ExampleInputs, spec: ModelSpec | None = None) -> None:
+    """Raise :class:`MissingInputs` (or TypeError) when forward cannot take these inputs.
+
+    Without this the forward's own TypeError ("missing 1 required positional argument") reads
+    like a bug of the model, and the export stage after it like a gap in the rules. An unreadable
+    signature checks nothing: the forward speaks for itself.
+    """
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return
+    cls = type(model).__name__
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    given = len(inputs.args)
+    if given > len(positional) and not varargs:
+        names = ", ".join(p.name for p in positional) or "none"
+        raise TypeError(f"{cls}.forward takes {len(positional)} input(s) ({names}) but {given} were given "
+                        f"(input shapes {_shapes_text(inputs)})")
+    filled = {p.name for p in positional[:given]} | set(inputs.kwargs)
+    missing = [p for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               and p.name not in filled]
+    if not missing:
+        return
+    tensors = [p.name for p in missing if looks_like_tensor(p)]
+    settings = [p.name for p in missing if p.name not in tensors]
+    if tensors:
+        wanted = [p.name for p, value in zip(positional, inputs.args, strict=False) if _is_tensor(value)]
+        wanted += [k for k, v in inputs.kwargs.items() if _is_tensor(v)] + tensors
+        count = len(wanted)
+        first = _shapes_text(inputs).split(";")[0] if inputs.tensors else "1,3,224,224"
+        message = (f"{cls}.forward needs {count} inputs ({', '.join(wanted)}); give --input-shape with "
+                   f"{count} shapes separated by ';' (like {';'.join([first] * count)}) "
+                   "or --inputs module:make_inputs")
+        if settings:
+            message += f", and a value for {', '.join(settings)}"
+        tensors = wanted
+    else:
+        message = (f"{cls}.forward needs a value for {', '.join(settings)} (not a tensor, no default): "
+                   "give it with --inputs module:make_inputs returning a dict of keyword inputs")
+    raise MissingInputs(message, tensors, settings)
+
+
+def _shapes_text(inputs: ExampleInputs) -> str:
+    return ";".join(",".join(str(d) for d in shape) for shape in inputs.shapes()) or "none"
 
 
 # ----- discovery (child side) ---------------------------------------------------------------------
@@ -378,6 +733,7 @@ class _Candidate:
     kind: str  # "instance" | "class" | "factory"
     obj: Any = None  # the built module, when built
     reason: str = ""  # why skipped; empty when picked
+    call: dict[str, Any] = field(default_factory=dict)  # args/kwargs/forward_kwargs/args_origin from a call site
 
 
 def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
@@ -385,12 +741,21 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     Returns ``{"picked": [{"spec", "kind"}], "skipped": [{"spec", "kind", "reason"}],
     "errors": [{"file", "error"}]}``. Every candidate is built here once to see what it
-    contains; the inspect job builds the picked ones again in their own child.
+    contains; the inspect job builds the picked ones again in their own child. A class that
+    needs arguments is built with those of its first fitting call site in the repository
+    (``payload["repo"]``, else the files' common folder; :mod:`modelcheck.callsites`), and its
+    picked entry carries ``args``, ``kwargs``, ``forward_kwargs`` and ``args_origin``.
     """
+    import os
+
     import torch.nn as nn
+    from modelcheck.callsites import RepoIndex
 
     candidates: list[_Candidate] = []
     errors: list[dict[str, str]] = []
+    folders = [str(Path(file).resolve().parent) for file in payload["files"].values()]
+    root = payload.get("repo") or (os.path.commonpath(folders) if folders else None)
+    sites = RepoIndex(root) if root and Path(root) != Path(Path(root).anchor) else None
     for display, file in payload["files"].items():
         path = Path(file).resolve()
         try:
@@ -408,14 +773,15 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
             if isinstance(obj, nn.Module) and name in assigned:
                 candidates.append(_Candidate(spec, "instance", obj))
             elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
-                candidates.append(_build_candidate(spec, "class", obj, _class_verdict(obj)))
+                candidates.append(_build_candidate(spec, "class", obj, _class_verdict(obj), _call_site(sites, obj)))
             elif inspect.isfunction(obj) and obj.__module__ == module.__name__:
                 if obj.__name__ == "<lambda>" or name.startswith("_"):
                     continue
                 candidates.append(_build_candidate(spec, "factory", obj, factory_verdict(obj, module_classes)))
     _pick_roots(candidates)
+    # picked entries built from a call site carry its arguments (``args``, ``kwargs``, ...)
     return {
-        "picked": [{"spec": c.spec, "kind": c.kind} for c in candidates if not c.reason],
+        "picked": [{"spec": c.spec, "kind": c.kind, **c.call} for c in candidates if not c.reason],
         "skipped": [{"spec": c.spec, "kind": c.kind, "reason": c.reason} for c in candidates if c.reason],
         "errors": errors,
     }
@@ -436,20 +802,49 @@ def _class_verdict(cls: type) -> str | None:
     return f"needs argument(s) {', '.join(required)}" if required else None
 
 
-def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None) -> _Candidate:
+def _call_site(sites: Any, obj: Any) -> dict[str, Any]:
+    """Arguments for a class that needs some, from the first call site in the repository whose
+    arguments fit its signature (:mod:`modelcheck.callsites`, static); {} when there is none."""
+    if sites is None or not isinstance(obj, type) or not (required_parameters(obj) or []):
+        return {}
+    from modelcheck.callsites import bind_forward
+
+    try:
+        found = sites.call_sites(inspect.getsourcefile(obj) or "", obj.__name__)
+    except (OSError, TypeError, RecursionError, ValueError):
+        return {}
+    for site in found:
+        try:
+            inspect.signature(obj).bind(*site.args, **site.kwargs)
+        except (TypeError, ValueError):
+            continue
+        return {"args": site.args, "kwargs": site.kwargs, "forward_kwargs": bind_forward(obj.forward, site) or {},
+                "args_origin": site.origin}
+    return {}
+
+
+def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None,
+                     call: dict[str, Any] | None = None) -> _Candidate:
     import torch.nn as nn
 
+    if call and verdict is not None and verdict.startswith("needs argument(s)"):
+        verdict = None  # built with the call site's arguments
     if verdict is not None:
         return _Candidate(spec, kind, reason=verdict)
     try:
-        built = obj()
+        if call:
+            holder = ModelSpec(spec, obj.__name__, args=call["args"], kwargs=call["kwargs"])
+            args, kwargs = resolve_args(holder)
+            built = obj(*args, **kwargs)
+        else:
+            built = obj()
     except BaseException as exc:  # user code may raise anything
         if isinstance(exc, KeyboardInterrupt):
             raise
         return _Candidate(spec, kind, reason=f"building it without arguments failed: {one_line(exc)}")
     if not isinstance(built, nn.Module):
         return _Candidate(spec, kind, reason=f"returned {type(built).__name__}, not an nn.Module")
-    return _Candidate(spec, kind, built)
+    return _Candidate(spec, kind, built, call=dict(call or {}))
 
 
 def _pick_roots(candidates: list[_Candidate]) -> None:
@@ -551,3 +946,33 @@ def _dotted(node: ast.expr) -> str | None:
         base = _dotted(node.value)
         return f"{base}.{node.attr}" if base else None
     return None
+
+
+def resolve_args(spec: ModelSpec) -> tuple[list[Any], dict[str, Any]]:
+    """The constructor's positional and keyword arguments with every ``{"$ref": ...}`` replaced by
+    the object it names (child side only: resolving imports the named module).
+
+    ``{"$ref": "package.module:name"}`` imports the module; ``{"$ref": "/path/file.py:name"}``
+    loads the file the way :func:`load_module` loads a spec's file (its folder on ``sys.path``,
+    its package name when inside one), so ``Vgg(RCL_Module)`` gets the very class the model's
+    own module sees. ``name`` may be dotted (``Config.default``). Nested lists and dicts are walked.
+    """
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"$ref"}:
+            return _load_ref(str(value["$ref"]))
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        if isinstance(value, dict):
+            return {key: resolve(item) for key, item in value.items()}
+        return value
+
+    return [resolve(arg) for arg in spec.args], {key: resolve(value) for key, value in spec.kwargs.items()}
+
+
+def _load_ref(ref: str) -> Any:
+    where, sep, name = ref.rpartition(":")
+    if not sep or not where or not _IDENT.match(name):
+        raise SpecError(f"argument reference {ref!r} must look like path/to/file.py:name or package.module:name")
+    is_file = where.endswith(".py") or "/" in where or "\\" in where
+    holder = ModelSpec(ref, name, path=where if is_file else None, module=None if is_file else where)
+    return load_object(holder)

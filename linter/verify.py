@@ -4,7 +4,7 @@ A fix is kept only if the fixed model is the original model. Two phases, each in
 child, because both build the user's model from the files on disk:
 
 ``reference`` (before anything is written): build the original model with a fixed seed, save
-its ``state_dict``, random inputs of the configured shape and its outputs (eval mode) to the
+its ``state_dict``, random inputs of the configured shapes (or ``--inputs``) and its outputs (eval mode) to the
 work folder; record which source files the model loaded, whether ``torch.save(model)`` works,
 its module tree, and the input shapes every pooling and upsampling call received (per source
 line; the pooling fixer needs them where the padding depends on the input size).
@@ -50,12 +50,17 @@ def _build(payload: dict[str, Any], record_shapes: bool = False) -> tuple[Any, A
 
 
 def _forward(model: Any, example: Any) -> list[Any]:
+    """Outputs of one forward call: ``example`` is an ``ExampleInputs`` (every input, constants
+    included) or a single tensor."""
     import torch
     from modelcheck.smoke import _flatten
+    from modelcheck.specs import ExampleInputs
 
+    if not isinstance(example, ExampleInputs):
+        example = ExampleInputs((example,))
     torch.manual_seed(0)  # a forward that draws random numbers draws the same ones both times
     with torch.no_grad():
-        return [t.detach().clone() for t in _flatten(model(example))]
+        return [t.detach().clone() for t in _flatten(example.call(model))]
 
 
 def _pickles(model: Any) -> tuple[bool, str]:
@@ -86,15 +91,16 @@ def _user_files() -> list[str]:
 def reference(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the original model; save what ``check`` compares against; report call shapes."""
     import torch
-    from modelcheck.specs import make_input
+    from modelcheck.specs import make_inputs
 
     spec, model, sites = _build(payload)
-    inputs = [make_input(spec, seed) for seed in SEEDS]
+    inputs = [make_inputs(spec, seed, model) for seed in SEEDS]
     shapes = ShapeRecorder(model, sites)
     with shapes:
         outputs = [_forward(model, example) for example in inputs]
-    torch.save({"state_dict": model.state_dict(), "inputs": inputs, "outputs": outputs},
-               Path(payload["workdir"]) / REFERENCE_FILE)
+    # the tensors only (weights_only loading); ``check`` takes the constants from the spec again
+    torch.save({"state_dict": model.state_dict(), "inputs": [list(example.tensors) for example in inputs],
+                "outputs": outputs}, Path(payload["workdir"]) / REFERENCE_FILE)
     pickles, pickle_error = _pickles(model)
     return {
         "files": _user_files(),
@@ -109,9 +115,10 @@ def reference(payload: dict[str, Any]) -> dict[str, Any]:
 def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the fixed model, load the original weights strictly, compare outputs."""
     import torch
+    from modelcheck.specs import make_inputs
 
     saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
-    _, model, _ = _build(payload)
+    spec, model, _ = _build(payload)
     problems: list[str] = []
     fresh = model.state_dict()
     keys = list(fresh.keys())
@@ -127,9 +134,9 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
     tolerance = float(payload.get("tolerance", 1e-6))
     max_diff = 0.0
     identical = True
-    for index, (example, expected) in enumerate(zip(saved["inputs"], saved["outputs"], strict=True)):
-        try:
-            got = _forward(model, example)
+    for index, (tensors, expected) in enumerate(zip(saved["inputs"], saved["outputs"], strict=True)):
+        try:  # the very tensors the original ran on, with the spec's constants (mode="test")
+            got = _forward(model, make_inputs(spec, SEEDS[index], model).with_tensors(tensors))
         except Exception as exc:  # the fixed forward may fail in any way
             return {"ok": False, "problems": [f"the fixed model's forward fails: {type(exc).__name__}: {exc}"[:300]]}
         if len(got) != len(expected):

@@ -122,7 +122,7 @@ def test_audit_of_a_package_lists_its_modules_and_survives_a_module_that_hangs_o
         "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n\n\n"
         "def build_helper(channels):\n    return nn.Conv2d(channels, channels, 1)\n"
     )
-    (package / "broken.py").write_text("import a_module_that_is_not_installed\n")
+    (package / "broken.py").write_text("from . import _ext  # a compiled extension that was never built\n")
     (package / "slow_import.py").write_text("import time\n\ntime.sleep(3600)\n")
     env_path = str(tmp_path / "site")
     done = subprocess.run(

@@ -197,12 +197,16 @@ def test_config_built_layers_are_found_at_the_line_that_built_them(fixture_repor
 def test_decoder_mode_from_a_constructor_argument_is_found_where_interpolate_is_called(
     fixture_report: dict[str, Any],
 ) -> None:
-    """seg_layers.py is imported by seg_model.py as a sibling and was not given on the command line."""
+    """seg_layers.py is imported by seg_model.py as a sibling and was not given on the command line:
+    the dynamic pass points at it, so the static pass checks it too and the two merge."""
     line = line_of("seg_layers.py", "F.interpolate(")
     found = [f for f in by_code(fixture_report, "MC201") if f["path"] == "seg_layers.py"]
     assert [(f["line"], f["column"], f["evidence"], f["model"], f["module_path"]) for f in found] == [
-        (line, 13, "dynamic", "seg_model.py:SegNet", "blocks.0")]
-    assert found[0]["fixable"] is False
+        (line, 13, "both", "seg_model.py:SegNet", "blocks.0")]
+    assert found[0]["fixable"] is False  # the source says mode=self.upscale_mode: no exact rewrite
+    assert "also checked, as files the model is built from: seg_layers.py" in fixture_report["notes"]
+    assert fixture_report["summary"]["also_checked"] == ["seg_layers.py"]
+    assert fixture_report["summary"]["files"] == 5
 
 
 @pytest.mark.slow
@@ -393,3 +397,79 @@ def test_real_subprocess_json_and_static_only_stays_torch_free() -> None:
     )
     done = subprocess.run([sys.executable, "-c", check], cwd=FIXTURES, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ----- files the model is built from: checked statically too (project files only) ---------------
+
+LUA_LAYERS = '''import torch.nn as nn
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.lambda_func = fn
+
+    def forward(self, x):
+        return self.lambda_func(x)
+
+
+identity = Lambda(lambda x: x)
+view = Lambda(lambda x: x.view(x.size(0), -1))  # noqa: MC101
+'''
+
+
+def test_only_project_files_the_model_is_built_from_are_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model built from backbone files, an installed package, the stdlib, a vendored folder and
+    a virtual environment: the static pass re-reads the project's own files only, once each, and
+    their suppression comments and per-file-ignores hold."""
+    from modelcheck.dynamic import check_more_files, is_project_file, model_files, project_roots
+    from modelcheck.findings import ModelResult
+    from modelcheck.targets import make_target
+
+    project = tmp_path / "project"
+    files = {
+        "model.py": "import torch.nn as nn\n",
+        "backbone/lua_net.py": LUA_LAYERS,
+        "backbone/ignored.py": LUA_LAYERS,
+        "vendored/net.py": LUA_LAYERS,
+        ".venv/lib/python3.12/site-packages/layers/net.py": LUA_LAYERS,
+        "build/lib/net.py": LUA_LAYERS,
+    }
+    for name, text in files.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    installed = tmp_path / "env" / "lib" / "python3.12" / "site-packages" / "zoo" / "net.py"
+    elsewhere = tmp_path / "elsewhere" / "net.py"
+    for path in (installed, elsewhere):
+        path.parent.mkdir(parents=True)
+        path.write_text(LUA_LAYERS)
+    monkeypatch.chdir(project)
+    config = Config(exclude=["vendored"], per_file_ignores={"backbone/ignored.py": ["MC1"]})
+    roots = project_roots(["model.py"], config)
+    assert roots == [project.resolve()]
+    candidates = [*files, str(installed), str(elsewhere), os.__file__, re.__file__]
+    assert [f for f in candidates if is_project_file(f, roots, config)] == [
+        "model.py", "backbone/lua_net.py", "backbone/ignored.py"]
+
+    result = check_more_files([*candidates, str(project / "backbone" / "lua_net.py")],
+                              [str(project / "model.py")], make_target("caffe2"), config, roots=roots)
+    assert list(result.sources) == ["backbone/lua_net.py", "backbone/ignored.py"]  # model.py: checked already
+    assert result.files_checked == 2
+    lambda_line = LUA_LAYERS.splitlines().index("identity = Lambda(lambda x: x)") + 1
+    assert [(f.code, f.location.path, f.location.line) for f in result.findings] == [
+        ("MC101", "backbone/lua_net.py", lambda_line)]  # the noqa line and the ignored file say nothing
+
+    # without roots (the audit, checking installed models) every file counts
+    assert check_more_files([str(installed)], [], make_target("caffe2"), config).files_checked == 1
+
+    # the files a model is built from: its spec's file, its constructs' files, its pickle failures'
+    spec = parse_spec("model.py:Net")
+    seen = Finding("MC101", "lambda", Severity.ERROR, Location("backbone/lua_net.py", lambda_line, 12),
+                   evidence="dynamic")
+    model = ModelResult("model.py:Net", "ok", pickle={"ok": False, "failures": [
+        {"defined_at": f"{installed}:13"}, {"defined_at": "backbone/ignored.py:13"}]})
+    assert model_files(spec, [seen], model) == sorted(
+        str(p.resolve()) for p in (project / "model.py", project / "backbone/lua_net.py",
+                                   project / "backbone/ignored.py", installed))

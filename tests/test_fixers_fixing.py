@@ -225,3 +225,49 @@ def test_an_interrupted_verification_restores_every_file(tmp_path):
                  covered=lambda _path: True, verifier=interrupted)
     assert seen and "_lambda_" in seen[0]  # it was written, then
     assert path.read_text() == LAMBDA_NET  # restored
+
+
+@pytest.mark.slow
+def test_fix_reaches_the_project_files_the_model_is_built_from(tmp_path):
+    """The lambdas live in a Lua-converted backbone that model.py imports: the dynamic pass points
+    at it, the static pass checks it then, and --diff/--fix treat it like a file given by name."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "fix_reach", project)
+    backbone, model = project / "backbone" / "lua_net.py", project / "model.py"
+    original = {path: path.read_bytes() for path in (backbone, model)}
+    lambda_lines = [n for n, line in enumerate(backbone.read_text().splitlines(), 1) if "(lambda " in line]
+    args = ("model.py", "--model", "model.py:Net", "--input-shape", "1,3,16,16", "--no-smoke", "--format", "json")
+
+    report = json.loads(modelcheck(project, *args, "--diff").stdout)
+    assert report["diff"].count("--- a/") == 2
+    assert "--- a/backbone/lua_net.py\n+++ b/backbone/lua_net.py\n" in report["diff"]
+    assert "--- a/model.py\n+++ b/model.py\n" in report["diff"]
+    assert {path: path.read_bytes() for path in original} == original  # --diff writes nothing
+    lambdas = [f for f in report["findings"] if f["code"] == "MC101"]
+    assert [(f["path"], f["line"]) for f in lambdas] == [("backbone/lua_net.py", n) for n in lambda_lines]
+    assert len(lambda_lines) == 6 and all(f["evidence"] == "both" and f["fixable"] for f in lambdas)
+    assert "also checked, as files the model is built from: backbone/lua_net.py" in report["notes"]
+    assert (report["summary"]["files"], report["summary"]["also_checked"]) == (2, ["backbone/lua_net.py"])
+
+    result = modelcheck(project, *args, "--fix")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    fixes = [(f["path"], f["code"], f["status"], f["verified"]) for f in report["fixes"]]
+    assert fixes == [("backbone/lua_net.py", "MC101", "applied", True)] * 6 + [("model.py", "MC201", "applied", True)]
+    assert report["findings"] == [] and report["models"][0]["pickle"]["ok"] is True
+    assert any(n.startswith("fix verification: model.py:Net: the original state_dict loads with strict=True")
+               for n in report["notes"])
+    assert "(lambda " not in backbone.read_text()  # not one lambda left in the module-level net
+    assert "_ExactBilinearUpsample" in model.read_text()
+
+    save = ("import io, torch\nfrom model import Net\ntorch.save(Net(), io.BytesIO())\n"
+            "import backbone.lua_net as b\ntorch.save(b.net, io.BytesIO())\nprint('saved')\n")
+    done = subprocess.run([sys.executable, "-c", save], cwd=project, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "saved", done.stderr
+
+    fixed = {path: path.read_bytes() for path in original}
+    again = json.loads(modelcheck(project, *args, "--fix").stdout)
+    assert {path: path.read_bytes() for path in original} == fixed
+    assert "nothing to fix" in again["notes"] and again["findings"] == []

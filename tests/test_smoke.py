@@ -330,7 +330,9 @@ def test_doctor_lists_every_runtime_with_its_version(tmp_path: Path) -> None:
     result = _cli("--doctor", cwd=tmp_path)
     for name in ("torch", "onnx", "onnxruntime", "caffe2"):
         assert name in result.stdout
-    assert "2.13.0" in result.stdout  # torch's version, read from the running runtime
+    import torch
+
+    assert torch.__version__.split("+")[0] in result.stdout  # torch's version, read from the running runtime
     if caffe2_available():
         assert result.returncode == 0, result.stdout
         assert "all runtimes work" in result.stdout
