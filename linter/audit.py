@@ -873,8 +873,13 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         static = check_more_files(files, (), target, config)
         row.findings, row.unreached = split_reached(merge(static.findings, dynamic), reached, model.files)
         needs = needs_inputs(model)
+        settings = list(getattr(model, "needs_arguments", None) or [])
         if needs:  # modelcheck lacks its inputs: not the model's failure
             row.status, row.detail = "skipped", f"needs {len(needs)} inputs ({', '.join(needs)})"
+        elif settings:  # a forward argument such as ``mode`` with no default that no script showed
+            row.status = "skipped"
+            row.detail = (f"forward needs a value for {', '.join(settings)} (no default, no call site found): "
+                          "give it with --inputs module:make_inputs")
         elif model.status != "ok":
             failed = "forward failed" if model.stage == "forward" else "build failed"
             row.status = failed if model.status == "failed" else model.status

@@ -160,8 +160,10 @@ class RepoIndex:
         if bound is not None:
             kind, file, attr = bound
             if kind == "object" and attr is not None:
-                sub = self._submodule(file, attr)
-                return None if sub is not None else self.canonical(file, attr, depth + 1)
+                # ``from pkg import X``: pkg's own X (``from .X import X`` in its __init__) wins over
+                # the submodule pkg/X.py, as the attribute does at run time
+                found = self.canonical(file, attr, depth + 1)
+                return found if found is not None or self._submodule(file, attr) is not None else None
             return None  # a module, not an object
         for star in module.stars:
             found = self.canonical(star, name, depth + 1)
@@ -182,7 +184,7 @@ class RepoIndex:
                 return ("module", bound[1])
             if bound is not None and bound[2] is not None:
                 sub = self._submodule(bound[1], bound[2])
-                if sub is not None:
+                if sub is not None and self.canonical(bound[1], bound[2]) is None:
                     return ("module", sub)
             found = self.canonical(path, node.id)
             return ("object", *found) if found else None

@@ -287,6 +287,7 @@ def model_result(
             model.detail = f"{model.stage}: {value.get('error', 'failed')}"
             model.traceback = value.get("traceback", "")
             model.needs_inputs = list(value.get("needs_inputs") or [])
+            model.needs_arguments = list(value.get("needs_arguments") or [])
     else:
         model.status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
         model.stage = value.get("stage")

@@ -154,6 +154,8 @@ class ModelResult:
     #: forward needs tensor inputs modelcheck was not given (``--input-shape A;B`` or ``--inputs``
     #: would): the forward stage "failed" for want of inputs, not by the model's fault
     needs_inputs: list[str] = field(default_factory=list)
+    #: forward's non-tensor arguments that have no default and no value (``mode``): likewise
+    needs_arguments: list[str] = field(default_factory=list)
     #: how the child got the model built: weight loads skipped, files ported in memory, missing
     #: packages stubbed (``modelcheck.building``), each with the user's file:line
     notes: list[str] = field(default_factory=list)
@@ -173,6 +175,8 @@ class ModelResult:
         }
         if self.needs_inputs:
             data["needs_inputs"] = list(self.needs_inputs)
+        if self.needs_arguments:
+            data["needs_arguments"] = list(self.needs_arguments)
         if self.notes:
             data["notes"] = list(self.notes)
         return data

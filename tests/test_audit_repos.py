@@ -136,3 +136,16 @@ def test_audit_picks_root_architectures_and_skips_multi_input_blocks_under_all_m
     assert "constructor arguments from r3net.py:48: AttentionGate(8)" in gate["notes"]
     assert data["summary"]["breaking"] == 0
     assert data["summary"]["skipped"] == 1
+
+
+def test_a_package_reexport_wins_over_the_submodule_of_the_same_name(tmp_path: Path) -> None:
+    """``from model import Net`` where model/__init__.py does ``from .Net import Net``: the class, as at run time."""
+    from modelcheck.callsites import RepoIndex
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("from .Net import Net\n")
+    (tmp_path / "model" / "Net.py").write_text("import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+                                               "    def __init__(self, c_in, c_out):\n        super().__init__()\n")
+    (tmp_path / "net_test.py").write_text("from model import Net\n\nnet = Net(3, 1)\n")
+    (site,) = RepoIndex(tmp_path).call_sites(tmp_path / "model" / "Net.py", "Net")
+    assert (site.args, site.origin) == ([3, 1], "net_test.py:3")
