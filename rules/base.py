@@ -43,6 +43,9 @@ class Rule:
     good_example: ClassVar[str]
     #: the target (``name`` or ``name@opset``) at which bad_example must fire and good_example not
     example_target: ClassVar[str] = "caffe2"
+    #: modules the examples import as siblings: the examples are checked as files of a package
+    #: holding them (an implicit relative import is only one inside a package)
+    example_package: ClassVar[tuple[str, ...]] = ()
     #: False for rules only the dynamic pass can see (a lock stored on a module)
     static: ClassVar[bool] = True
     #: the construct breaks when its file is imported (an import Python 3 cannot resolve), so a

@@ -102,6 +102,7 @@ class ImplicitRelativeImport(_Blocker):
     code = "MC401"
     name = "implicit-relative-import"
     kind = RELATIVE_IMPORT
+    example_package = ("config", "resnext101")
     summary = "import of a sibling module without a dot: Python 3 looks for a top-level module instead"
     rationale = (
         "Inside a package (a folder with __init__.py), Python 2 resolved `import config` and "
@@ -366,20 +367,12 @@ def _siblings_cached(folder: str, _mtime: int) -> frozenset[str] | None:
 def sibling_modules(path: str) -> frozenset[str] | None:
     """Module names next to ``path`` (``X.py`` and packages ``X/__init__.py``), or None when
     the file's folder is not a package (no ``__init__.py``): its imports are then absolute."""
-    if path in EXAMPLE_FILES and not os.path.exists(path):
-        return EXAMPLE_SIBLINGS
     folder = os.path.dirname(os.path.abspath(path))
     try:
         mtime = os.stat(folder).st_mtime_ns
     except OSError:
         return None
     return _siblings_cached(folder, mtime)
-
-
-#: the documented examples (checked as files that exist nowhere) are read as if they sat in a
-#: package next to config.py and resnext101.py
-EXAMPLE_FILES = frozenset({"bad_example.py", "good_example.py"})
-EXAMPLE_SIBLINGS = frozenset({"config", "resnext101"})
 
 
 def has_future(module: cst.Module, feature: str) -> bool:

@@ -7,6 +7,7 @@ caffe2, opset 9 unless a test says otherwise); every other line must not be.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -55,9 +56,18 @@ def found(path: Path, target: str = "caffe2", prefix: str = "MC") -> Counter[tup
 
 
 def check_examples(rule: Rule) -> None:
-    """The rule's bad example is flagged with its code at its example target; the good is not."""
-    bad = check_source("bad_example.py", rule.bad_example, target_of(rule.example_target), Config())
-    good = check_source("good_example.py", rule.good_example, target_of(rule.example_target), Config())
+    """The rule's bad example is flagged with its code at its example target; the good is not.
+
+    A rule whose examples import sibling modules (``example_package``) has them checked as files
+    of a package that holds those modules."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if rule.example_package:
+            for name in ("__init__", *rule.example_package):
+                (folder / f"{name}.py").write_text("")
+        bad = check_source(str(folder / "bad_example.py"), rule.bad_example, target_of(rule.example_target), Config())
+        good = check_source(str(folder / "good_example.py"), rule.good_example, target_of(rule.example_target),
+                            Config())
     assert rule.code in {f.code for f in bad}, f"{rule.code}: bad_example not flagged: {bad}"
     assert rule.code not in {f.code for f in good}, f"{rule.code}: good_example flagged: {good}"
     assert not [f for f in bad + good if f.code == "MC000"], "examples must parse"
