@@ -38,7 +38,8 @@ folder or file (a cloned R3Net-style repository). The audit
 
 The parent never imports torch nor the audited code. Where tasks run is the business of an
 :class:`Executor`: :class:`LocalExecutor` runs them as child processes of this machine; a task
-is plain JSON in and out, so an executor for a cluster can be added without touching a stage.
+is plain JSON in and out: :class:`modelcheck.ray_executor.RayExecutor` (``--executor ray``) runs
+each one as a Ray task, inside the same isolation, on a cluster's nodes.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class AuditOptions:
     model_specs: list[str] = field(default_factory=list)  # --model: audit exactly these
     model_args: dict[str, Any] = field(default_factory=dict)
     all_modules: bool = False  # --all-modules: audit the building blocks too, not only root architectures
+    executor: str = "local"  # where model jobs run: "local" (child processes here) or "ray" (Ray tasks)
+    ray_address: str | None = None  # --ray-address; None: RAY_ADDRESS, else a Ray runtime started here
 
     def task_options(self) -> dict[str, Any]:
         """What a model's job needs to know, as JSON (and the part of the cache key it is)."""
@@ -265,6 +268,17 @@ class LocalExecutor:
         return run_job("audit_model", task.to_json(), self.timeout, memory_limit_mb=self.memory_mb)
 
 
+def make_executor(options: AuditOptions) -> Executor:
+    """The executor ``options.executor`` names (see :mod:`modelcheck.ray_executor` for Ray's)."""
+    if options.executor == "ray":
+        from modelcheck.ray_executor import RayExecutor
+
+        return RayExecutor(options.ray_address, model_timeout(options), options.memory_mb)
+    if options.executor != "local":
+        raise AuditError(f"unknown executor {options.executor!r} (local or ray)")
+    return LocalExecutor(options.jobs, model_timeout(options), options.memory_mb)
+
+
 # ============================================================================== the run
 
 
@@ -307,10 +321,11 @@ def run_audit(
         done += 1
         if progress:
             progress("done", cached, done, total)
-    executor = executor or LocalExecutor(options.jobs, model_timeout(options), options.memory_mb)
+    executor = executor or make_executor(options)
     for task, outcome in executor.run(todo):
         row = row_from_outcome(task, outcome)
-        if row.status != "timeout":  # a timeout may be the machine's load, not the model's
+        # a timeout may be the machine's load, not the model's; a lost job (a Ray worker or node died) the cluster's
+        if row.status != "timeout" and outcome.status != "lost":
             _cache_put(options.cache_dir, task, versions, row)
         report.rows.append(row)
         done += 1
@@ -335,7 +350,7 @@ def row_from_outcome(task: AuditTask, outcome: ChildOutcome) -> AuditRow:
         return row
     detail = outcome.describe()
     status = {"timeout": "timeout", "crashed": "crashed"}.get(outcome.status, "failed")
-    if _OOM.search(detail + outcome.traceback_tail):
+    if outcome.status != "lost" and _OOM.search(detail + outcome.traceback_tail):
         status = "out of memory"
     return AuditRow(task.model, task.kind, status, f"audit job: {detail}", seconds=round(outcome.seconds, 2))
 
@@ -747,6 +762,11 @@ def _definition(obj: Any) -> tuple[Any, dict[str, Any]] | None:
     import inspect
     import sys
 
+    if not isinstance(obj, type):
+        try:  # a decorated factory (torchvision's @register_model, @handle_legacy_interface)
+            obj = inspect.unwrap(obj)
+        except ValueError:
+            return None
     try:
         file = inspect.getsourcefile(obj)
     except (TypeError, OSError):

@@ -149,3 +149,13 @@ def test_a_package_reexport_wins_over_the_submodule_of_the_same_name(tmp_path: P
     (tmp_path / "net_test.py").write_text("from model import Net\n\nnet = Net(3, 1)\n")
     (site,) = RepoIndex(tmp_path).call_sites(tmp_path / "model" / "Net.py", "Net")
     assert (site.args, site.origin) == ([3, 1], "net_test.py:3")
+
+
+@pytest.mark.slow
+def test_classes_a_decorated_zoo_factory_builds_are_its_parts(tmp_path: Path) -> None:
+    """torchvision wraps its factories (@register_model, @handle_legacy_interface): the class the
+    factory builds is still found to be its part, so SqueezeNet is not audited twice."""
+    data = _audit(tmp_path, "torchvision.models.squeezenet")
+    assert sorted(row["model"] for row in data["models"]) == [
+        "torchvision.models.squeezenet:squeezenet1_0", "torchvision.models.squeezenet:squeezenet1_1"]
+    assert any("SqueezeNet" in note and "--all-modules" in note for note in data["notes"]), data["notes"]
