@@ -66,7 +66,7 @@ from modelcheck.targets import Target, make_target
 
 CACHE_FORMAT = 2  # 2: rows have unreached findings and may be skipped
 #: what a cache entry must match besides the source files' hashes
-_RUNTIME_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+_RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxscript", "numpy")
 #: parameter names whose value asks for downloaded weights, and the value that switches them off
 _WEIGHT_SWITCHES = re.compile(r"^(pretrained\w*|\w*_pretrained|weights|weights_\w+|\w+_weights)$", re.IGNORECASE)
 _OOM = re.compile(r"MemoryError|bad_alloc|Cannot allocate memory|can't allocate memory|out of memory", re.IGNORECASE)
@@ -715,6 +715,10 @@ def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: 
             elif getattr(obj, "__module__", None) in project and (isinstance(obj, type) or callable(obj)):
                 stack.extend(_references(obj, memo))
         found.discard(i)
+        whole = entries[i]["obj"]
+        if isinstance(whole, type):  # a base class (``class NetLarge(Net)``) is not a part of its subclass
+            found = {j for j in found
+                     if not (isinstance(entries[j]["obj"], type) and issubclass(whole, entries[j]["obj"]))}
         children[i] = found
     reach: dict[int, set[int]] = {}
     for i in nodes:

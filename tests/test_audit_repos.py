@@ -159,3 +159,16 @@ def test_classes_a_decorated_zoo_factory_builds_are_its_parts(tmp_path: Path) ->
     assert sorted(row["model"] for row in data["models"]) == [
         "torchvision.models.squeezenet:squeezenet1_0", "torchvision.models.squeezenet:squeezenet1_1"]
     assert any("SqueezeNet" in note and "--all-modules" in note for note in data["notes"]), data["notes"]
+
+
+@pytest.mark.slow
+def test_a_base_class_is_not_a_building_block_of_its_subclass(tmp_path: Path) -> None:
+    """``class NetLarge(Net)`` calling ``Net.__init__(self)``: two architectures, not one and a part."""
+    (tmp_path / "nets.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, c=3):\n"
+        "        super(Net, self).__init__()\n        self.conv = nn.Conv2d(c, 4, 3)\n\n"
+        "    def forward(self, x):\n        return self.conv(x)\n\n\nclass NetLarge(Net):\n"
+        "    def __init__(self):\n        Net.__init__(self, c=3)\n        self.extra = nn.Conv2d(4, 4, 1)\n\n"
+        "    def forward(self, x):\n        return self.extra(self.conv(x))\n")
+    data = _audit(tmp_path, ".")
+    assert sorted(row["model"] for row in data["models"]) == ["nets.py:Net", "nets.py:NetLarge"]
