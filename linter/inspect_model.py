@@ -996,8 +996,9 @@ class ReachedCode:
     def ranges(self) -> dict[str, list[list[int]]]:
         found: dict[str, list[list[int]]] = {}
         for code in self.codes:
-            if code.co_name == "<module>" or code.co_filename.startswith("<"):
-                continue  # (installed packages stay: the audited model may be one, torchvision.models)
+            if not code.co_flags & inspect.CO_OPTIMIZED or code.co_filename.startswith("<"):
+                continue  # module and class bodies: running one is not running its functions
+                # (installed packages stay: the audited model may be one, torchvision.models)
             last = code.co_firstlineno
             for _, end, _, _ in code.co_positions():
                 if end is not None and end > last:

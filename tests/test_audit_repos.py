@@ -172,3 +172,20 @@ def test_a_base_class_is_not_a_building_block_of_its_subclass(tmp_path: Path) ->
         "    def forward(self, x):\n        return self.extra(self.conv(x))\n")
     data = _audit(tmp_path, ".")
     assert sorted(row["model"] for row in data["models"]) == ["nets.py:Net", "nets.py:NetLarge"]
+
+
+def test_running_a_class_body_does_not_reach_its_methods(tmp_path: Path) -> None:
+    """A class defined while a model is built (its body runs) is not the model running its methods."""
+    from modelcheck.inspect_model import ReachedCode
+
+    source = tmp_path / "blocks.py"
+    source.write_text("class Block:\n    def used(self):\n        return 1\n\n    def unused(self):\n        return 2\n")
+    namespace: dict = {}
+    reached = ReachedCode(str(tmp_path / "reached.json"))
+    reached.start()
+    try:
+        exec(compile(source.read_text(), str(source), "exec"), namespace)
+        namespace["Block"]().used()
+    finally:
+        reached.stop()
+    assert reached.ranges()[str(source.resolve())] == [[2, 3]]  # used(), not the whole class
