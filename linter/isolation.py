@@ -38,7 +38,9 @@ JOBS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ChildOutcome:
-    """How a child job ended. ``status``: "ok", "error", "crashed" or "timeout"."""
+    """How a child job ended. ``status``: "ok", "error", "crashed" or "timeout"; or "lost" when an
+    executor lost the job itself (a Ray worker or node died under it: the machinery's doing, not
+    the model's, so such a row is reported but never cached)."""
 
     status: str
     value: Any = None
@@ -51,6 +53,18 @@ class ChildOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, e.g. to come back from a job that ran on another machine (a Ray task)."""
+        return {"status": self.status, "value": self.value, "error": self.error,
+                "traceback_tail": self.traceback_tail, "signal": self.signal, "seconds": self.seconds,
+                "stdout_tail": self.stdout_tail}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChildOutcome:
+        return cls(status=str(data["status"]), value=data.get("value"), error=str(data.get("error") or ""),
+                   traceback_tail=str(data.get("traceback_tail") or ""), signal=data.get("signal"),
+                   seconds=float(data.get("seconds") or 0.0), stdout_tail=str(data.get("stdout_tail") or ""))
 
     def describe(self) -> str:
         """One line for a report."""
