@@ -249,9 +249,9 @@ class _StorageVisitor(cst.CSTVisitor):
                 if isinstance(target.target, cst.Name):  # fn = lambda ...; stored later by name
                     self.scopes[-1].lambda_names[target.target.value] = node.value
         elif isinstance(node, cst.Lambda):
+            # a lambda inside a lambda is looked at too, as inside a def: lifting the outer one
+            # to a module-level function must not leave a finding for a second --fix
             self._consider(node, "lambda", None, node)
-            self.stack.append(node)
-            return False  # a lambda inside a lambda goes with its outer one
         elif isinstance(node, cst.Name) and not self._is_binding_name(node):
             kind = self._local_kind(node.value)
             if kind is not None:

@@ -185,6 +185,22 @@ def test_second_fix_changes_nothing(tmp_path):
     assert plan is None  # no MC101 finding left to plan for
 
 
+def test_a_lambda_inside_a_lifted_lambda_is_fixed_in_the_same_pass(tmp_path):
+    """Found by fuzzing: the inner lambda was skipped, then flagged (and lifted) by a second --fix
+    once the outer one had become a module-level function."""
+    text = (
+        "import torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = lambda: nn.Conv2d(lambda: 3, 4, 3)\n"
+        "        self.wrap = lambda x: Wrap(lambda: x)\n"
+    )
+    fixed, _ = fix_text(tmp_path / "nested.py", text)
+    assert not [node for node in ast.walk(ast.parse(fixed)) if isinstance(node, ast.Lambda)]
+    assert "return Wrap(functools.partial(_lambda_7, x=x))" in fixed  # the outer lambda's parameter
+    again, plan = fix_text(tmp_path / "nested.py", fixed)
+    assert again == fixed and plan is None
+
 def test_a_lifted_lambda_keeps_the_other_fixes_made_inside_it(tmp_path):
     text = (
         "import torch.nn as nn\nimport torch.nn.functional as F\n\n"
