@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/run_all.py
 
 - bench_static.py: ``--static-only`` vs TorchFix 0.7.0 and a bare libcst / ast parse (timm/models)
+- bench_hard_inputs.py: ``--static-only`` time and peak memory on a huge generated module and a
+  Lua-converted ResNeXt-101
 - bench_smoke.py: the smoke test vs the bare export, ONNX Runtime and Caffe2 steps (ResNeXt-101 size)
 - bench_audit.py: seconds per audited architecture (a bundled R3Net-style repo, torchvision modules)
   and ``audit --jobs 2`` vs ``--jobs 1``
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_static.py", "bench_smoke.py", "bench_audit.py")
+BENCHMARKS = ("bench_static.py", "bench_hard_inputs.py", "bench_smoke.py", "bench_audit.py")
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 KNOWN_KEYS = {
     "target", "opset", "exporter", "select", "ignore", "exclude", "per-file-ignores",
-    "fail-on", "models", "input-shape", "inputs", "timeout", "atol", "rtol",
+    "fail-on", "models", "input-shape", "inputs", "timeout", "atol", "rtol", "force-exclude",
 }
 
 
@@ -36,6 +36,8 @@ class Config:
     select: list[str] = field(default_factory=lambda: ["MC"])
     ignore: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    #: exclusions apply to paths named on the command line too (``--force-exclude``, as in ruff)
+    force_exclude: bool = False
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
     fail_on: str = "error"  # a Severity value, or "never"
     models: list[dict[str, Any]] = field(default_factory=list)
@@ -140,6 +142,10 @@ def load_config(pyproject: Path | None) -> Config:
                 setattr(config, key, codes(_str_list(table[key], key), key))
         if "exclude" in table:
             config.exclude = _str_list(table["exclude"], "exclude")
+        if "force-exclude" in table:
+            if not isinstance(table["force-exclude"], bool):
+                raise ValueError(f"force-exclude must be true or false, not {table['force-exclude']!r}")
+            config.force_exclude = table["force-exclude"]
         if "per-file-ignores" in table:
             ignores = table["per-file-ignores"]
             if not isinstance(ignores, dict):

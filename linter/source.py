@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, TypeVar
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 from modelcheck.findings import Location
 
 T = TypeVar("T")
@@ -57,8 +58,11 @@ def canonical(qualname: str) -> str:
 
 def source_lines(text: str) -> list[str]:
     """The file's lines as Python and libcst number them: ``str.splitlines`` would also break
-    at form feeds and other separators that are whitespace to Python, shifting every line after."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    at form feeds and other separators that are whitespace to Python, shifting every line after.
+    A lone ``\r`` (old Mac line ends) ends a line for both, like ``\r\n`` and ``\n``."""
+    if "\r" in text:
+        return re.split(r"\r\n?|\n", text)
+    return text.split("\n")
 
 
 def dotted_name(expr: cst.BaseExpression) -> str | None:
@@ -127,11 +131,32 @@ class SourceFile:
             return self._wrapper.resolve(PositionProvider)[node]
 
     def location(self, node: cst.CSTNode) -> Location:
-        rng = self._position(node)
+        rng = self._located.get(node) or self._position(node)
         start, end = rng.start.line, rng.end.line
         if self.line_map is not None:
             start, end = self.line_map[start - 1], self.line_map[end - 1]
         return Location(self.path, start, rng.start.column + 1, end, rng.end.column + 1)
+
+    @cached_property
+    def _located(self) -> dict[cst.CSTNode, CodeRange]:
+        """Positions computed by ``locate``, by node."""
+        return {}
+
+    def locate(self, nodes: Iterable[cst.CSTNode]) -> None:
+        """Compute the positions of ``nodes`` at once, so ``location`` of each is a look-up.
+
+        One code-generation pass over the module (stopping after the last statement that holds
+        one of them) that records positions only for these nodes and the children their
+        positions are hoisted from: libcst's ``PositionProvider`` records every node, and on a
+        60,000-line function that is 3 million ranges and most of the run. Same ranges as
+        ``PositionProvider`` (tests compare them on every fixture)."""
+        wanted = {node for node in nodes if node not in self._located}
+        if not wanted:
+            return
+        try:
+            self._located.update(_positions_of(self.module, wanted))
+        except (ImportError, AttributeError, TypeError, KeyError):  # libcst internals moved: per node, as before
+            return
 
     @cached_property
     def lines(self) -> list[str]:
@@ -542,3 +567,115 @@ def calls_with_facts(
 
     walk(source.module, _Visitor())
     return iter(found)
+
+
+# ----- positions of chosen nodes, in one pass -----------------------------------------------
+
+class _NoRecord:
+    """The context ``record_syntactic_position`` returns for a node nobody asked about."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_RECORD = _NoRecord()
+
+
+class _Syntactic:
+    """``PositionProvidingCodegenState.record_syntactic_position`` for one wanted node, with
+    token indices for positions: the range may be hoisted from a child (``start_node``/``end_node``)."""
+
+    __slots__ = ("end_node", "node", "start", "start_node", "state")
+
+    def __init__(self, state: Any, node: cst.CSTNode, start_node: Any, end_node: Any) -> None:
+        self.state, self.node, self.start_node, self.end_node = state, node, start_node, end_node
+
+    def __enter__(self) -> None:
+        self.start = len(self.state.tokens)
+
+    def __exit__(self, *exc: object) -> None:
+        spans = self.state.spans
+        start = spans[id(self.start_node)][0] if self.start_node is not None else self.start
+        end = spans[id(self.end_node)][1] if self.end_node is not None else len(self.state.tokens)
+        spans[id(self.node)] = (start, end)
+
+
+def _recording_state(module: cst.Module, wanted: set[int]) -> Any:
+    from libcst._nodes.internal import CodegenState
+
+    class _State(CodegenState):
+        """Code generation that notes, for the wanted nodes only, the token index where each
+        starts and ends: what PositionProvidingCodegenState records for all nodes, in line and
+        column, as it goes. Line and column come after, from the tokens (``_positions_of``).
+        Nodes go by ``id``: ``CSTNode.__hash__`` is a Python function, called 6 times a node."""
+
+        def before_codegen(self, node: cst.CSTNode) -> None:
+            if id(node) in wanted:
+                self.stack.append((node, len(self.tokens)))
+
+        def after_codegen(self, node: cst.CSTNode) -> None:
+            if id(node) in wanted and self.stack and self.stack[-1][0] is node:
+                start = self.stack.pop()[1]
+                if id(node) not in self.spans:  # a syntactic position was recorded: it stays
+                    self.spans[id(node)] = (start, len(self.tokens))
+
+        def record_syntactic_position(self, node: cst.CSTNode, *, start_node: Any = None,
+                                      end_node: Any = None) -> Any:
+            if id(node) not in wanted:
+                return _NO_RECORD
+            for child in (start_node, end_node):
+                if child is not None:
+                    wanted.add(id(child))  # generated inside the with-block, after this call
+            return _Syntactic(self, node, start_node, end_node)
+
+    state = _State(default_indent=module.default_indent, default_newline=module.default_newline)
+    state.stack = []
+    state.spans = {}
+    return state
+
+
+_NEWLINES = re.compile(r"\r\n?|\n")
+
+
+def _positions_of(module: cst.Module, nodes: set[cst.CSTNode]) -> dict[cst.CSTNode, CodeRange]:
+    """The ``PositionProvider`` ranges of ``nodes``, found by one code-generation pass."""
+    targets = {id(node) for node in nodes}  # the tree holds every node: ids stay unique
+    wanted = set(targets)
+    state = _recording_state(module, wanted)
+    for line in module.header:
+        line._codegen(state)
+    spans = state.spans
+    for statement in module.body:
+        if not targets:
+            break
+        statement._codegen(state)
+        targets.difference_update([key for key in targets if key in spans])
+    # token index -> (line, column), as PositionProvidingCodegenState counts: per token,
+    # "\r\n", "\r" and "\n" each end a line
+    tokens = state.tokens
+    indices = sorted({index for node in nodes if id(node) in spans for index in spans[id(node)]})
+    at: dict[int, CodePosition] = {}
+    line, column, done = 1, 0, 0
+    for index in indices:
+        chunk = "".join(tokens[done:index])
+        if "\r" in chunk:  # a token ending in "\r" before one starting with "\n": count per token
+            for token in tokens[done:index]:
+                parts = _NEWLINES.split(token)
+                if len(parts) == 1:
+                    column += len(token)
+                else:
+                    line += len(parts) - 1
+                    column = len(parts[-1])
+        elif "\n" in chunk:
+            line += chunk.count("\n")
+            column = len(chunk) - chunk.rfind("\n") - 1
+        else:
+            column += len(chunk)
+        done = index
+        at[index] = CodePosition(line, column)
+    return {node: CodeRange(at[spans[id(node)][0]], at[spans[id(node)][1]]) for node in nodes if id(node) in spans}

@@ -8,11 +8,13 @@ import sys
 import threading
 import warnings
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import libcst as cst
 from modelcheck.config import Config
@@ -51,39 +53,73 @@ def discover(paths: Iterable[Path], config: Config) -> tuple[list[Path], list[st
     """The Python files under ``paths`` (folders recursively), minus excluded ones.
 
     A path named explicitly is checked even if it is excluded by a folder pattern, like ruff
-    without --force-exclude; a missing path raises PathError.
+    without --force-exclude; with ``config.force_exclude`` (``--force-exclude``, as pre-commit
+    hooks pass, since pre-commit names every staged file) exclusions apply to it too. A missing
+    path raises PathError.
+
+    Symbolic links: a folder's symlinks to folders are followed, but never into a folder already
+    reached (a link to ``.`` or to a parent, or a second way to the same folder), and folders are
+    walked breadth first, so each real file is checked once, under its shortest path. A file
+    reached several ways (a symlinked file, a file named twice or also inside a named folder) is
+    checked once: as named on the command line if it was, else under its shortest path.
     """
-    files: list[Path] = []
+    entries: list[tuple[Path, bool]] = []  # (path, named on the command line)
     notes: list[str] = []
     for path in paths:
         if not path.exists():
             raise PathError(f"{path}: no such file or directory")
+        if config.force_exclude and config.excluded(path):
+            continue
         if path.is_dir():
             found = sorted(_walk(path, config))
             if not found:
                 notes.append(f"{path}: no Python files to check")
-            files.extend(found)
+            entries.extend((file, False) for file in found)
         else:
-            files.append(path)
-    seen: set[Path] = set()
-    unique = []
-    for file in files:
-        key = file.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(file)
-    return unique, notes
+            entries.append((path, True))
+    chosen: dict[Path, int] = {}  # real file -> the entry that checks it
+    for index, (file, named) in enumerate(entries):
+        key = _real(file)
+        best = chosen.get(key)
+        if best is None or (not entries[best][1] and (named or _path_rank(file) < _path_rank(entries[best][0]))):
+            chosen[key] = index
+    keep = set(chosen.values())
+    return [file for index, (file, _) in enumerate(entries) if index in keep], notes
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return path.absolute()
+
+
+def _path_rank(path: Path) -> tuple[int, str]:
+    return len(path.parts), str(path)
 
 
 def _walk(folder: Path, config: Config) -> Iterator[Path]:
-    for child in folder.iterdir():
-        if config.excluded(child):
+    """The Python files under ``folder``, breadth first; each folder entered once (see discover)."""
+    entered = {_real(folder)}
+    queue = deque([folder])
+    while queue:
+        current = queue.popleft()
+        try:
+            children = sorted(current.iterdir())
+        except OSError:  # unreadable, or gone meanwhile
             continue
-        if child.is_dir():
-            if child.name not in _SKIP_DIRS and not child.name.endswith(".egg-info"):
-                yield from _walk(child, config)
-        elif child.suffix in (".py", ".pyi") and child.is_file():
-            yield child
+        for child in children:
+            if config.excluded(child):
+                continue
+            if child.is_dir():
+                if child.name in _SKIP_DIRS or child.name.endswith(".egg-info"):
+                    continue
+                real = _real(child)
+                if real not in entered:  # else a cycle (a_self -> .) or a second way in
+                    entered.add(real)
+                    queue.append(child)
+            elif child.suffix in (".py", ".pyi") and child.is_file():
+                yield child
 
 
 def read_source(path: Path) -> tuple[str | None, str | None]:
@@ -117,40 +153,219 @@ def check_source(path: str, text: str, target: Target, config: Config) -> list[F
     if not families:
         return []
     try:
-        source = _parse(path, text, code, line_map)
+        if "\r" in text.replace("\r\n", ""):  # a lone CR ends a line for Python, not for the pre-screen
+            source = SourceFile.parse(path, text)
+        else:
+            source = _parse(path, text, code, line_map)
     except cst.ParserSyntaxError as exc:
         return [_syntax_finding(path, text, exc.raw_line, exc.raw_column + 1,
                                 f"libcst cannot parse it: {exc.message}")]
     except RecursionError:
         return [_syntax_finding(path, text, 1, 1, "too deeply nested to parse")]
-    findings: list[Finding] = []
+    found: list[tuple[cst.CSTNode, list]] = []
     for family in families:
         for node, facts in family.extract(source):
             hits = list(matches_for(family.RULES, facts, target))
-            if not hits:
-                continue
-            location = source.location(node)
-            for rule, match, severity in hits:
-                findings.append(
-                    Finding(
-                        code=rule.code,
-                        message=match.message,
-                        severity=severity,
-                        location=location,
-                        fixable=match.fixable,
-                        source_line=source.line_text(location.line),
-                        certain=match.certain,
-                    )
+            if hits:
+                found.append((node, hits))
+    source.locate(node for node, _ in found)  # every position in one pass over the tree
+    findings: list[Finding] = []
+    for node, hits in found:
+        location = source.location(node)
+        for rule, match, severity in hits:
+            findings.append(
+                Finding(
+                    code=rule.code,
+                    message=match.message,
+                    severity=severity,
+                    location=location,
+                    fixable=match.fixable,
+                    source_line=source.line_text(location.line),
+                    certain=match.certain,
                 )
+            )
     return [f for f in findings if config.code_enabled(f.code, path) and not suppressed(f, source.lines)]
 
 
 def _parse(path: str, text: str, code: str, line_map: list[int]) -> SourceFile:
     """libcst tree of the reduced code; the whole text if the reduction does not parse."""
     try:
-        return SourceFile.parse(path, text, code, line_map)
+        return SourceFile(path, text, parse_module(code), line_map=line_map)
     except (cst.ParserSyntaxError, RecursionError):
-        return SourceFile.parse(path, text)  # a layout the pre-screen misread: parse it all
+        return SourceFile(path, text, parse_module(text))  # a layout the pre-screen misread: parse it all
+
+
+# ----- big modules: parsed in pieces ------------------------------------------------------
+#
+# libcst's native parser holds the whole token stream and two Rust trees while it builds the
+# Python one: a generated 60,000-line function peaks at 2.5 GB, and parses slower per line than
+# 500-line pieces do. So code of more than CHUNK_LINES lines is parsed in pieces cut between
+# statements of the module or of a def/class body (at any depth through defs and classes), each
+# piece prefixed with the header lines of the defs and classes it continues and followed by a
+# ``pass`` where the next piece's first statement stands (the same dedent context), and the
+# pieces' statements are put back in their blocks. A cut is made only where nothing can move to
+# another owner: right after a code line, before a statement that only empty lines or comments at
+# its own indentation precede, never before a block's first statement. Tests check the tree
+# equals a full parse (``deep_equals``) on every fixture cut everywhere possible. If a piece
+# does not parse or fit, the code is parsed whole.
+
+CHUNK_LINES = 2000  # code longer than this is parsed in pieces ...
+PIECE_LINES = 500  # ... of about this many lines (smaller pieces parse faster: the Rust side's memory)
+
+
+class _Unsplittable(Exception):
+    """The pieces do not fit back together: parse the code whole."""
+
+
+def parse_module(code: str) -> cst.Module:
+    """``libcst.parse_module(code)``; big code in pieces, put together into the same tree."""
+    if code.count("\n") <= CHUNK_LINES or "\r" in code.replace("\r\n", ""):  # lone \r: lines the scan misreads
+        return cst.parse_module(code)
+    lines = code.split("\n")
+    masked, inside = _mask(code)
+    cuts = _cuts(lines, masked, _items(masked, inside))
+    if not cuts:
+        return cst.parse_module(code)
+    try:
+        return _parse_pieces(lines, masked, cuts)
+    except (_Unsplittable, cst.ParserSyntaxError, AttributeError, IndexError):
+        return cst.parse_module(code)
+
+
+@dataclass
+class _Cut:
+    line: int  # the piece starts here (0-based): after the last code line before ``statement``
+    statement: int  # the line of the statement that begins the piece
+    indent: str  # that statement's indentation, as written
+    open: list[_Item]  # the defs and classes it is inside, outermost first
+
+
+def _cuts(lines: list[str], masked: list[str], items: list[_Item]) -> list[_Cut]:
+    """Where to cut: about every PIECE_LINES lines, at safe places (see above)."""
+    candidates: list[_Cut] = []
+
+    def visit(children: list[_Item], open_: list[_Item]) -> None:
+        for index, item in enumerate(children):
+            if index > 0 or not open_:
+                cut = _cut_before(item, lines, masked, open_)
+                if cut is not None:
+                    candidates.append(cut)
+            if item.head in ("def", "class") and item.children and item.keyword_line >= 0:
+                visit(item.children, [*open_, item])
+
+    visit(items, [])
+    first_block = next((item.children[0].start for item in _all_items(items) if item.children), None)
+    cuts: list[_Cut] = []
+    start = 0
+    for cut in sorted(candidates, key=lambda c: c.line):
+        if first_block is not None and cut.line <= first_block:
+            continue  # the first piece holds the first indented block: the module's default indent
+        if cut.line - start >= PIECE_LINES:
+            cuts.append(cut)
+            start = cut.line
+    return cuts
+
+
+def _cut_before(item: _Item, lines: list[str], masked: list[str], open_: list[_Item]) -> _Cut | None:
+    number = item.start
+    if number <= 0:
+        return None
+    line = lines[number]
+    indent = line[: len(line) - len(line.lstrip())]
+    previous = number - 1
+    while previous >= 0 and not masked[previous].strip():
+        text = lines[previous].rstrip("\r")
+        if text and not (text.startswith(indent) and text[len(indent):].startswith("#")):
+            return None  # a comment that may belong to the block above, or a blank line with spaces
+        previous -= 1
+    if previous < 0 or any(not (o.start <= previous) for o in open_):
+        return None
+    return _Cut(previous + 1, number, indent, open_)
+
+
+def _header(item: _Item, lines: list[str], masked: list[str]) -> list[str]:
+    """A def's or class's lines up to its body (decorators too), without the comments after."""
+    last = item.children[0].start - 1
+    while last > item.start and not masked[last].strip():
+        last -= 1
+    return lines[item.start: last + 1]
+
+
+def _parse_pieces(lines: list[str], masked: list[str], cuts: list[_Cut]) -> cst.Module:
+    bounds = [0, *(cut.line for cut in cuts), len(lines)]
+    modules: list[tuple[cst.Module, int]] = []  # each piece and how many blocks it continues
+    for index in range(len(bounds) - 1):
+        before = cuts[index - 1] if index > 0 else None
+        head = [line for item in (before.open if before else []) for line in _header(item, lines, masked)]
+        body = lines[bounds[index]: bounds[index + 1]]
+        if index < len(cuts):
+            body = [*body, cuts[index].indent + "pass", ""]
+        modules.append((cst.parse_module("\n".join([*head, *body])), len(before.open) if before else 0))
+    return _join(modules, cuts)
+
+
+def _join(modules: list[tuple[cst.Module, int]], cuts: list[_Cut]) -> cst.Module:
+    first, last = modules[0][0], modules[-1][0]
+    body: list[Any] = []
+    for index, (module, depth) in enumerate(modules):
+        if (module.default_indent, module.default_newline) != (first.default_indent, first.default_newline):
+            raise _Unsplittable
+        statements = list(module.body)
+        if index > 0 and not depth and module.header:  # lines before a piece's first statement
+            if not statements:
+                raise _Unsplittable
+            statements[0] = statements[0].with_changes(leading_lines=(*module.header, *statements[0].leading_lines))
+        _absorb(body, statements, depth)
+        if index < len(cuts):  # drop the ``pass`` standing for the next piece's first statement
+            _drop_pass(body, len(cuts[index].open))
+    return first.with_changes(body=tuple(_close(node) for node in body), footer=last.footer,
+                              has_trailing_newline=last.has_trailing_newline)
+
+
+class _Open:
+    """A def or class whose body comes from several pieces."""
+
+    def __init__(self, node: Any) -> None:
+        if not isinstance(node, (cst.FunctionDef, cst.ClassDef)) or not isinstance(node.body, cst.IndentedBlock):
+            raise _Unsplittable
+        self.node = node
+        self.body: list[Any] = list(node.body.body)
+        self.footer = node.body.footer
+
+
+def _absorb(body: list[Any], statements: list[Any], depth: int) -> None:
+    if depth:
+        if not body or not statements:
+            raise _Unsplittable
+        target = body[-1] if isinstance(body[-1], _Open) else _Open(body[-1])
+        body[-1] = target
+        continued = _Open(statements[0])
+        if continued.node.name.value != target.node.name.value:
+            raise _Unsplittable
+        _absorb(target.body, continued.body, depth - 1)
+        target.footer = continued.footer
+        statements = statements[1:]
+    body.extend(statements)
+
+
+def _drop_pass(body: list[Any], depth: int) -> None:
+    for _ in range(depth):
+        if not body or not isinstance(body[-1], _Open):
+            if not body:
+                raise _Unsplittable
+            body[-1] = _Open(body[-1])
+        body = body[-1].body
+    stub = body.pop() if body else None
+    if not (isinstance(stub, cst.SimpleStatementLine) and len(stub.body) == 1 and isinstance(stub.body[0], cst.Pass)
+            and not stub.leading_lines):
+        raise _Unsplittable
+
+
+def _close(node: Any) -> Any:
+    if not isinstance(node, _Open):
+        return node
+    block = node.node.body.with_changes(body=tuple(_close(child) for child in node.body), footer=node.footer)
+    return node.node.with_changes(body=block)
 
 
 def _syntax_error(path: str, text: str) -> Finding | None:

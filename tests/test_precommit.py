@@ -192,3 +192,31 @@ def test_fix_hook_applies_safe_fixes_then_the_check_passes(hook_repo, pre_commit
     again = pre_commit("run", "modelcheck-fix", "--all-files", cwd=repo, home=pre_commit_home)
     assert "files were modified by this hook" not in again.stdout  # a second --fix changes nothing
     assert (repo / "backbone.py").read_text() == backbone
+
+
+def test_try_repo_honours_exclude_for_the_files_pre_commit_names(
+    hook_repo: tuple[Path, str], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """pre-commit names every staged file; the hooks pass --force-exclude, so [tool.modelcheck]
+    exclude still applies: the excluded folder's problems do not fail the commit."""
+    pyproject = '[project]\nname = "demo"\n\n[tool.modelcheck]\nexclude = ["legacy", "vendored_*.py"]\n'
+    files = {"pyproject.toml": pyproject, "legacy/decoder.py": DECODER, "vendored_backbone.py": BACKBONE,
+             "clean.py": "import torch.nn as nn\n\nup = nn.Upsample(scale_factor=2, mode='nearest')\n"}
+    repo = tmp_path / "user"
+    (repo / "legacy").mkdir(parents=True)
+    repo = user_repo(repo, files)
+    home = tmp_path_factory.mktemp("try-repo-exclude-home")
+    done = pre_commit("try-repo", str(hook_repo[0]), "modelcheck", "--ref", hook_repo[1], "--all-files",
+                      cwd=repo, home=home)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "MC201" not in out and "MC101" not in out
+
+    (repo / "decoder.py").write_text(DECODER)  # the same file outside the excluded folder still fails
+    git("add", "decoder.py", cwd=repo)
+    done = pre_commit("try-repo", str(hook_repo[0]), "modelcheck", "--ref", hook_repo[1], "--all-files",
+                      cwd=repo, home=home)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    flagged = [line for line in out.splitlines() if ": MC" in line]
+    assert flagged and all(line.startswith("decoder.py:") for line in flagged), out

@@ -182,8 +182,11 @@ def test_pre_screen_keeps_little_of_a_file_with_one_hot_spot():
          "            return x\n        h = g\n        self.h = h\n        self.g = g\n", 1),
         # tabs for indentation, CRLF line ends
         ("import torch.nn as nn\r\nclass M(nn.Module):\r\n\tdef __init__(self):\r\n\t\tself.f = lambda x: x\r\n", 1),
+        # found by fuzzing: a lone CR ends a line for Python and libcst (the pre-screen crashed)
+        ("import torch.nn as nn\r\r\nclass M(nn.Module):\r    def __init__(self):\r\n        self.f = lambda x: x\r"
+         "        self.g = lambda x: x\r\n", 2),
     ],
-    ids=["string", "decorators-brackets", "backslash", "clauses-stub", "alias", "tabs-crlf"],
+    ids=["string", "decorators-brackets", "backslash", "clauses-stub", "alias", "tabs-crlf", "lone-cr"],
 )
 def test_pre_screen_layouts(text, count):
     found = _static_findings("t.py", text)
