@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcheck-installed
 
-.PHONY: demo test test-fast caffe2 venv lint bench
+.PHONY: demo test test-fast caffe2 browser venv lint bench
 
 venv: $(STAMP)
 
@@ -27,12 +27,18 @@ caffe2: $(STAMP)
 	  if [ "$$MODELCHECK_REQUIRE_CAFFE2" = 1 ]; then exit 1; fi; \
 	  echo "Caffe2 runtime unavailable: its stages and tests will be skipped (CI requires it)"; }
 
+# Chromium for the HTML report's headless-browser tests (Debian's package, about 25 s the first time).
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium) || { \
+	  if [ "$$MODELCHECK_REQUIRE_BROWSER" = 1 ]; then exit 1; fi; \
+	  echo "chromium unavailable: the HTML report's browser tests will be skipped (CI requires it)"; }
+
 demo: caffe2
 	@$(BIN)/modelcheck examples/seed_model.py; status=$$?; \
 	  if [ $$status -gt 1 ]; then exit $$status; fi; \
 	  echo; echo "modelcheck exited $$status (1 = it found problems that break deployment: the example has them on purpose)"
 
-test: caffe2
+test: caffe2 browser
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

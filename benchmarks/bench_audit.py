@@ -10,7 +10,11 @@ Audits, cold (``--no-cache``), in one run of this script:
 
 Prints, per audit, the wall time, the number of architectures and seconds per architecture,
 every model's status and stages, then the ``--jobs 2`` / ``--jobs 1`` ratio on the torchvision
-audit (both runs must agree on every status). Run: ``.venv/bin/python benchmarks/bench_audit.py``.
+audit, and models per minute for local ``--jobs 1``, local ``--jobs 2`` and ``--executor ray`` on
+a Ray cluster this script starts on 127.0.0.1 (a head node and one worker node, one CPU each,
+separate processes: :class:`modelcheck.ray_executor.LoopbackCluster`) and stops after it. The
+three zoo runs share one memory cap (``--memory-mb``) and must agree on every status. Without
+Ray installed the Ray run is left out with a note. Run: ``.venv/bin/python benchmarks/bench_audit.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "tests" / "fixtures" / "repos" / "salnet2018"
 ZOO = ["torchvision.models.squeezenet", "torchvision.models.mobilenetv2"]
 SHAPE = "1,3,64,64"
+MEMORY = "8192"  # MiB: the same cap for the local and the Ray runs (Ray's default request)
 
 
 def ensure_installed() -> None:
@@ -36,18 +41,38 @@ def ensure_installed() -> None:
                         "torchvision"], check=True)
 
 
-def audit(targets: list[str], jobs: int, workdir: Path, *extra: str) -> tuple[float, dict]:
+def audit(targets: list[str], jobs: int | None, workdir: Path, *extra: str,
+          env: dict[str, str] | None = None) -> tuple[float, dict]:
+    """One cold audit; ``jobs`` None: no --jobs (the Ray run, where the cluster's CPUs decide)."""
+    label = f"jobs{jobs}" if jobs else "ray"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "modelcheck", "audit", *targets, "--jobs", str(jobs), "--no-cache",
-         "--input-shape", SHAPE, "--format", "json", "--artifacts", str(workdir / f"artifacts-{jobs}"), *extra],
-        capture_output=True, text=True, cwd=workdir, timeout=3600,
+        [sys.executable, "-m", "modelcheck", "audit", *targets, *(["--jobs", str(jobs)] if jobs else []),
+         "--no-cache", "--input-shape", SHAPE, "--format", "json", "--artifacts", str(workdir / f"artifacts-{label}"),
+         *extra],
+        capture_output=True, text=True, cwd=workdir, timeout=3600, env=env,
     )
     seconds = time.monotonic() - started
     if done.returncode not in (0, 1):
-        sys.exit(f"modelcheck audit {' '.join(targets)} --jobs {jobs} failed ({done.returncode}): "
+        sys.exit(f"modelcheck audit {' '.join(targets)} ({label}) failed ({done.returncode}): "
                  f"{done.stderr.strip()[-2000:]}")
     return seconds, json.loads(done.stdout)
+
+
+def audit_on_ray(zoo: list[str], work: Path) -> tuple[float, dict] | None:
+    """The zoo on a two-node Ray cluster on 127.0.0.1 (cluster start-up timed apart, not counted)."""
+    from modelcheck.ray_executor import LoopbackCluster, ray_available
+
+    if not ray_available():
+        print("ray is not installed (pip install -e '.[ray]'): no Ray run")
+        return None
+    started = time.monotonic()
+    with LoopbackCluster(work / "ray", workers=1, cpus_per_node=1) as cluster:
+        print(f"Ray cluster on {cluster.address}: head + 1 worker node, 1 CPU each, "
+              f"started in {time.monotonic() - started:.1f} s")
+        result = audit(zoo, None, work, "--memory-mb", MEMORY, "--executor", "ray", "--ray-address",
+                       cluster.address, env=cluster.env)
+    return result
 
 
 def show(title: str, seconds: float, data: dict) -> None:
@@ -68,15 +93,23 @@ def main(argv: list[str]) -> int:
         work = Path(tmp)
         repo_s, repo = audit([str(REPO)], 1, work)
         show(f"repo {REPO.name} (--jobs 1)", repo_s, repo)
-        one_s, one = audit(zoo, 1, work)
+        one_s, one = audit(zoo, 1, work, "--memory-mb", MEMORY)
         show(f"zoo {' '.join(zoo)} (--jobs 1)", one_s, one)
-        two_s, two = audit(zoo, 2, work)
+        two_s, two = audit(zoo, 2, work, "--memory-mb", MEMORY)
+        on_ray = audit_on_ray(zoo, work)
+        if on_ray:
+            show(f"zoo {' '.join(zoo)} (--executor ray)", *on_ray)
     print(f"zoo --jobs 2: {two_s:.1f} s on {os.cpu_count()} cores; speed-up --jobs 2 / --jobs 1: {one_s / two_s:.2f}x")
-    status_one = {row["model"]: row["status"] for row in one["models"]}
-    status_two = {row["model"]: row["status"] for row in two["models"]}
-    if status_one != status_two:
-        print("the two runs disagree on statuses:", status_one, status_two)
+    runs = {"local --jobs 1": (one_s, one), "local --jobs 2": (two_s, two)}
+    if on_ray:
+        runs["ray (2 nodes x 1 CPU)"] = on_ray
+    print("models per minute: " + ", ".join(f"{name} {len(data['models']) * 60 / seconds:.1f}"
+                                            for name, (seconds, data) in runs.items()))
+    statuses = {name: {row["model"]: row["status"] for row in data["models"]} for name, (_, data) in runs.items()}
+    if any(status != statuses["local --jobs 1"] for status in statuses.values()):
+        print("the runs disagree on statuses:", statuses)
         return 1
+    print(f"statuses agree across {', '.join(statuses)}")
     return 0
 
 

@@ -33,7 +33,6 @@ After::
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Sequence
 
@@ -54,8 +53,9 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext | 
     return [d for d in _decisions(source) if (d.code, d.line) in wanted]
 
 
-def _decisions(source: SourceFile) -> list[Decision]:
-    """A decision for every porting blocker in the file (one per rewritten statement)."""
+def _decisions(source: SourceFile, relative_imports: bool = True) -> list[Decision]:
+    """A decision for every porting blocker in the file (one per rewritten statement); MC401's
+    left out without ``relative_imports``."""
     parents: dict[int, tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None]] = {}
     for node, line, _ in porting.import_statements(source.module):
         parents[id(node)] = (node, line)
@@ -67,6 +67,8 @@ def _decisions(source: SourceFile) -> list[Decision]:
     by_statement: dict[int, list[tuple[cst.CSTNode, porting.PortFacts]]] = {}
     statements: dict[int, cst.Import | cst.ImportFrom] = {}
     for node, facts in porting.extract(source):
+        if facts.kind == porting.RELATIVE_IMPORT and not relative_imports:
+            continue
         code = _CODE_OF[facts.kind]
         line = source.location(node).line
         if facts.kind in (porting.RELATIVE_IMPORT, porting.REMOVED_API):
@@ -98,6 +100,9 @@ def _why_not(facts: porting.PortFacts) -> str:
                "would change its other uses; write `//` or int(...) by hand"
     if facts.kind == porting.PY2_NAME:
         return "basestring outside isinstance()/issubclass(): choose str (text) or bytes (data) by hand"
+    if facts.elsewhere:
+        return (f"a top-level module of that name exists too ({facts.elsewhere}), which Python 3 imports and "
+                f"the code may mean: write `from . import` by hand if the sibling {facts.detail} is meant")
     return facts.detail
 
 
@@ -252,49 +257,45 @@ def _import(source: SourceFile, statement: cst.Import | cst.ImportFrom,
 
 # ----- in-memory porting for the build step -------------------------------------------------
 
-_WORDS = re.compile(r"xrange|iter(?:items|keys|values)\b|basestring|unicode|\blong\b|_six\b|models\.utils")
-_IMPORTED = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)|import[ \t]+([^\n#;]+))", re.MULTILINE)
+_IMPORT_MATCH = re.compile(r"[;:]?[ \t]*(?:from|import)[ \t]")
 
 
-def _may_need_porting(text: str, path: str) -> bool:
-    """A cheap screen: can the file hold a safe porting fix at all?"""
-    if _WORDS.search(text):
-        return True
-    siblings = None
-    for match in _IMPORTED.finditer(text):
+def _may_need_porting(text: str, path: str, relative: bool) -> bool:
+    """A cheap screen: can the file hold a safe porting fix at all? The rule's own pre-screen
+    (``porting.TRIGGER``, a superset of what :func:`porting.extract` finds), where an import
+    counts only if an implicit relative import can be (``relative``, and the folder a package)."""
+    siblings: frozenset[str] | None = None
+    for match in porting.TRIGGER.finditer(text):
+        if not _IMPORT_MATCH.match(match.group()):
+            return True
+        if not relative:
+            continue
         if siblings is None:
             siblings = porting.sibling_modules(path) or frozenset()
-            if not siblings:
-                break
-        names = [match.group(1)] if match.group(1) else [
-            part.split(" as ")[0].strip().split(".")[0] for part in match.group(2).split(",")]
-        if any(name in siblings for name in names):
-            return True
-    if "/" not in text:
-        return False
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)) or (
-                isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Div)):
+        if siblings:
             return True
     return False
 
 
-def port_source(text: str, path: str) -> tuple[str, list[tuple[str, int, str]]]:
+def port_source(text: str, path: str, *, package: str | None = None) -> tuple[str, list[tuple[str, int, str]]]:
     """``text`` with every safe MC4xx fix applied, and (code, line, what) for each fix.
 
     Line-preserving: the result has the same number of lines, each statement where it was. The
     text comes back unchanged (with no fixes) when there is nothing to port, when it does not
     parse (Python 2 print statements), or if anything goes wrong. Imports no torch.
+
+    ``package`` is the package the module is imported into (``spec.parent``), when known: ""
+    for a module imported as a top-level module (``import resnet`` with its folder on
+    ``sys.path``), where ``from . import config`` fails ("no known parent package") and the
+    implicit sibling import works as written, so MC401 edits are left out. None (files on
+    disk, as ``--fix`` writes them): the folder decides.
     """
     try:
-        if not _may_need_porting(text, path):
+        relative = package != ""
+        if not _may_need_porting(text, path, relative):
             return text, []
         source = SourceFile.parse(path, text)
-        edits = [d for d in _decisions(source) if isinstance(d, Edit) and d.safety == SAFE]
+        edits = [d for d in _decisions(source, relative) if isinstance(d, Edit) and d.safety == SAFE]
         if not edits:
             return text, []
         fixed = apply_edits(source, edits)

@@ -23,11 +23,17 @@ EXIT_BREAKS = 1
 audit_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class AuditFormat(str, Enum):
     rich = "rich"
     text = "text"
     json = "json"
     sarif = "sarif"
+    html = "html"
 
 
 def default_memory_mb(jobs: int) -> int:
@@ -41,23 +47,27 @@ def default_memory_mb(jobs: int) -> int:
 
 HELP = {
     "target_arg": "Installed packages or modules (pytorchcv.models.enet), or folders or files of model code.",
-    "jobs": "Models audited at once (default: the number of cores).",
+    "jobs": "Models audited at once (default: the number of cores; with --executor ray the cluster's CPUs decide).",
     "target": "Where the models go: caffe2 (opset 9) or onnx (ONNX Runtime).",
     "opset": "ONNX opset (default: 9 for caffe2, 17 for onnx).",
     "exporter": "torch.onnx exporter for the onnx target.",
     "input_shape": "Input shape(s), e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
     "inputs": "module:make_inputs or file.py:make_inputs returning the example inputs; wins over --input-shape.",
     "timeout": "Seconds each stage (trace, smoke test) of one model may take.",
-    "memory_mb": "Address-space cap of each model's processes, MiB (default: 3/4 of memory / jobs).",
+    "memory_mb": "Address-space cap of each model's processes, MiB (default: 3/4 of memory / jobs; with "
+                 "--executor ray 8192, also each Ray task's memory request).",
     "match": "Only models whose name matches this pattern (resnet*).",
     "model": "Audit exactly these specs, file.py:Name or package.module:Name.",
     "model_args": "JSON keyword arguments for --model constructors.",
     "no_smoke": "Trace and lint only; no export or runtime.",
     "all_modules": "Audit the building blocks too (classes used inside another model), not only root architectures.",
-    "output_format": "rich (terminal), text, json or sarif.",
+    "output_format": "rich (terminal), text, json, sarif or html (one self-contained page).",
     "no_cache": "Audit every model again; do not read or write the cache.",
     "cache_dir": "Cache folder (default $MODELCHECK_HOME/cache/audit or .modelcheck/cache/audit).",
     "artifacts": "Where each model's ONNX and Caffe2 files go.",
+    "executor": "Where model jobs run: local (child processes here) or ray (one Ray task per model; "
+                "pip install 'modelcheck[ray]').",
+    "ray_address": "Ray cluster to join (default: RAY_ADDRESS; neither: a Ray runtime started for this audit).",
 }
 
 
@@ -81,6 +91,8 @@ def audit(
     no_cache: Annotated[bool, typer.Option("--no-cache", help=HELP["no_cache"])] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help=HELP["cache_dir"])] = None,
     artifacts: Annotated[Path, typer.Option(help=HELP["artifacts"])] = Path(".modelcheck/audit"),
+    executor: Annotated[ExecutorName, typer.Option("--executor", help=HELP["executor"])] = ExecutorName.local,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=HELP["ray_address"])] = None,
 ) -> None:
     """Audit every model of a third-party architecture: pickle, export, ONNX Runtime, Caffe2."""
     from modelcheck.audit import AuditError, AuditOptions, default_cache_dir, run_audit
@@ -95,16 +107,26 @@ def audit(
         kwargs = _parse_model_args(model_args)
         if jobs is not None and jobs < 1:
             raise ValueError("--jobs must be at least 1")
+        if ray_address and executor is not ExecutorName.ray:
+            raise ValueError("--ray-address needs --executor ray")
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
     from modelcheck.cli import _require_runtime
 
     _require_runtime()
+    if executor is ExecutorName.ray:
+        from modelcheck.ray_executor import DEFAULT_MEMORY_MB, ray_available
+
+        if not ray_available():
+            raise fail("--executor ray needs Ray: pip install 'modelcheck[ray]'")
+        # a Ray task's memory request is its cap; this machine's size says nothing of the cluster's nodes
+        memory_mb = memory_mb or DEFAULT_MEMORY_MB
     n_jobs = jobs or os.cpu_count() or 1
     options = AuditOptions(
         target=profile, config=config, jobs=n_jobs, memory_mb=memory_mb or default_memory_mb(n_jobs),
         smoke=not no_smoke, match=match, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
         artifacts=artifacts, model_specs=list(model or []), model_args=kwargs, all_modules=all_modules,
+        executor=executor.value, ray_address=ray_address,
     )
     fmt = output_format or (AuditFormat.rich if sys.stdout.isatty() else AuditFormat.text)
     progress = _progress(console)
@@ -190,6 +212,10 @@ def _render(report: Any, fmt: AuditFormat) -> None:
         sys.stdout.write(render_sarif(auditing.to_report(report)) + "\n")
     elif fmt is AuditFormat.text:
         sys.stdout.write(auditing.render_text(report))
+    elif fmt is AuditFormat.html:
+        from modelcheck.html_report import render_audit
+
+        sys.stdout.write(render_audit(report))
     else:
         auditing.render_rich(report, Console())
 

@@ -8,8 +8,9 @@ any user code is imported (``specs.load_module`` calls it), so such code builds 
 
 * **Weight-free building** (``ModelSpec.weight_free``): ``torch.load`` of a file that does not
   exist returns a :class:`SkippedWeights` sentinel (an empty, forgiving dict);
-  ``nn.Module.load_state_dict`` of a sentinel (or of the empty dict filtered out of one) is
-  skipped; the known library loaders (:data:`LIBRARY_LOADERS`: ``torch.hub``,
+  ``nn.Module.load_state_dict`` of a sentinel (or of an empty dict the code that skipped a load
+  passes, presumably filtered out of one: see ``_derived_from_skip``) is skipped; the known
+  library loaders (:data:`LIBRARY_LOADERS`: ``torch.hub``,
   ``model_zoo.load_url``, torchvision's bound copy, timm's ``load_pretrained``) skip the
   download. They are patched before any user import, or right after their module is imported
   (a post-import hook), so torchvision's ``pretrained=True`` path sees the patched function.
@@ -71,13 +72,27 @@ class _State:
     def __init__(self) -> None:
         self.installed = False
         self.weight_free = True
-        self.roots: list[str] = []  # resolved project folders, each ending in os.sep
+        #: resolved project folders, each ending in os.sep; or one file (no trailing os.sep) when its
+        #: folder is a filesystem root or the home directory (see :func:`_unsafe_root`)
+        self.roots: list[str] = []
         self.notes: dict[str, None] = {}
         self.skipped = 0  # weight loads skipped so far
+        #: the user's frames that were running when a load was skipped (see ``_derived_from_skip``)
+        self.skip_frames: list[types.FrameType] = []
         self.patched: dict[tuple[str, str], Any] = {}  # (module, name) → original
+        #: copies of patched loaders rebound in other modules: (namespace, name, original, replacement)
+        self.rebound: list[tuple[dict[str, Any], str, Any, Any]] = []
+        self.torch_load: Any = None  # the originals install replaced, for :func:`uninstall`
+        self.load_state_dict: Any = None
+        self.finders: list[Any] = []
         self.porting: Any = None  # port_source, once modelcheck.fixers.porting exists
         self.real_import: Any = None
         self.stubbed: set[str] = set()  # stub modules made; dropped from sys.modules after each import
+        #: real (library) parent module name → {child: stub module} hidden from all but project code
+        self.hidden: dict[str, dict[str, Any]] = {}
+        #: real parent module name → its own module ``__getattr__`` (None: it had none)
+        self.parent_getattr: dict[str, Any] = {}
+        self.sys_path: list[str] = []  # project roots _MissingFinder appended to sys.path
 
 
 _state = _State()
@@ -133,7 +148,7 @@ def is_project_file(filename: str | None) -> bool:
     if not filename or is_library(filename):
         return False
     resolved = _resolved(filename)
-    return any(resolved.startswith(root) for root in _state.roots)
+    return any(resolved.startswith(root) if root.endswith(os.sep) else resolved == root for root in _state.roots)
 
 
 def project_files() -> list[str]:
@@ -168,15 +183,27 @@ def user_site(depth: int = 2) -> str | None:
 # ----- installing ---------------------------------------------------------------------------------
 
 
+def _unsafe_root(folder: Path) -> bool:
+    """A filesystem root or the home directory: as a project root, every file outside
+    site-packages would count as the project's (ported in memory, its imports stubbed)."""
+    from modelcheck.specs import _top_folder
+
+    return _top_folder(Path(folder))
+
+
 def project_roots(spec: Any) -> list[Path]:
     """The folders whose files are the project's: the spec file's folder and its package root; for
-    a dotted module, the folder holding its top-level package unless that is an installed package."""
+    a dotted module, the folder holding its top-level package unless that is an installed package.
+
+    Never a filesystem root or the home directory (:func:`_unsafe_root`): such a package root gives
+    way to the file's folder, and a file right in ``/`` or ``~`` is its own (one-file) root."""
     from modelcheck.specs import _package_name
 
     if getattr(spec, "path", None):
         path = Path(spec.path).resolve()
         root, _ = _package_name(path)
-        return list(dict.fromkeys([root, path.parent]))
+        roots = [folder for folder in dict.fromkeys([root, path.parent]) if not _unsafe_root(folder)]
+        return roots or [path]
     module = getattr(spec, "module", None)
     if not module:
         return []
@@ -186,15 +213,23 @@ def project_roots(spec: Any) -> list[Path]:
         return []
     location = Path(found.origin).resolve().parent
     if found.submodule_search_locations:  # a package: its parent folder holds it
-        location = location.parent
+        location = location.parent if not _unsafe_root(location.parent) else location
+    elif _unsafe_root(location):  # a lone module right in ``/`` or ``~``: only that file
+        location = Path(found.origin).resolve()
     return [] if is_library(str(location / "x.py")) else [location]
 
 
 def install(spec: Any = None, *, weight_free: bool | None = None) -> None:
     """Prepare this process for importing and building ``spec``'s user code (idempotent; each call
-    may add the spec's project roots). Call before any user code is imported."""
+    may add the spec's project roots). Call before any user code is imported; :func:`uninstall`
+    undoes it."""
     for root in project_roots(spec) if spec is not None else []:
-        text = str(root).rstrip(os.sep) + os.sep
+        if root.is_file():
+            text = str(root)  # one file: its folder is / or ~ (see project_roots)
+        elif _unsafe_root(root):
+            continue  # never a filesystem root or the home directory
+        else:
+            text = str(root).rstrip(os.sep) + os.sep
         if text not in _state.roots:
             _state.roots.append(text)
     if weight_free is not None:
@@ -209,19 +244,71 @@ def install(spec: Any = None, *, weight_free: bool | None = None) -> None:
     except ImportError:
         port_source = None
     _state.porting = port_source
-    sys.meta_path.insert(0, _FirstFinder())
-    sys.meta_path.append(_MissingFinder())
+    _state.finders = [_FirstFinder(), _MissingFinder()]
+    sys.meta_path.insert(0, _state.finders[0])
+    sys.meta_path.append(_state.finders[1])
     _state.real_import = builtins.__import__
     builtins.__import__ = _import
     import torch
     import torch.nn as nn
 
+    _state.torch_load = torch.load
+    _state.load_state_dict = nn.Module.__dict__["load_state_dict"]
     torch.load = _patched_torch_load(torch.load)
     nn.Module.load_state_dict = _patched_load_state_dict(nn.Module.load_state_dict)
     for module_name in LIBRARY_LOADERS:
         module = sys.modules.get(module_name)
         if module is not None:
             _patch_library(module)
+
+
+def uninstall() -> None:
+    """Undo :func:`install` in this process (idempotent): ``builtins.__import__``, the meta-path
+    finders, ``torch.load``, ``nn.Module.load_state_dict`` and the library loaders are the
+    originals again, stubs are gone from ``sys.modules`` and their parents, project roots appended
+    to ``sys.path`` are removed, and the state (roots, notes, skips) starts afresh. For in-process
+    callers such as the tests; the child jobs simply exit."""
+    global _state
+    state = _state
+    if state.installed:
+        if builtins.__import__ is _import:
+            builtins.__import__ = state.real_import
+        for finder in state.finders:
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
+        torch = sys.modules.get("torch")
+        if torch is not None and state.torch_load is not None:
+            if getattr(torch.load, "_modelcheck_patched", False):
+                torch.load = state.torch_load
+            torch.nn.Module.load_state_dict = state.load_state_dict
+        for (module_name, name), original in state.patched.items():
+            module = sys.modules.get(module_name)
+            if module is not None and getattr(getattr(module, name, None), "_modelcheck_patched", False):
+                setattr(module, name, original)
+        for namespace, name, original, replacement in state.rebound:
+            if namespace.get(name) is replacement:
+                namespace[name] = original
+    for stubbed in state.stubbed:
+        if isinstance(sys.modules.get(stubbed), StubModule):
+            del sys.modules[stubbed]
+    for parent_name, hidden in state.hidden.items():
+        parent = sys.modules.get(parent_name)
+        if parent is None:
+            continue
+        for child, stub in hidden.items():
+            if parent.__dict__.get(child) is stub:
+                del parent.__dict__[child]
+        original = state.parent_getattr.get(parent_name)
+        if getattr(parent.__dict__.get("__getattr__"), "_modelcheck_hider", False):
+            if original is None:
+                del parent.__dict__["__getattr__"]
+            else:
+                parent.__dict__["__getattr__"] = original
+    for folder in state.sys_path:
+        while folder in sys.path:
+            sys.path.remove(folder)
+    _guarded_lines.cache_clear()
+    _state = _State()
 
 
 def _patch_library(module: types.ModuleType) -> None:
@@ -245,6 +332,7 @@ def _patch_library(module: types.ModuleType) -> None:
             for attr, value in list(namespace.items()):
                 if value is original and attr not in own:  # model_zoo.load_url: patched under its own name
                     namespace[attr] = replacement
+                    _state.rebound.append((namespace, attr, original, replacement))
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -300,18 +388,23 @@ class PortingLoader(importlib.machinery.SourceFileLoader):
     def get_code(self, fullname: str) -> Any:
         path = self.get_filename(fullname)
         source = importlib.util.decode_source(self.get_data(path))
-        return compile_ported(source, path)
+        # the package the module lives in: "" for one imported as a top-level module (its folder
+        # on sys.path, `import resnet`), where `from . import config` would fail
+        package = fullname if self.is_package(fullname) else fullname.rpartition(".")[0]
+        return compile_ported(source, path, package=package)
 
     def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
         return None  # never write bytecode for a ported file
 
 
-def compile_ported(source: str, path: str) -> types.CodeType:
-    """The code of ``source`` ported to Python 3 in memory (each change noted), or as written."""
+def compile_ported(source: str, path: str, *, package: str | None = None) -> types.CodeType:
+    """The code of ``source`` ported to Python 3 in memory (each change noted), or as written.
+    ``package``: the package the module is imported into ("" for a top-level module: no
+    implicit relative import is rewritten then), None when unknown (the folder decides)."""
     port = _state.porting
     if port is not None:
         try:
-            ported, changes = port(source, path)
+            ported, changes = port(source, path, package=package)
             code = compile(ported, path, "exec", dont_inherit=True)
         except Exception:  # a porter that cannot handle the file: compile it as written
             pass
@@ -329,6 +422,20 @@ def source_loader(name: str, path: Path) -> Any:
     return None
 
 
+def set_porting(enabled: bool) -> None:
+    """Turn in-memory porting on or off for the imports from now on (call after :func:`install`,
+    before any user import). Fix verification turns it off to build the fixed files as written:
+    they must build on plain Python 3, not only ported again in memory."""
+    if not enabled:
+        _state.porting = None
+        return
+    try:
+        from modelcheck.fixers.porting import port_source
+    except ImportError:
+        port_source = None
+    _state.porting = port_source
+
+
 # ----- weights ------------------------------------------------------------------------------------
 
 
@@ -344,13 +451,14 @@ class SkippedWeights(dict):  # a real dict: code filters, copies and iterates it
     (``model = torch.load('model.pth'); model.eval()``) it fails, saying the file is missing.
     """
 
-    def __init__(self, source: str, where: str | None = None) -> None:
+    def __init__(self, source: str, where: str | None = None, why: str = "the file does not exist") -> None:
         super().__init__()
         self.__dict__["_mc_source"] = source
         self.__dict__["_mc_where"] = where
+        self.__dict__["_mc_why"] = why  # why the load was skipped: "no such file", "no downloads ..."
 
     def __missing__(self, key: Any) -> SkippedWeights:
-        return SkippedWeights(f"{self._mc_source}[{key!r}]", self._mc_where)
+        return SkippedWeights(f"{self._mc_source}[{key!r}]", self._mc_where, self._mc_why)
 
     def get(self, key: Any, default: Any = _NOT_GIVEN) -> Any:
         if key in self:
@@ -384,7 +492,7 @@ class SkippedWeights(dict):  # a real dict: code filters, copies and iterates it
 
     def explain(self, use: str) -> str:
         where = f" at {self._mc_where}" if self._mc_where else ""
-        return (f"{self._mc_source}{where} was skipped (the file does not exist), and the code uses what it "
+        return (f"{self._mc_source}{where} was skipped ({self._mc_why}), and the code uses what it "
                 f"loads as an object ({use}): a whole pickled model cannot be built without its file")
 
     def __repr__(self) -> str:
@@ -400,6 +508,8 @@ class _SkippedKeys(list):  # empty, but indexable as Python 2's ``dict.keys()`` 
         self._mc_source = source
 
     def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):  # ``keys[1:]``: still no keys
+            return _SkippedKeys(self._mc_source)
         return f"<{self._mc_source} key {index}>"
 
 
@@ -408,9 +518,69 @@ def _skip(what: str, why: str, where: str | None) -> SkippedWeights:
         note("weights: weight-free build: weight files that do not exist and downloads are skipped "
              "(--no-weight-free loads weights as the code says)")
     _state.skipped += 1
+    _remember_skip_frames()
     place = f" at {where}" if where else ""
     note(f"weights: skipped {what}{place} ({why}); {_INITIALISATION}")
-    return SkippedWeights(what, where)
+    return SkippedWeights(what, where, why)
+
+
+def _user_frames(depth: int) -> list[types.FrameType]:
+    """The frames of the user's code (not library code) on the stack, innermost first."""
+    frame: types.FrameType | None = sys._getframe(depth + 1)
+    frames = []
+    while frame is not None:
+        if not is_library(frame.f_code.co_filename):
+            frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
+def _prune_skip_frames() -> None:
+    """Keep only the remembered frames still running (a finished one may hold the user's locals)."""
+    if not _state.skip_frames:
+        return
+    running = set()
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        running.add(id(frame))
+        frame = frame.f_back
+    _state.skip_frames = [f for f in _state.skip_frames if id(f) in running]
+
+
+def _remember_skip_frames() -> None:
+    _prune_skip_frames()
+    for frame in _user_frames(2):
+        if frame.f_code.co_name == "<module>":
+            continue  # a module's body runs around every model it defines: its globals count instead
+        if not any(frame is known for known in _state.skip_frames):
+            _state.skip_frames.append(frame)
+
+
+def _derived_from_skip(depth: int) -> bool:
+    """May an empty state dict given to ``load_state_dict`` be what is left of a skipped load?
+
+    A filtered copy (``{k: v for k, v in ckpt.items() if k in model_dict}``) of a
+    :class:`SkippedWeights` is a new, plain, empty dict, so it cannot be recognised by identity.
+    The rule instead ties it to a skip through the user's code that passes it: yes when one of the
+    user's function frames calling ``load_state_dict`` was already running when a load was skipped
+    (the factory or constructor that called ``torch.load`` and now loads what it filtered; a
+    module body does not count, it runs around every model the module defines), or holds a
+    skipped load in a local variable or in its module's globals (``ckpt = torch.load(...)`` at
+    module level). An empty dict from anywhere else (a bug in the user's code, or a call made by
+    a model unrelated to the skip) is loaded as written, and fails as it would without modelcheck.
+    """
+    _prune_skip_frames()
+    seen: set[int] = set()
+    for frame in _user_frames(depth + 1):
+        if any(frame is known for known in _state.skip_frames):
+            return True
+        for namespace in (frame.f_locals, frame.f_globals):
+            if id(namespace) in seen:
+                continue
+            seen.add(id(namespace))
+            if any(isinstance(value, SkippedWeights) for value in list(namespace.values())):
+                return True
+    return False
 
 
 def _short(value: Any) -> str:
@@ -459,7 +629,7 @@ def _patched_load_state_dict(original: Any) -> Any:
             return _IncompatibleKeys([], [])
         strict = kwargs.get("strict", args[0] if args else True)
         if (_state.weight_free and _state.skipped and isinstance(state_dict, Mapping) and not state_dict
-                and strict and len(self.state_dict())):
+                and strict and len(self.state_dict()) and _derived_from_skip(1)):
             where = user_site()
             note(f"weights: skipped {type(self).__name__}.load_state_dict({{}})" + (f" at {where}" if where else "")
                  + f" (empty after a skipped load); {_INITIALISATION}")
@@ -502,6 +672,7 @@ def _loader_replacement(kind: str, original: Any, qualname: str) -> Any:
 
 def check_built(spec: Any, model: Any) -> None:
     """Fail clearly when what was built is a skipped load (a whole pickled model that is not there)."""
+    _prune_skip_frames()  # the frames of a finished build hold its locals
     if isinstance(model, SkippedWeights):
         raise TypeError(f"{spec.name}: {model.explain('as the model')}")
     if isinstance(model, Stub):
@@ -532,12 +703,26 @@ class Stub:
         raise error
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
+        if (name.startswith("__") and name.endswith("__")) or name.startswith("_mc_"):
+            raise AttributeError(name)  # _mc_*: an empty slot (a half-made copy) must not recurse
         return Stub(self._mc_missing, f"{self._mc_path}.{name}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         return None  # configuration (``plt.rcParams = ...``): nothing to do
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickling fails saying so: the real object may not pickle, so ``pickle.dumps(model)``
+        must not report OK for a model holding a stand-in."""
+        return self._mc_fail("pickled")
+
+    def __reduce__(self) -> Any:
+        return self._mc_fail("pickled")
+
+    def __copy__(self) -> Stub:
+        return self  # immutable for every purpose: a copy is the same stand-in
+
+    def __deepcopy__(self, memo: Any) -> Stub:
+        return self
 
     def __getitem__(self, key: Any) -> Any:
         return Stub(self._mc_missing, f"{self._mc_path}[{key!r}]")
@@ -670,7 +855,13 @@ class _MissingFinder(importlib.abc.MetaPathFinder):
             missing = sys.modules[parent].__dict__["_mc_missing"]
             return importlib.util.spec_from_loader(name, _StubLoader(missing), is_package=True)
         frame, fromlist = _importer()
-        if frame is None or fromlist or not is_project_file(frame.f_code.co_filename) or _guarded(frame):
+        if frame is None or fromlist or not is_project_file(frame.f_code.co_filename):
+            return None
+        if not parent and not _sibling(frame, name):
+            found = self._project_package(name, path, target, frame)
+            if found is not None:
+                return found
+        if _guarded(frame):
             return None
         top = name.partition(".")[0]
         if parent:
@@ -679,14 +870,91 @@ class _MissingFinder(importlib.abc.MetaPathFinder):
                 return None  # the project's own package: a real error
             missing = f"{name} does not exist in the installed {_version(top)}"
         else:
-            folder = Path(frame.f_code.co_filename).parent
-            if (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file():
+            if _sibling(frame, name):
                 return None  # an implicit relative import (Python 2) of a sibling: not a missing package
             missing = f"{name} is not installed"
         if name not in _state.stubbed:  # one note per missing module, at its first import
             note(f"{missing if parent else name + ' not installed'}: stubbed "
                  f"(imported at {display(frame.f_code.co_filename)}:{frame.f_lineno})")
         return importlib.util.spec_from_loader(name, _StubLoader(missing), is_package=True)
+
+    def _project_package(self, name: str, path: Any, target: Any, frame: types.FrameType) -> Any:
+        """``from lib.nms import x`` with ``lib/`` at a project root that is not on ``sys.path`` (a
+        file in ``models/`` imported by its folder): the project's own package, not a missing one.
+        The root is appended to ``sys.path``, as running the repo's scripts from there would have
+        it, and the package is imported for real (ported like any project file)."""
+        if not name.isidentifier():
+            return None
+        for root in _state.roots:
+            if not root.endswith(os.sep):
+                continue  # a one-file root
+            folder = Path(root)
+            package = folder / name
+            if not ((folder / f"{name}.py").is_file() or (package / "__init__.py").is_file()
+                    or (package.is_dir() and any(package.glob("*.py")))):
+                continue
+            entry = str(folder)
+            if entry not in sys.path:
+                sys.path.append(entry)  # last: never shadows what was importable already
+                _state.sys_path.append(entry)
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    shown = display(entry)
+                    note(f"project package {name} is not importable from its importer's folder: imported "
+                         f"from the project root {entry if shown == '.' else shown} (added to sys.path) "
+                         f"(imported at {display(frame.f_code.co_filename)}:{frame.f_lineno})")
+                    return spec
+        return None
+
+
+def _sibling(frame: types.FrameType, name: str) -> bool:
+    """Is ``name`` a module or package next to the file running ``frame``?"""
+    folder = Path(frame.f_code.co_filename).parent
+    return (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file()
+
+
+def _asking_file() -> str:
+    """The file of the code that asked for what is being looked up, past the import machinery."""
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
+                                 or frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else ""
+
+
+def _hide_stub(name: str, stub: StubModule) -> None:
+    """Take a stub submodule off its real (library) parent, where importlib bound it
+    (``torch._six`` after ``from torch._six import PY3``): library code (``from torch import
+    _six``, ``hasattr(torch, "_six")``) must keep seeing it missing. The project's own code still
+    finds it there (``import torch._six as six``, ``torch._six.string_classes`` after
+    ``import torch._six``) through a module ``__getattr__`` (PEP 562) put on the parent that answers
+    only the project's files, and otherwise defers to the parent's own ``__getattr__``, if any."""
+    parent_name, _, child = name.rpartition(".")
+    parent = sys.modules.get(parent_name) if parent_name else None
+    if not isinstance(parent, types.ModuleType) or isinstance(parent, StubModule):
+        return
+    namespace = parent.__dict__
+    if namespace.get(child) is stub:
+        del namespace[child]
+    _state.hidden.setdefault(parent_name, {})[child] = stub
+    current = namespace.get("__getattr__")
+    if getattr(current, "_modelcheck_hider", False):
+        return
+    _state.parent_getattr[parent_name] = current
+
+    def __getattr__(attr: str) -> Any:
+        hidden = _state.hidden.get(parent_name, {}).get(attr)
+        if hidden is not None and is_project_file(_asking_file()):
+            return hidden
+        if current is not None:
+            return current(attr)
+        raise AttributeError(f"module {parent_name!r} has no attribute {attr!r}")
+
+    __getattr__._modelcheck_hider = True  # type: ignore[attr-defined]
+    namespace["__getattr__"] = __getattr__
 
 
 class _FromProxy:
@@ -705,11 +973,16 @@ class _FromProxy:
 def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
     """``builtins.__import__``: for project code only, a name missing from an installed module
     (removed by a newer version) is bound to a stub instead of raising ImportError."""
-    module = _state.real_import(name, globals, locals, fromlist, level)
-    if _state.stubbed:  # the importer holds its stubs; later importers (libraries) must not find them
-        for stubbed in _state.stubbed:
-            if isinstance(sys.modules.get(stubbed), StubModule):
+    try:
+        module = _state.real_import(name, globals, locals, fromlist, level)
+    finally:
+        # the importer holds its stubs; later importers (libraries) must not find them, neither in
+        # sys.modules nor as an attribute of a real parent module (see _hide_stub)
+        for stubbed in list(_state.stubbed):
+            stub = sys.modules.get(stubbed)
+            if isinstance(stub, StubModule):
                 del sys.modules[stubbed]
+                _hide_stub(stubbed, stub)
     if not fromlist or not _state.roots or not isinstance(globals, dict):
         return module
     if not is_project_file(globals.get("__file__")) or isinstance(module, StubModule):

@@ -35,6 +35,7 @@ class OutputFormat(str, Enum):
     json = "json"
     sarif = "sarif"
     github = "github"
+    html = "html"
 
 
 class FailOn(str, Enum):
@@ -123,7 +124,7 @@ def check(
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 9 for caffe2, 17 for onnx).")] = None,
     exporter: Annotated[Exporter | None, typer.Option(help="torch.onnx exporter for the onnx target.")] = None,
     output_format: Annotated[
-        OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif or github.")
+        OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif, github or html.")
     ] = None,
     fail_on: Annotated[
         FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")
@@ -186,6 +187,13 @@ def check(
         bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")
     ] = False,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    force_exclude: Annotated[
+        bool,
+        typer.Option(
+            "--force-exclude",
+            help="Apply exclude patterns to paths named on the command line too (pre-commit names every staged file).",
+        ),
+    ] = False,
     no_paths_ok: Annotated[
         bool,
         typer.Option(
@@ -224,6 +232,8 @@ def check(
             config, target=target, opset=opset, exporter=exporter, fail_on=fail_on, select=select, ignore=ignore,
             input_shape=input_shape, timeout=timeout, atol=atol, rtol=rtol, inputs=inputs,
         )
+        if force_exclude:
+            config.force_exclude = True
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
@@ -352,6 +362,10 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
         from modelcheck.sarif import render_github
 
         sys.stdout.write(render_github(report))
+    elif fmt is OutputFormat.html:
+        from modelcheck.html_report import render_report
+
+        sys.stdout.write(render_report(report))
     else:
         raise fail(f"--format {fmt.value} is not available yet")
 

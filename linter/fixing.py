@@ -43,7 +43,7 @@ from modelcheck.fixers.base import (
 )
 from modelcheck.rules import SYNTAX_ERROR
 from modelcheck.source import SourceFile
-from modelcheck.static import PathError, check_source
+from modelcheck.static import _CODING, PathError, check_source
 
 APPLIED, HELD_BACK, ROLLED_BACK, NOT_FIXABLE, WOULD_APPLY = (
     "applied", "held_back", "rolled_back", "not_fixable", "would_apply")
@@ -157,19 +157,38 @@ def rebuild(plan: FilePlan) -> None:
         return
     try:
         plan.fixed = apply_edits(plan.source, plan.chosen)
+        if plan.raw:
+            _encode(plan.fixed, plan.raw)  # a coding cookie's encoding may not hold what a fix writes
     except ApplyError as exc:
         plan.error = str(exc)
         plan.chosen = []
         plan.fixed = plan.text
+    except UnicodeEncodeError as exc:
+        plan.error = f"the fixed source cannot be written in the file's encoding ({exc.reason}); nothing written"
+        plan.chosen = []
+        plan.fixed = plan.text
 
 
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8-sig")
+def _encoding(raw: bytes) -> str:
+    """The encoding the static pass read the file with (``read_source``): its PEP 263 coding
+    cookie, else UTF-8 with or without a BOM."""
+    cookie = _CODING.match(raw)
+    return cookie.group(1).decode("ascii") if cookie else "utf-8-sig"
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode(_encoding(raw))
+    except (LookupError, UnicodeDecodeError):
+        return None
 
 
 def _encode(text: str, like: bytes) -> bytes:
-    data = text.encode("utf-8")
-    return b"\xef\xbb\xbf" + data if like.startswith(b"\xef\xbb\xbf") else data
+    """``text`` in the encoding of the file it replaces (``like``), its BOM kept."""
+    encoding = _encoding(like)
+    data = text.encode("utf-8" if encoding == "utf-8-sig" else encoding)
+    bom = b"\xef\xbb\xbf"
+    return bom + data if like.startswith(bom) and not data.startswith(bom) else data
 
 
 # ----- diff and writing ----------------------------------------------------------------------
@@ -583,8 +602,12 @@ class Verification:
             if not mine:
                 continue
             bitwise = all(edit.exactness == BITWISE for edit in mine)
+            # the reference was ported in memory; porting edits are proven only if the written files
+            # build as they are, so the check of those imports them without porting
+            porting = any(code.startswith("MC4") for edit in mine for code in (edit.code, *edit.also))
             outcome = self._job({"phase": "check", "spec": spec.to_json(), "workdir": str(folder),
-                                 "exactness": BITWISE if bitwise else NUMERIC, "tolerance": 1e-6})
+                                 "exactness": BITWISE if bitwise else NUMERIC, "tolerance": 1e-6,
+                                 "port_in_memory": not porting})
             if not outcome.ok:
                 problems.append(f"{spec.text}: the fixed model could not be checked ({outcome.describe()})")
                 continue
@@ -652,4 +675,4 @@ class Verification:
 
 def _read_text(path: str) -> tuple[str, bytes]:
     raw = Path(path).read_bytes()
-    return _decode(raw), raw
+    return _decode(raw) or "", raw

@@ -240,7 +240,9 @@ def _package_name(path: Path) -> tuple[Path, str]:
 
     A folder without ``__init__.py`` whose file still uses relative imports (``from .resnet import
     x`` in ``networks/poolnet.py``, run as ``networks.poolnet`` from the repo root) is a namespace
-    package: it takes as many folders as the deepest relative import climbs.
+    package: it takes as many folders as the deepest relative import climbs, but never up to a
+    filesystem root or the home directory (``/tmp/model.py`` with ``from .x import y`` stays
+    ``model`` in ``/tmp``): that root would make every file outside site-packages the project's.
     """
     parts = [] if path.stem == "__init__" else [path.stem]
     root = path.parent
@@ -253,11 +255,21 @@ def _package_name(path: Path) -> tuple[Path, str]:
         except OSError:
             levels = []
         for _ in range(max(levels, default=0)):
-            if not root.name.isidentifier() or root.parent == root:
-                break
+            if not root.name.isidentifier() or _top_folder(root) or _top_folder(root.parent):
+                break  # never up to (or out of) a filesystem root or the home directory
             parts.insert(0, root.name)
             root = root.parent
     return root, ".".join(parts)
+
+
+def _top_folder(folder: Path) -> bool:
+    """A filesystem root or the user's home directory: no namespace package climbs to it."""
+    if folder.parent == folder:
+        return True
+    try:
+        return folder.resolve() == Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):  # no home directory to compare with
+        return False
 
 
 def load_module(spec: ModelSpec) -> ModuleType:

@@ -14,6 +14,9 @@ with ``strict=True`` (same keys, same shapes: pretrained checkpoints still load)
 inputs, compare: bit-identical when every fix is exact by construction (MC1xx), else within
 ``1e-6 * max(1, max|original|)``. Also reports whether ``torch.save(model)`` works now and
 whether the module tree is unchanged. Checkpoints go through ``torch.load(weights_only=True)``.
+With ``port_in_memory`` false (the parent's choice when MC4xx porting edits are checked), the
+fixed files are imported as written, without the in-memory Python 3 porting the reference had:
+a porting fix is proven only if the code on disk now builds on plain Python 3.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ REFERENCE_FILE = "reference.pt"
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     """Payload: ``phase`` ("reference" | "check"), ``spec`` (ModelSpec JSON), ``workdir``;
-    for "check" also ``exactness`` ("bitwise" | "numeric") and ``tolerance``."""
+    for "check" also ``exactness`` ("bitwise" | "numeric"), ``tolerance`` and ``port_in_memory``
+    (default true)."""
     if payload["phase"] == "reference":
         return reference(payload)
     return check(payload)
@@ -38,10 +42,14 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _build(payload: dict[str, Any], record_shapes: bool = False) -> tuple[Any, Any, Any]:
     import torch
+    from modelcheck import building
     from modelcheck.inspect_model import ConstructionSites
     from modelcheck.specs import ModelSpec, build_model
 
     spec = ModelSpec.from_json(payload["spec"])
+    if not payload.get("port_in_memory", True):
+        building.install(spec)
+        building.set_porting(False)  # before any user import: the files must build as written
     torch.manual_seed(0)
     with ConstructionSites() as sites:
         model = build_model(spec)
@@ -61,6 +69,24 @@ def _forward(model: Any, example: Any) -> list[Any]:
     torch.manual_seed(0)  # a forward that draws random numbers draws the same ones both times
     with torch.no_grad():
         return [t.detach().clone() for t in _flatten(example.call(model))]
+
+
+def _unported(exc: BaseException) -> str:
+    """Why the fixed files do not build as written: the error and the user's line it came from."""
+    import traceback
+
+    from modelcheck import building
+
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename and building.is_project_file(exc.filename):
+        where = f" at {building.display(exc.filename)}:{exc.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if building.is_project_file(f.filename)]
+        if frames:
+            where = f" at {building.display(frames[-1].filename)}:{frames[-1].lineno}"
+    first = " ".join(str(exc).split())[:200]
+    return (f"the fixed files do not build as written on Python 3 (checked without in-memory porting): "
+            f"{type(exc).__name__}: {first}{where} (a Python 3 porting blocker left unfixed?)")
 
 
 def _pickles(model: Any) -> tuple[bool, str]:
@@ -118,7 +144,13 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
     from modelcheck.specs import make_inputs
 
     saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
-    spec, model, _ = _build(payload)
+    if payload.get("port_in_memory", True):
+        spec, model, _ = _build(payload)
+    else:
+        try:
+            spec, model, _ = _build(payload)
+        except Exception as exc:  # user code may raise anything; SyntaxError for a print statement
+            return {"ok": False, "problems": [_unported(exc)]}
     problems: list[str] = []
     fresh = model.state_dict()
     keys = list(fresh.keys())

@@ -13,13 +13,16 @@ construct that stops the model from building at all, so each is an error at ever
 The static pass alone sees them (``static = True``): the dynamic pass needs a built model,
 which is exactly what these constructs prevent; they have no live facts. MC401 reads the file
 system next to the finding's path (is the folder a package, is there a sibling module) and
-nothing else; nothing is imported.
+where a top-level module of that name would come from instead (the standard library, or an
+installed module found by ``PathFinder.find_spec``); nothing is imported.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,34 +42,42 @@ PY3_ONLY = re.compile(
 )
 
 # Where a finding can be: a Python 2 name or dict method, a removed API's module or name, an
-# absolute import (MC401 then checks the folder; the names no package sibling plausibly has
-# are left out: a package cannot hold torch.py and import the real torch too), and in files
-# without Python-3-only syntax, a division (``/`` or ``/=``, not ``//``).
+# absolute import at the start of a line or after `;` or `:` (MC401 then checks the folder; the
+# names no package sibling plausibly has are left out: a package cannot hold torch.py and import
+# the real torch too, unless `import os, config` names more), and in files without
+# Python-3-only syntax, a division (``/`` or ``/=``, not ``//``).
 _NOT_SIBLINGS = (r"(?:torch|torchvision|numpy|typing|typing_extensions|functools|itertools|collections|"
                  r"dataclasses|math|os|sys|re|warnings|abc|enum|copy|timm|scipy|cv2|PIL|six|json|time|argparse|"
-                 r"pathlib|__future__)\b(?![ \t]*,)")
+                 r"pathlib|__future__)\b")
+_IMPORT = rf"[ \t]*(?:from[ \t]+(?!{_NOT_SIBLINGS})|import[ \t]+(?!{_NOT_SIBLINGS}(?![^\n;#]*,)))[A-Za-z_]"
 _WORDS = re.compile(
     r"xrange|iter(?:items|keys|values)\b|basestring|unicode|long(?<![\w.]long)(?!\w)"
-    r"|_six\b|models\.utils|model_urls"
-    rf"|^[ \t]*(?:from|import)[ \t]+(?!{_NOT_SIBLINGS})[A-Za-z_]",
+    rf"|_six\b|models\.utils|model_urls|^{_IMPORT}",
     re.MULTILINE,
 )
+# an import after `;` (`import os; import config`) or `:` (`def f(): import config`): patterns of
+# their own, each starting with one literal character, which the regex engine scans for fast
+_AFTER = (re.compile(f";{_IMPORT}"), re.compile(f":{_IMPORT}"))
 _DIVISION = re.compile(r"/(?<!//)(?!/)")
 
 
 class _Trigger:
     """The static pre-screen's TRIGGER (``search``/``finditer`` like a compiled regex): the
-    words above anywhere, divisions only in a file with no Python-3-only syntax outside strings.
-    (The pre-screen runs ``finditer`` on code with strings masked, so it sees fewer Python 3
-    markers than ``extract``, which reads the whole text: a superset, as it must be.)"""
+    words above anywhere, imports after `;` or `:`, divisions only in a file with no
+    Python-3-only syntax outside strings. (The pre-screen runs ``finditer`` on code with strings
+    masked, so it sees fewer Python 3 markers than ``extract``, which reads the whole text: a
+    superset, as it must be.)"""
 
     pattern = _WORDS.pattern
 
     def search(self, text: str) -> Any:
-        return _WORDS.search(text) or (not PY3_ONLY.search(text) and _DIVISION.search(text))
+        return (_WORDS.search(text) or _AFTER[0].search(text) or _AFTER[1].search(text)
+                or (not PY3_ONLY.search(text) and _DIVISION.search(text)))
 
     def finditer(self, text: str) -> Iterator[Any]:
         yield from _WORDS.finditer(text)
+        for pattern in _AFTER:
+            yield from pattern.finditer(text)
         if not PY3_ONLY.search(text):
             yield from _DIVISION.finditer(text)
 
@@ -86,13 +97,15 @@ class PortFacts:
     what: str
     detail: str = ""
     fixable: bool = True
+    #: MC401 only: where a top-level module of the same name exists too ("the standard library",
+    #: "installed at ..."): Python 3 imports that one, which the code may well mean
+    elsewhere: str = ""
 
 
 class _Blocker(Rule):
     """A porting blocker: an error at every target, since the model does not build at all."""
 
     kind: str
-    import_time = True
 
     def verdict(self, target: Target) -> Severity | None:
         return Severity.ERROR
@@ -102,6 +115,7 @@ class ImplicitRelativeImport(_Blocker):
     code = "MC401"
     name = "implicit-relative-import"
     kind = RELATIVE_IMPORT
+    import_time = True  # a module-level import: it fails when the file is imported
     example_package = ("config", "resnext101")
     summary = "import of a sibling module without a dot: Python 3 looks for a top-level module instead"
     rationale = (
@@ -110,7 +124,10 @@ class ImplicitRelativeImport(_Blocker):
         "first. Python 3 has absolute imports only: the import raises ModuleNotFoundError, or "
         "worse, silently imports some other top-level config.py. Flagged only when the file's "
         "folder has an __init__.py and a sibling module X.py or package X/__init__.py exists, "
-        "and the file has no `from __future__ import absolute_import`. Fix: `from . import X`, "
+        "and the file has neither `from __future__ import absolute_import` nor Python-3-only syntax "
+        "(`super()`, `-> T`, `nonlocal`, ...: such a file was written for absolute imports). When a "
+        "top-level X exists too (the standard library's logging, an installed package), Python 3 "
+        "imports that one, which the code may mean: a warning, not rewritten. Fix: `from . import X`, "
         "`from .X import name` (exact: the module Python 2 imported). `import X.Y` is reported "
         "but not rewritten (it binds the name X, which `from . import` cannot spell on one line); "
         "a file that is also run as a script (`if __name__ == \"__main__\":`) is not rewritten "
@@ -122,6 +139,12 @@ class ImplicitRelativeImport(_Blocker):
     def match(self, facts: PortFacts) -> Match | None:
         if facts.kind != self.kind:
             return None
+        if facts.elsewhere:
+            return Match(f"`{facts.what}` was an implicit relative import of the sibling module {facts.detail} "
+                         f"in Python 2, but a top-level module of that name exists too ({facts.elsewhere}): "
+                         "Python 3 imports that one, which the code may mean; not rewritten (write "
+                         "`from . import` if the sibling is meant, or rename it)", fixable=False,
+                         at_most=Severity.WARNING)
         return Match(f"`{facts.what}` is an implicit relative import of the sibling module {facts.detail}: "
                      "Python 3 imports a top-level module of that name instead (ModuleNotFoundError, or a "
                      "different module)", fixable=facts.fixable)
@@ -230,6 +253,7 @@ class RemovedApi(_Blocker):
     code = "MC404"
     name = "removed-api"
     kind = REMOVED_API
+    import_time = True  # a module-level import: it fails when the file is imported
     summary = "imports a torch/torchvision API that current releases removed (torch._six, models.utils, model_urls)"
     rationale = (
         "2018-2020 model code imports helpers that later releases removed, so the module fails "
@@ -395,9 +419,52 @@ def runs_as_script(source: SourceFile) -> bool:
     return bool(_MAIN_GUARD.search(source.text))
 
 
+def top_level_elsewhere(name: str, folder: str) -> str:
+    """Where a top-level module ``name`` exists outside ``folder``, as a phrase ("the standard
+    library's logging", "torch installed at ..."; "" when nowhere): the
+    standard library, or a module :class:`importlib.machinery.PathFinder` finds on ``sys.path``
+    without the folder itself and the working directory (the project, not an installed module).
+    Python 3 imports that one for ``import name``. Nothing is imported."""
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return f"the standard library's {name}"
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = ""
+    where = _installed(name, os.path.realpath(folder), cwd, tuple(sys.path))
+    return f"{name} installed at {where}" if where else ""
+
+
+@lru_cache(maxsize=1024)
+def _installed(name: str, folder: str, cwd: str, path: tuple[str, ...]) -> str:
+    entries = [entry for entry in path
+               if entry and isinstance(entry, str) and os.path.realpath(entry) not in (folder, cwd)]
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name, entries)
+    except (ImportError, ValueError, OSError):
+        return ""
+    # a plain folder of that name (a namespace package) is no module anyone installed
+    if spec is None or spec.loader is None or not spec.origin or spec.origin == "namespace":
+        return ""
+    location = os.path.realpath(spec.origin)
+    where = os.path.dirname(location)
+    if spec.submodule_search_locations:
+        where = os.path.dirname(where)
+    if where == folder:
+        return ""
+    return location
+
+
 def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
     siblings = sibling_modules(source.path)
-    relative_ok = siblings and not has_future(source.module, "absolute_import")
+    # a file with Python-3-only syntax was written for absolute imports (as MC402 reads it)
+    relative_ok = bool(siblings) and not has_future(source.module, "absolute_import") \
+        and not PY3_ONLY.search(source.text)
+    if relative_ok:
+        assert siblings is not None
+        # a module importing its own name never meant itself (timm/utils/random.py: `import random`)
+        siblings = siblings - {os.path.splitext(os.path.basename(source.path))[0]}
+    folder = os.path.dirname(os.path.abspath(source.path))
     script = runs_as_script(source) if relative_ok else False
     why_script = " (not rewritten: the file is also run as a script, where a relative import fails)"
     for node, _line, guarded in import_statements(source.module):
@@ -412,6 +479,10 @@ def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]
                     continue
                 top = full.split(".")[0]
                 if relative_ok and top in siblings:
+                    elsewhere = top_level_elsewhere(top, folder)
+                    if elsewhere:
+                        yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", f"{top}.py", False, elsewhere)
+                        continue
                     dotted = "." in full
                     detail = f"{top}.py" + (" (`import X.Y` is not rewritten: use `from . import X` and "
                                             "import X.Y inside X)" if dotted else why_script if script else "")
@@ -433,9 +504,15 @@ def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]
                                            _removed_text(entry, module, name), entry.replacement is not None)
             if removed:
                 continue
-        if relative_ok and module.split(".")[0] in siblings:
+        top = module.split(".")[0]
+        if relative_ok and top in siblings:
+            elsewhere = top_level_elsewhere(top, folder)
+            if elsewhere:
+                yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...", f"{top}.py", False,
+                                      elsewhere)
+                continue
             yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...",
-                                  f"{module.split('.')[0]}.py" + (why_script if script else ""), not script)
+                                  f"{top}.py" + (why_script if script else ""), not script)
 
 
 def _removed_text(entry: Removed, module: str, name: str) -> str:

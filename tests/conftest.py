@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _undo_in_process_building():
+    """A test that builds a model in this process (``specs.build_model``) installs the building
+    environment (import hook, meta-path finders, patched ``torch.load``): undo it after the test,
+    so the rest of the session sees plain Python and torch."""
+    yield
+    building = sys.modules.get("modelcheck.building")
+    if building is not None and building._state.installed:
+        building.uninstall()
+
 
 def pytest_configure(config):
     """Register the markers here too, so --strict-markers works without pyproject's list."""
     config.addinivalue_line("markers", "slow: runs a real exporter or runtime (seconds to minutes); CI runs them all")
     config.addinivalue_line("markers", "caffe2: needs the Caffe2 runtime (modelcheck --install-caffe2)")
+    config.addinivalue_line("markers", "ray: starts a real Ray cluster on 127.0.0.1 (modelcheck audit --executor ray)")
 
 
 def caffe2_available() -> bool:
@@ -32,3 +48,20 @@ def require_caffe2() -> None:
 
     if not caffe2_available():
         pytest.skip("Caffe2 runtime not installed (run modelcheck --install-caffe2)")
+
+
+def require_browser() -> str:
+    """The path of Debian's chromium for the HTML report's headless tests. Skips when it is absent
+    (``make browser`` installs it); under CI (MODELCHECK_REQUIRE_BROWSER=1) a missing browser
+    fails the test instead, so the browser checks can never pass by being skipped."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.environ.get("MODELCHECK_REQUIRE_BROWSER") == "1":
+        pytest.fail("chromium not installed and MODELCHECK_REQUIRE_BROWSER=1 requires it (run make browser)")
+    pytest.skip("chromium not installed (make browser installs it)")

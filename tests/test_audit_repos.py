@@ -179,7 +179,8 @@ def test_running_a_class_body_does_not_reach_its_methods(tmp_path: Path) -> None
     from modelcheck.inspect_model import ReachedCode
 
     source = tmp_path / "blocks.py"
-    source.write_text("class Block:\n    def used(self):\n        return 1\n\n    def unused(self):\n        return 2\n")
+    source.write_text("class Block:\n    def used(self):\n        return 1\n\n"
+                      "    def unused(self):\n        return 2\n")
     namespace: dict = {}
     reached = ReachedCode(str(tmp_path / "reached.json"))
     reached.start()

@@ -144,6 +144,19 @@ def test_byte_order_mark_and_crlf_line_ends_are_kept(tmp_path):
     assert b"\n" not in data.replace(b"\r\n", b"")
 
 
+def test_a_coding_cookie_file_is_fixed_in_its_own_encoding(tmp_path):
+    """Found by fuzzing: --diff and --fix decoded every file as UTF-8 again, and a latin-1 file
+    (PEP 263 cookie) crashed them with a UnicodeDecodeError traceback."""
+    path = tmp_path / "model.py"
+    path.write_bytes(("# -*- coding: latin-1 -*-\n# café\n" + LAMBDA_NET).encode("latin-1"))
+    result = modelcheck(tmp_path, "model.py", "--static-only", "--fix")
+    assert "Traceback" not in result.stderr, result.stderr
+    data = path.read_bytes()
+    assert b"# caf\xe9\n" in data and b"def _lambda_19(x):\n" in data
+    fixed = data.decode("latin-1")
+    assert modelcheck(tmp_path, "model.py", "--static-only", "--fix").returncode == 0
+    assert path.read_bytes().decode("latin-1") == fixed
+
 @pytest.mark.slow
 def test_verified_fix_is_rolled_back_byte_for_byte_when_outputs_change(tmp_path):
     """A genuine failure: the model's own code treats lambdas specially, so lifting changes it."""

@@ -111,6 +111,61 @@ def test_multi_line_removed_import_is_declined(tmp_path):
     assert "several lines" in plans[0].decisions[0].reason
 
 
+
+def _package(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text("")
+    for name in names:
+        (folder / f"{name}.py").write_text("x = 1\n")
+    return folder
+
+
+def test_python3_code_importing_a_stdlib_name_with_a_sibling_is_left_alone(tmp_path):
+    """utils/logging.py next to a Python 3 utils/train_utils.py: `from . import logging` broke it."""
+    utils = _package(tmp_path / "utils", "logging")
+    text = ("import logging\n\n\nclass Meter(object):\n    def __init__(self) -> None:\n"
+            "        super().__init__()\n        self.log = logging.getLogger(__name__)\n")
+    assert port_source(text, str(utils / "train_utils.py")) == (text, [])
+
+
+def test_a_sibling_shadowing_the_stdlib_is_declined_with_the_reason(tmp_path):
+    utils = _package(tmp_path / "utils", "logging", "config")
+    path = utils / "train.py"
+    text = "import logging\nimport config\n"
+    path.write_text(text)
+    assert port_source(text, str(path))[0] == "import logging\nfrom . import config\n"
+    found = check_source(str(path), text, make_target("caffe2"), Config())
+    plans = make_plans({str(path): text}, found, FixContext("caffe2", 9), unsafe=False, verifiable=False)
+    [declined] = [d for d in plans[0].decisions if d.line == 1]
+    assert "the standard library's logging" in declined.reason and "by hand" in declined.reason
+
+
+@pytest.mark.parametrize("text", ["import os; import config\n", "import os; import config\nfrom os import path\n",
+                                  "import json\nx = 1; import config\n"])
+def test_port_source_finds_what_the_rule_finds_after_a_semicolon(tmp_path, text):
+    """Its own pre-screen stopped at `;` while the rule went on: a safe edit the port never made."""
+    package = _package(tmp_path / "pkg", "config")
+    path = package / "net.py"
+    ported, done = port_source(text, str(path))
+    assert "from . import config" in ported and [code for code, _, _ in done] == ["MC401"]
+    found = check_source(str(path), text, make_target("caffe2"), Config())
+    assert [f.code for f in found] == ["MC401"]
+
+
+def test_port_source_into_no_package_leaves_implicit_sibling_imports(tmp_path):
+    """A module imported as a top-level module (its folder on sys.path): `from . import config`
+    fails there ("no known parent package"), `import config` works as written."""
+    package = _package(tmp_path / "backbone", "config")
+    path = package / "resnet.py"
+    text = "import config\nfrom config import x\nfor i in xrange(3):\n    pass\n"
+    ported_text = "from . import config\nfrom .config import x\nfor i in range(3):\n    pass\n"
+    assert port_source(text, str(path))[0] == ported_text
+    assert port_source(text, str(path), package="backbone")[0] == ported_text
+    unrelative, done = port_source(text, str(path), package="")
+    assert unrelative == text.replace("xrange", "range") and [code for code, _, _ in done] == ["MC403"]
+    assert port_source("import config\n", str(path), package="") == ("import config\n", [])
+
+
 # ----- --fix through the command line ---------------------------------------------------------
 
 def _copy_package(tmp_path: Path) -> Path:
@@ -161,3 +216,61 @@ def test_ported_package_builds_in_current_torch(tmp_path):
     after = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0, after.stderr[-2000:]
     assert after.stdout.strip() == "128 128"  # 256 // 2 and 512 // 4: Python 2's sizes
+
+
+_NET = '''import torch.nn as nn
+import config
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super(Net, self).__init__()
+        half = config.width / 2
+        self.conv = nn.Conv2d(3, half, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+def _porting_project(tmp_path: Path) -> Path:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "config.py").write_text("width = 8\n")
+    (package / "net.py").write_text(_NET)
+    return package
+
+
+_ARGS = ("pkg/net.py", "--model", "pkg/net.py:Net", "--input-shape", "1,3,4,4", "--no-smoke", "--format", "json")
+
+
+@pytest.mark.slow
+def test_fix_verification_builds_the_ported_files_as_written(tmp_path):
+    """The reference is ported in memory; the check imports the written files without porting, so
+    the verified fix is one that builds on plain Python 3."""
+    pytest.importorskip("torch")
+    package = _porting_project(tmp_path)
+    result = _run(*_ARGS, "--fix", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    fixes = sorted((f["code"], f["line"], f["status"], f["verified"]) for f in report["fixes"])
+    assert fixes == [("MC401", 2, "applied", True), ("MC402", 8, "applied", True)], report
+    assert "from . import config" in (package / "net.py").read_text()
+    build = "import pkg.net\nprint(pkg.net.Net().conv.out_channels)\n"
+    done = subprocess.run([sys.executable, "-c", build], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "4", done.stderr
+
+
+@pytest.mark.slow
+def test_a_porting_blocker_left_on_disk_fails_verification_saying_so(tmp_path):
+    """With MC402 ignored, the `/` stays: ported in memory the model built, so verification passed
+    before; as written it does not build, and the MC401 fix is rolled back with the reason."""
+    pytest.importorskip("torch")
+    package = _porting_project(tmp_path)
+    result = _run(*_ARGS, "--ignore", "MC402", "--fix", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    [fix] = report["fixes"]
+    assert (fix["code"], fix["status"]) == ("MC401", "rolled_back"), report
+    assert "do not build as written" in fix["reason"] and "TypeError" in fix["reason"], fix["reason"]
+    assert "pkg/net.py:9" in fix["reason"], fix["reason"]
+    assert (package / "net.py").read_text() == _NET

@@ -103,6 +103,66 @@ def test_trigger_is_a_superset_on_python3_syntax_in_strings():
     assert porting.TRIGGER.search("def f(c):\n    return nn.Conv2d(c, c / 2, 1)\n")
 
 
+
+def _package(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text("")
+    for name in names:
+        (folder / f"{name}.py").write_text("x = 1\n")
+    return folder
+
+
+def test_python3_files_have_no_implicit_relative_imports(tmp_path):
+    """utils/logging.py next to a Python 3 utils/train_utils.py: `import logging` is the stdlib's
+    (Python 3 code has absolute imports only), and so is a sibling config.py's name."""
+    utils = _package(tmp_path / "utils", "logging", "config")
+    path = utils / "train_utils.py"
+    path.write_text("import logging\nimport config\n\n\nclass Meter(object):\n"
+                    "    def __init__(self) -> None:\n        super().__init__()\n"
+                    "        self.log = logging.getLogger(config.x)\n")
+    assert not [f for f in findings(path) if f.code.startswith("MC4")]
+
+
+def test_a_sibling_shadowing_the_stdlib_or_an_installed_module_is_a_warning_not_rewritten(tmp_path):
+    """Python 2 code importing a sibling that has the name of a stdlib or installed module: Python 2
+    took the sibling, but the code may mean the other one, so it is only a warning, not fixable."""
+    package = _package(tmp_path / "pkg", "logging", "libcst", "config")
+    path = package / "train.py"
+    path.write_text("import logging\nfrom libcst import x\nimport config\n")
+    hits = {f.location.line: f for f in findings(path)}
+    assert [(n, hits[n].code, hits[n].severity.value, hits[n].fixable) for n in sorted(hits)] == [
+        (1, "MC401", "warning", False), (2, "MC401", "warning", False), (3, "MC401", "error", True)]
+    assert "the standard library's logging" in hits[1].message and "not rewritten" in hits[1].message
+    assert "libcst installed at" in hits[2].message
+
+
+def test_a_module_importing_its_own_name_means_the_other_module(tmp_path):
+    """timm/utils/random.py: `import random` is the stdlib's (a module never imports itself)."""
+    package = _package(tmp_path / "utils", "random", "helpers")
+    path = package / "random.py"
+    path.write_text("import random\nimport helpers\n")
+    assert [(f.code, f.location.line) for f in findings(path)] == [("MC401", 2)]
+
+
+def test_an_import_after_a_semicolon_or_colon_is_found():
+    """The pre-screen read only imports at the start of a line: `import os; import config` was missed."""
+    for text in ("import os; import config\n", "x = 1; import config\n", "if True: import config\n",
+                 "import numpy as np, config\n"):
+        assert porting.TRIGGER.search(text), text
+    assert not porting.TRIGGER.search("import os\nfrom torch import nn, optim\nimport torch.nn as nn\n")
+
+
+def test_import_semicolon_sibling_is_flagged(tmp_path):
+    package = _package(tmp_path / "pkg", "config")
+    (package / "net.py").write_text("import os; import config\n")
+    assert [(f.code, f.fixable) for f in findings(package / "net.py")] == [("MC401", True)]
+
+
+def test_only_the_import_rules_break_when_their_file_is_imported():
+    """MC402/MC403/MC405 inside a function the model never calls are not the model's."""
+    assert {rule.code for rule in porting.RULES if rule.import_time} == {"MC401", "MC404"}
+
+
 # ----- the removed-API table, re-measured against the installed torch/torchvision ----------------
 
 def _import_fails(statement: str) -> bool:
