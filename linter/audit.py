@@ -651,29 +651,21 @@ def _with_call_site(entry: dict[str, Any], sites: list[Any], module_classes: dic
     """Take the first call site whose arguments fit the signature (and, for a factory, that passes
     :func:`~modelcheck.specs.factory_verdict` with them); the weight switches stay off."""
     import functools
-    import inspect
 
-    from modelcheck.callsites import bind_forward
+    from modelcheck.callsites import fitting_call
     from modelcheck.specs import factory_verdict
 
     obj = entry["obj"]
-    for site in sites:
-        kwargs = {**site.kwargs, **entry["kwargs"]}
-        try:
-            inspect.signature(obj).bind(*site.args, **kwargs)
-        except (TypeError, ValueError):
-            continue
-        if entry["kind"] == "factory":
-            candidate = functools.partial(obj, *site.args, **kwargs)
-            candidate.__name__ = obj.__name__  # type: ignore[attr-defined]
-            if factory_verdict(candidate, module_classes) is not None:
-                return  # called with arguments somewhere, but not a model factory
-            forward: dict[str, Any] | None = dict(site.forward_keywords) if not site.forward_literals else None
-        else:
-            forward = bind_forward(obj.forward, site)
-        entry.update(reason=None, args=list(site.args), kwargs=kwargs, forward_kwargs=forward or {},
-                     site=site.to_json())
+    call = fitting_call(obj, sites, entry["kwargs"])
+    if call is None:
         return
+    if entry["kind"] == "factory":
+        candidate = functools.partial(obj, *call["args"], **call["kwargs"])
+        candidate.__name__ = obj.__name__  # type: ignore[attr-defined]
+        if factory_verdict(candidate, module_classes) is not None:
+            return  # called with arguments somewhere, but not a model factory
+    entry.update(reason=None, args=call["args"], kwargs=call["kwargs"], forward_kwargs=call["forward_kwargs"],
+                 site=call["site"])
 
 
 def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: bool) -> dict[str, Any]:

@@ -277,6 +277,29 @@ class RepoIndex:
         return True, {"$ref": f"{file}:{name}"}
 
 
+def fitting_call(obj: Any, sites: Iterable[CallSite], fixed_kwargs: dict[str, Any] | None = None,
+                 ) -> dict[str, Any] | None:
+    """How the first call site whose arguments fit ``obj``'s signature builds it (``fixed_kwargs``,
+    such as switched-off weights, winning): ``args``, ``kwargs``, ``forward_kwargs`` (a class's
+    literal forward arguments bound by name; a factory's literal keywords), ``args_origin`` and
+    ``site``; None when no call fits. Child side: ``obj`` is the imported class or factory."""
+    import inspect
+
+    for site in sites:
+        kwargs = {**site.kwargs, **(fixed_kwargs or {})}
+        try:
+            inspect.signature(obj).bind(*site.args, **kwargs)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(obj, type):
+            forward = bind_forward(obj.forward, site)
+        else:
+            forward = dict(site.forward_keywords) if not site.forward_literals else None
+        return {"args": list(site.args), "kwargs": kwargs, "forward_kwargs": forward or {},
+                "args_origin": site.origin, "site": site.to_json()}
+    return None
+
+
 def bind_forward(forward: Any, site: CallSite | dict[str, Any]) -> dict[str, Any] | None:
     """``forward``'s non-tensor arguments from a call site, by name: ``{"mode": "test"}``.
 

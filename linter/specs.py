@@ -819,20 +819,15 @@ def _call_site(sites: Any, obj: Any) -> dict[str, Any]:
     arguments fit its signature (:mod:`modelcheck.callsites`, static); {} when there is none."""
     if sites is None or not isinstance(obj, type) or not (required_parameters(obj) or []):
         return {}
-    from modelcheck.callsites import bind_forward
+    from modelcheck.callsites import fitting_call
 
     try:
         found = sites.call_sites(inspect.getsourcefile(obj) or "", obj.__name__)
     except (OSError, TypeError, RecursionError, ValueError):
         return {}
-    for site in found:
-        try:
-            inspect.signature(obj).bind(*site.args, **site.kwargs)
-        except (TypeError, ValueError):
-            continue
-        return {"args": site.args, "kwargs": site.kwargs, "forward_kwargs": bind_forward(obj.forward, site) or {},
-                "args_origin": site.origin}
-    return {}
+    call = fitting_call(obj, found) or {}
+    call.pop("site", None)
+    return call
 
 
 def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None,
