@@ -1,15 +1,17 @@
 # Two commands do all the set-up (each creates or reuses what it needs):
 #   make demo   - check the bundled example model: static rules, tracing, export smoke test with
 #                 ONNX Runtime and a real Caffe2 runtime
-#   make test   - the whole test suite (real torch, ONNX Runtime, Caffe2, pre-commit)
-# `make test-fast` runs only the quick tests (no real exporter or runtime).
+#   make test   - the whole test suite (real torch, torchvision, ONNX Runtime, Caffe2, pre-commit,
+#                 a loopback Ray cluster, headless Chromium)
+# `make test-fast` runs only the quick tests (no real exporter or runtime); `make fuzz` fuzzes the
+# static pass and the fixers for 10 minutes.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcheck-installed
 
-.PHONY: demo test test-fast caffe2 browser venv lint bench
+.PHONY: demo test test-fast caffe2 browser venv lint bench fuzz
 
 venv: $(STAMP)
 
@@ -49,3 +51,6 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz.py --minutes 10
