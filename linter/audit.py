@@ -644,7 +644,19 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: li
                  "args": [], "forward_kwargs": {}, "site": None, "file": str(Path(file).resolve()) if file else None}
         if verdict is not None and verdict.startswith("needs argument(s)"):
             _with_call_site(entry, sites.find(entry["file"], name), module_classes)
+        elif verdict is None and kind != "instance":
+            _with_forward_call(entry, sites.find(entry["file"], name))
         entries.append(entry)
+
+
+def _with_forward_call(entry: dict[str, Any], sites: list[Any]) -> None:
+    """A model built without arguments still takes forward's non-tensor values from the repo's
+    own call of it (``self.net(x, mode=1)``)."""
+    from modelcheck.callsites import forward_call
+
+    found = forward_call(entry["obj"], sites)
+    if found is not None:
+        entry["forward_kwargs"], entry["forward_origin"] = found
 
 
 def _with_call_site(entry: dict[str, Any], sites: list[Any], module_classes: dict[str, type]) -> None:
@@ -738,7 +750,8 @@ def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: 
         site = entry["site"]
         spec = ModelSpec(place["text"], entry["name"], path=place["path"], module=place["module"],
                          kwargs=entry["kwargs"], origin="discovered", args=entry["args"],
-                         forward_kwargs=entry["forward_kwargs"], args_origin=site["origin"] if site else "")
+                         forward_kwargs=entry["forward_kwargs"], args_origin=site["origin"] if site else "",
+                         forward_origin=entry.get("forward_origin", ""))
         picked.append({"spec": spec.to_json(), "kind": entry["kind"], "site": site})
     return {"picked": picked, "skipped": skipped, "left_out": left_out}
 
@@ -874,6 +887,9 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     row = AuditRow(task["model"], task["kind"], "ok")
     if spec.args_origin:
         row.notes.append(args_note(spec))
+    elif spec.forward_origin:
+        called = ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
+        row.notes.append(f"forward called with {called}, as the repo does at {spec.forward_origin}")
     with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
         os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
         log = Path(os.environ["MODELCHECK_NO_NETWORK"])

@@ -66,10 +66,14 @@ class CallSite:
     forward_tensors: int | None = None  # positional arguments that are not literals
     forward_literals: dict[int, Any] = field(default_factory=dict)  # position → literal value
     forward_keywords: dict[str, Any] = field(default_factory=dict)  # literal keyword arguments
+    #: False when the construction's own arguments could not be read (``build_model(self.config.arch)``):
+    #: the site then only tells how the instance is called
+    args_known: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "line": self.line, "origin": self.origin, "text": self.text,
-                "args": self.args, "kwargs": self.kwargs, "forward_line": self.forward_line,
+                "args": self.args, "kwargs": self.kwargs, "args_known": self.args_known,
+                "forward_line": self.forward_line,
                 "forward_tensors": self.forward_tensors,
                 "forward_literals": {str(k): v for k, v in self.forward_literals.items()},
                 "forward_keywords": self.forward_keywords}
@@ -235,27 +239,26 @@ class RepoIndex:
         local = _locals(scopes[-1]) if scopes else frozenset()
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        known = True
         for arg in call.args:
             ok, value = self._value(module, arg, local)
-            if not ok:
-                return None
+            known = known and ok
             args.append(value)
         for keyword in call.keywords:
-            if keyword.arg is None:
-                return None
-            ok, value = self._value(module, keyword.value, local)
-            if not ok:
-                return None
-            kwargs[keyword.arg] = value
+            ok, value = self._value(module, keyword.value, local) if keyword.arg is not None else (False, None)
+            known = known and ok
+            kwargs[keyword.arg or "**"] = value
+        if not known:
+            args, kwargs = [], {}
         try:
             relative = module.path.relative_to(self.root).as_posix()
         except ValueError:
             relative = module.path.name
         text = ast.unparse(call)
         site = CallSite(str(module.path), call.lineno, f"{relative}:{call.lineno}",
-                        text if len(text) <= 80 else text[:77] + "...", args, kwargs)
-        _capture_forward(site, call, scopes[-1] if scopes else module.tree)
-        return site
+                        text if len(text) <= 80 else text[:77] + "...", args, kwargs, args_known=known)
+        _capture_forward(site, call, scopes[-1] if scopes else module.tree, module.tree)
+        return site if known or site.forward_line is not None else None
 
     def _value(self, module: _Module, node: ast.AST, local: set[str] | frozenset[str]) -> tuple[bool, Any]:
         literal = _literal(node)
@@ -286,6 +289,8 @@ def fitting_call(obj: Any, sites: Iterable[CallSite], fixed_kwargs: dict[str, An
     import inspect
 
     for site in sites:
+        if not site.args_known:
+            continue
         kwargs = {**site.kwargs, **(fixed_kwargs or {})}
         try:
             inspect.signature(obj).bind(*site.args, **kwargs)
@@ -297,6 +302,21 @@ def fitting_call(obj: Any, sites: Iterable[CallSite], fixed_kwargs: dict[str, An
             forward = dict(site.forward_keywords) if not site.forward_literals else None
         return {"args": list(site.args), "kwargs": kwargs, "forward_kwargs": forward or {},
                 "args_origin": site.origin, "site": site.to_json()}
+    return None
+
+
+def forward_call(obj: Any, sites: Iterable[CallSite]) -> tuple[dict[str, Any], str] | None:
+    """For a model built without arguments: the non-tensor forward arguments its first captured
+    call in the repo passes (``self.net(x, mode=1)``), and where; None when no call gives any."""
+    for site in sites:
+        if site.forward_line is None:
+            continue
+        if isinstance(obj, type):
+            forward = bind_forward(obj.forward, site)
+        else:  # a factory: only keywords can be bound without the class it returns
+            forward = dict(site.forward_keywords) if not site.forward_literals else None
+        if forward:
+            return forward, f"{site.origin.rpartition(':')[0]}:{site.forward_line}"
     return None
 
 
@@ -510,8 +530,28 @@ def _rank(origin: str) -> int:
     return 2
 
 
-def _capture_forward(site: CallSite, call: ast.Call, scope: ast.AST) -> None:
-    """``net = Net(...)`` ... ``net(x, 'test')`` in the same scope → the forward's inputs."""
+def _is_self_attribute(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+
+
+def _capture_self_forward(site: CallSite, attribute: str, scope: ast.AST, tree: ast.AST) -> None:
+    """``self.net = build_model(...)`` in one method, ``self.net(x, mode=1)`` in another (a Solver
+    class): the first call of ``self.net`` in the class whose arguments can be read."""
+    owner = next((node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                  and any(child is scope for child in node.body)), None)
+    if owner is None:
+        return
+    calls = sorted((node for node in ast.walk(owner) if isinstance(node, ast.Call)
+                    and _is_self_attribute(node.func) and node.func.attr == attribute),
+                   key=lambda node: (node.lineno, node.col_offset))
+    for forward in calls:
+        if _record_forward(site, forward):
+            return
+
+
+def _capture_forward(site: CallSite, call: ast.Call, scope: ast.AST, tree: ast.AST | None = None) -> None:
+    """``net = Net(...)`` ... ``net(x, 'test')`` in the same scope → the forward's inputs (and
+    ``self.net = Net(...)`` ... ``self.net(x, mode=1)`` anywhere in the same class)."""
     parents = {child: parent for parent in ast.walk(scope) for child in ast.iter_child_nodes(parent)}
     node: ast.AST = call
     while True:
@@ -525,6 +565,10 @@ def _capture_forward(site: CallSite, call: ast.Call, scope: ast.AST) -> None:
         else:
             break
     assign = parents.get(node)
+    if (isinstance(assign, ast.Assign) and len(assign.targets) == 1 and _is_self_attribute(assign.targets[0])
+            and tree is not None):
+        _capture_self_forward(site, assign.targets[0].attr, scope, tree)
+        return
     if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1 and isinstance(assign.targets[0], ast.Name)):
         return
     name = assign.targets[0].id
@@ -543,12 +587,16 @@ def _capture_forward(site: CallSite, call: ast.Call, scope: ast.AST) -> None:
     events.sort(key=lambda e: e[0])
     if not events or events[0][1] != "call":
         return
-    forward: ast.Call = events[0][2]
+    _record_forward(site, events[0][2])
+
+
+def _record_forward(site: CallSite, forward: ast.Call) -> bool:
+    """Record a call of the instance on ``site``; False when its arguments cannot be read."""
     tensors = 0
     literals: dict[int, Any] = {}
     for index, arg in enumerate(forward.args):
         if isinstance(arg, ast.Starred):
-            return
+            return False
         ok, value = _literal(arg)
         if ok:
             literals[index] = value
@@ -558,10 +606,11 @@ def _capture_forward(site: CallSite, call: ast.Call, scope: ast.AST) -> None:
     for keyword in forward.keywords:
         ok, value = _literal(keyword.value)
         if keyword.arg is None or not ok:
-            return
+            return False
         keywords[keyword.arg] = value
     site.forward_line = forward.lineno
     site.forward_tensors = tensors
     site.forward_literals = literals
     site.forward_keywords = keywords
+    return True
 

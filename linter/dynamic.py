@@ -245,8 +245,10 @@ def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], 
                                weight_free=weight_free, args=list(picked.get("args") or []),
                                kwargs=dict(picked.get("kwargs") or {}),
                                forward_kwargs=dict(picked.get("forward_kwargs") or {}),
-                               args_origin=picked.get("args_origin", "")))
-        origin = f"; arguments from {picked['args_origin']}" if picked.get("args_origin") else ""
+                               args_origin=picked.get("args_origin", ""),
+                               forward_origin=picked.get("forward_origin", "")))
+        origin = (f"; arguments from {picked['args_origin']}" if picked.get("args_origin") else
+                  f"; forward's arguments from {picked['forward_origin']}" if picked.get("forward_origin") else "")
         notes.append(f"models: picked {picked['spec']} ({_KIND_WORDS[picked['kind']]}{origin})")
     for skipped in value["skipped"]:
         notes.append(f"models: skipped {skipped['spec']}: {skipped['reason']}")

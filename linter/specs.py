@@ -59,6 +59,9 @@ class ModelSpec:
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     #: where args/forward_kwargs came from (``test.py:42``), for the report's notes
     args_origin: str = ""
+    #: where forward_kwargs alone came from, for a model built without arguments
+    #: (``self.net(x, mode=1)`` at ``joint_solver.py:88``)
+    forward_origin: str = ""
     #: build without downloaded or missing weights (loads skipped and noted); audits default to it
     weight_free: bool = True
     #: every input's shape, in forward's order (``--input-shape "1,3,64,64;1,1,64,64"``); empty
@@ -82,7 +85,7 @@ class ModelSpec:
             "input_shapes": [list(shape) for shape in self.input_shapes], "inputs": self.inputs,
             "dtype": self.dtype,
             "origin": self.origin, "args": self.args, "forward_kwargs": self.forward_kwargs,
-            "args_origin": self.args_origin, "weight_free": self.weight_free,
+            "args_origin": self.args_origin, "forward_origin": self.forward_origin, "weight_free": self.weight_free,
         }
 
     @classmethod
@@ -92,7 +95,8 @@ class ModelSpec:
             kwargs=dict(data.get("kwargs") or {}), input_shapes=_shapes_from_json(data),
             dtype=data.get("dtype", "float32"), origin=data.get("origin", "command line"),
             args=list(data.get("args") or []), forward_kwargs=dict(data.get("forward_kwargs") or {}),
-            args_origin=data.get("args_origin", ""), weight_free=bool(data.get("weight_free", True)),
+            args_origin=data.get("args_origin", ""), forward_origin=data.get("forward_origin", ""),
+            weight_free=bool(data.get("weight_free", True)),
             inputs=data.get("inputs"),
         )
 
@@ -817,14 +821,17 @@ def _class_verdict(cls: type) -> str | None:
 def _call_site(sites: Any, obj: Any) -> dict[str, Any]:
     """Arguments for a class that needs some, from the first call site in the repository whose
     arguments fit its signature (:mod:`modelcheck.callsites`, static); {} when there is none."""
-    if sites is None or not isinstance(obj, type) or not (required_parameters(obj) or []):
+    if sites is None or not isinstance(obj, type):
         return {}
-    from modelcheck.callsites import fitting_call
+    from modelcheck.callsites import fitting_call, forward_call
 
     try:
         found = sites.call_sites(inspect.getsourcefile(obj) or "", obj.__name__)
     except (OSError, TypeError, RecursionError, ValueError):
         return {}
+    if not required_parameters(obj):  # built without arguments: the repo's call may still set forward's
+        forward = forward_call(obj, found)
+        return {"forward_kwargs": forward[0], "forward_origin": forward[1]} if forward else {}
     call = fitting_call(obj, found) or {}
     call.pop("site", None)
     return call
@@ -834,12 +841,13 @@ def _build_candidate(spec: str, kind: str, obj: Any, verdict: str | None,
                      call: dict[str, Any] | None = None) -> _Candidate:
     import torch.nn as nn
 
-    if call and verdict is not None and verdict.startswith("needs argument(s)"):
+    constructed = bool(call) and "args" in (call or {})  # else the call site only sets forward's arguments
+    if constructed and verdict is not None and verdict.startswith("needs argument(s)"):
         verdict = None  # built with the call site's arguments
     if verdict is not None:
         return _Candidate(spec, kind, reason=verdict)
     try:
-        if call:
+        if constructed:
             holder = ModelSpec(spec, obj.__name__, args=call["args"], kwargs=call["kwargs"])
             args, kwargs = resolve_args(holder)
             built = obj(*args, **kwargs)

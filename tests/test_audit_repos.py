@@ -76,7 +76,9 @@ def test_a_reference_into_a_script_that_runs_at_import_is_refused(tmp_path: Path
     (tmp_path / "net.py").write_text("class Net:\n    def __init__(self, block): ...\n")
     (tmp_path / "run.py").write_text(
         "from net import Net\n\n\nclass Block:\n    pass\n\n\nmodel = Net(Block)\nmodel(x)\n")
-    assert RepoIndex(tmp_path).call_sites(tmp_path / "net.py", "Net") == []  # importing run.py runs it
+    (site,) = RepoIndex(tmp_path).call_sites(tmp_path / "net.py", "Net")
+    assert not site.args_known and site.args == []  # importing run.py would run it: Block is refused
+    assert site.forward_tensors == 1  # the call still says how the instance is called
 
 
 # ----- the audit on the fixture repos (builds torch models) ----------------------------------------
@@ -190,3 +192,24 @@ def test_running_a_class_body_does_not_reach_its_methods(tmp_path: Path) -> None
     finally:
         reached.stop()
     assert reached.ranges()[str(source.resolve())] == [[2, 3]]  # used(), not the whole class
+
+
+@pytest.mark.slow
+def test_forward_arguments_from_a_solver_that_keeps_the_model_on_self(tmp_path: Path) -> None:
+    """``self.net = build_model(self.config.arch)`` in one method, ``self.net(x, mode=1)`` in another:
+    the constructor's arguments cannot be read, but the repo's own call says what ``mode`` takes."""
+    (tmp_path / "joint.py").write_text(
+        "import torch.nn as nn\n\n\nclass JointNet(nn.Module):\n    def __init__(self, base='vgg'):\n"
+        "        super(JointNet, self).__init__()\n        self.edge = nn.Conv2d(3, 1, 1)\n"
+        "        self.sal = nn.Conv2d(3, 1, 3, padding=1)\n\n    def forward(self, x, mode):\n"
+        "        return self.edge(x) if mode == 0 else self.sal(x)\n\n\n"
+        "def build_model(base_model_cfg='vgg'):\n    return JointNet(base_model_cfg)\n")
+    (tmp_path / "joint_solver.py").write_text(
+        "from joint import build_model\n\n\nclass Solver(object):\n    def __init__(self, config):\n"
+        "        self.config = config\n        self.build_model()\n\n    def build_model(self):\n"
+        "        self.net = build_model(self.config.arch)\n\n    def train(self, loader):\n"
+        "        for sal_image, sal_label in loader:\n            sal_pred = self.net(sal_image, mode=1)\n")
+    data = _audit(tmp_path, ".")
+    (row,) = [r for r in data["models"] if r["model"] == "joint.py:build_model"]
+    assert row["status"] == "ok", row["detail"]
+    assert "forward called with mode=1, as the repo does at joint_solver.py:14" in row["notes"], row["notes"]
