@@ -203,29 +203,9 @@ def check(
 ) -> None:
     """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
     console = Console()
-    if version:
-        typer.echo(f"modelcheck {__version__}")
-        raise typer.Exit(EXIT_OK)
-    if list_rules:
-        _list_rules(console)
-        raise typer.Exit(EXIT_OK)
-    if explain:
-        _explain(explain, console)
-        raise typer.Exit(EXIT_OK)
-    if install_caffe2:
-        raise typer.Exit(_install_caffe2())
-    if doctor:
-        raise typer.Exit(_doctor(console))
-    if not paths and not model:
-        if no_paths_ok:  # pre-commit ran the hook with no staged Python file: nothing to check
-            raise typer.Exit(EXIT_OK)
-        raise fail("no paths given (try: modelcheck src/model.py)")
-    paths = paths or []
-    if fix and diff:
-        raise fail("--fix and --diff exclude each other: --diff only shows what --fix would write")
-    if unsafe_fixes and not (fix or diff):
-        raise fail("--unsafe-fixes only adds to --fix or --diff (try: --fix --unsafe-fixes)")
-
+    _run_info_command(version=version, list_rules=list_rules, explain=explain, install_caffe2=install_caffe2,
+                      doctor=doctor, console=console)
+    paths = _check_usage(paths, model, no_paths_ok=no_paths_ok, fix=fix, diff=diff, unsafe_fixes=unsafe_fixes)
     try:
         config = load_config(find_pyproject(paths))
         apply_flags(
@@ -249,20 +229,10 @@ def check(
     from modelcheck.static import PathError
 
     options = Options(
-        paths=paths,
-        target=the_target,
-        config=config,
-        static_only=static_only,
-        fix=fix,
-        diff=diff,
-        unsafe_fixes=unsafe_fixes,
-        smoke=not no_smoke,
-        model_specs=list(model or []),
-        model_args=kwargs,
-        artifacts=artifacts,
-        dtype=dtype,
+        paths=paths, target=the_target, config=config, static_only=static_only, fix=fix, diff=diff,
+        unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []), model_args=kwargs,
+        artifacts=artifacts, dtype=dtype, weight_free=not no_weight_free,
     )
-    options.weight_free = not no_weight_free  # type: ignore[attr-defined] # read by dynamic.resolve_specs
     try:
         report = _run_with_progress(options, run)
     except PathError as exc:
@@ -272,6 +242,39 @@ def check(
     _render(report, fmt, console)
     threshold = None if config.fail_on == "never" else Severity(config.fail_on)
     raise typer.Exit(exit_code(report, threshold))
+
+
+def _run_info_command(*, version: bool, list_rules: bool, explain: str | None, install_caffe2: bool, doctor: bool,
+                      console: Console) -> None:
+    """``--version``, ``--list-rules``, ``--explain``, ``--install-caffe2``, ``--doctor``: each answers
+    and exits without checking anything."""
+    if version:
+        typer.echo(f"modelcheck {__version__}")
+        raise typer.Exit(EXIT_OK)
+    if list_rules:
+        _list_rules(console)
+        raise typer.Exit(EXIT_OK)
+    if explain:
+        _explain(explain, console)
+        raise typer.Exit(EXIT_OK)
+    if install_caffe2:
+        raise typer.Exit(_install_caffe2())
+    if doctor:
+        raise typer.Exit(_doctor(console))
+
+
+def _check_usage(paths: list[Path] | None, model: list[str] | None, *, no_paths_ok: bool, fix: bool, diff: bool,
+                 unsafe_fixes: bool) -> list[Path]:
+    """Flag combinations that cannot mean anything are usage errors (exit 2) before anything runs."""
+    if not paths and not model:
+        if no_paths_ok:  # pre-commit ran the hook with no staged Python file: nothing to check
+            raise typer.Exit(EXIT_OK)
+        raise fail("no paths given (try: modelcheck src/model.py)")
+    if fix and diff:
+        raise fail("--fix and --diff exclude each other: --diff only shows what --fix would write")
+    if unsafe_fixes and not (fix or diff):
+        raise fail("--unsafe-fixes only adds to --fix or --diff (try: --fix --unsafe-fixes)")
+    return paths or []
 
 
 def apply_flags(

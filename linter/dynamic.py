@@ -223,7 +223,7 @@ def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], 
     """``--model`` flags, else ``[tool.modelcheck.models]``, else models discovered in the checked files."""
     dtype = getattr(options, "dtype", "float32")
     specs = specs_from_config(options.model_specs, options.model_args, options.config, dtype)
-    weight_free = getattr(options, "weight_free", True)  # --no-weight-free turns it off
+    weight_free = options.weight_free  # --no-weight-free turns it off
     for spec in specs:
         spec.weight_free = weight_free
     if specs:

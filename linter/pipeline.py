@@ -34,6 +34,7 @@ class Options:
     model_args: dict[str, Any] = field(default_factory=dict)
     artifacts: Path | None = None
     dtype: str = "float32"  # the traced/exported input's dtype (--dtype)
+    weight_free: bool = True  # skip missing or downloaded weights while building (--no-weight-free)
     progress: Callable[[str], None] | None = None  # one line on what runs now (the CLI's status)
 
 
