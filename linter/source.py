@@ -502,26 +502,30 @@ def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     visitor.on_leave(node)
 
 
+class ReadsVisitor(cst.CSTVisitor):
+    """Visits the names code reads: attribute names (``x.view``), keyword names (``dim=``) and the
+    dotted paths of import statements are not visited as names. Subclasses add ``visit_Name``."""
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        walk(node.value, self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        walk(node.value, self)
+        return False
+
+
 def names_read(node: cst.CSTNode) -> set[str]:
-    """The names code reads: attribute names (``x.view``), keyword names (``dim=``) and the dotted
-    paths of import statements excluded."""
+    """The names code reads (see :class:`ReadsVisitor`)."""
     found: set[str] = set()
 
-    class _Collect(cst.CSTVisitor):
-        def visit_Import(self, node: cst.Import) -> bool:
-            return False
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-            return False
-
-        def visit_Attribute(self, attr: cst.Attribute) -> bool:
-            walk(attr.value, self)
-            return False
-
-        def visit_Arg(self, arg: cst.Arg) -> bool:
-            walk(arg.value, self)
-            return False
-
+    class _Collect(ReadsVisitor):
         def visit_Name(self, name: cst.Name) -> None:
             found.add(name.value)
 

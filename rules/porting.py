@@ -31,7 +31,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import SourceFile, dotted_name, walk
+from modelcheck.source import ReadsVisitor, SourceFile, dotted_name, walk
 from modelcheck.targets import Target
 
 #: syntax only Python 3 has: a file using it was written for Python 3, where `/` always was true
@@ -859,24 +859,10 @@ def _name_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
         return
     found: list[tuple[cst.CSTNode, str, PortFacts]] = []  # node, the name it depends on, facts
 
-    class _Reads(cst.CSTVisitor):
+    class _Reads(ReadsVisitor):
         def __init__(self) -> None:
             super().__init__()
             self.classinfo: list[cst.CSTNode] = []  # second arguments of isinstance/issubclass
-
-        def visit_Import(self, node: cst.Import) -> bool:
-            return False
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-            return False
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            walk(node.value, self)
-            return False
-
-        def visit_Arg(self, node: cst.Arg) -> bool:
-            walk(node.value, self)
-            return False
 
         def visit_Call(self, node: cst.Call) -> None:
             if (isinstance(node.func, cst.Name) and node.func.value in _CLASSINFO_CALLS and len(node.args) == 2

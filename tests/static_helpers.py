@@ -71,3 +71,12 @@ def check_examples(rule: Rule) -> None:
     assert rule.code in {f.code for f in bad}, f"{rule.code}: bad_example not flagged: {bad}"
     assert rule.code not in {f.code for f in good}, f"{rule.code}: good_example flagged: {good}"
     assert not [f for f in bad + good if f.code == "MC000"], "examples must parse"
+
+
+def make_package(folder: Path, *names: str) -> Path:
+    """A package folder (``__init__.py``) holding the sibling modules ``names`` (each ``x = 1``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text("")
+    for name in names:
+        (folder / f"{name}.py").write_text("x = 1\n")
+    return folder

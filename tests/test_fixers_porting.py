@@ -17,6 +17,7 @@ from modelcheck.fixers.porting import port_source
 from modelcheck.fixing import make_plans
 from modelcheck.static import check_source
 from modelcheck.targets import make_target
+from static_helpers import make_package
 
 PORTING = Path(__file__).parent / "fixtures" / "porting"
 PACKAGE = PORTING / "legacynet"
@@ -112,24 +113,17 @@ def test_multi_line_removed_import_is_declined(tmp_path):
 
 
 
-def _package(folder: Path, *names: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "__init__.py").write_text("")
-    for name in names:
-        (folder / f"{name}.py").write_text("x = 1\n")
-    return folder
-
 
 def test_python3_code_importing_a_stdlib_name_with_a_sibling_is_left_alone(tmp_path):
     """utils/logging.py next to a Python 3 utils/train_utils.py: `from . import logging` broke it."""
-    utils = _package(tmp_path / "utils", "logging")
+    utils = make_package(tmp_path / "utils", "logging")
     text = ("import logging\n\n\nclass Meter(object):\n    def __init__(self) -> None:\n"
             "        super().__init__()\n        self.log = logging.getLogger(__name__)\n")
     assert port_source(text, str(utils / "train_utils.py")) == (text, [])
 
 
 def test_a_sibling_shadowing_the_stdlib_is_declined_with_the_reason(tmp_path):
-    utils = _package(tmp_path / "utils", "logging", "config")
+    utils = make_package(tmp_path / "utils", "logging", "config")
     path = utils / "train.py"
     text = "import logging\nimport config\n"
     path.write_text(text)
@@ -144,7 +138,7 @@ def test_a_sibling_shadowing_the_stdlib_is_declined_with_the_reason(tmp_path):
                                   "import json\nx = 1; import config\n"])
 def test_port_source_finds_what_the_rule_finds_after_a_semicolon(tmp_path, text):
     """Its own pre-screen stopped at `;` while the rule went on: a safe edit the port never made."""
-    package = _package(tmp_path / "pkg", "config")
+    package = make_package(tmp_path / "pkg", "config")
     path = package / "net.py"
     ported, done = port_source(text, str(path))
     assert "from . import config" in ported and [code for code, _, _ in done] == ["MC401"]
@@ -155,7 +149,7 @@ def test_port_source_finds_what_the_rule_finds_after_a_semicolon(tmp_path, text)
 def test_port_source_into_no_package_leaves_implicit_sibling_imports(tmp_path):
     """A module imported as a top-level module (its folder on sys.path): `from . import config`
     fails there ("no known parent package"), `import config` works as written."""
-    package = _package(tmp_path / "backbone", "config")
+    package = make_package(tmp_path / "backbone", "config")
     path = package / "resnet.py"
     text = "import config\nfrom config import x\nfor i in xrange(3):\n    pass\n"
     ported_text = "from . import config\nfrom .config import x\nfor i in range(3):\n    pass\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from modelcheck.rules import RULES_BY_CODE, porting
-from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found
+from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found, make_package
 
 PACKAGE = Path(__file__).parent / "fixtures" / "porting" / "legacynet"
 BLOCKERS = FIXTURES / "porting_blockers.py"
@@ -104,18 +104,11 @@ def test_trigger_is_a_superset_on_python3_syntax_in_strings():
 
 
 
-def _package(folder: Path, *names: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "__init__.py").write_text("")
-    for name in names:
-        (folder / f"{name}.py").write_text("x = 1\n")
-    return folder
-
 
 def test_python3_files_have_no_implicit_relative_imports(tmp_path):
     """utils/logging.py next to a Python 3 utils/train_utils.py: `import logging` is the stdlib's
     (Python 3 code has absolute imports only), and so is a sibling config.py's name."""
-    utils = _package(tmp_path / "utils", "logging", "config")
+    utils = make_package(tmp_path / "utils", "logging", "config")
     path = utils / "train_utils.py"
     path.write_text("import logging\nimport config\n\n\nclass Meter(object):\n"
                     "    def __init__(self) -> None:\n        super().__init__()\n"
@@ -126,7 +119,7 @@ def test_python3_files_have_no_implicit_relative_imports(tmp_path):
 def test_a_sibling_shadowing_the_stdlib_or_an_installed_module_is_a_warning_not_rewritten(tmp_path):
     """Python 2 code importing a sibling that has the name of a stdlib or installed module: Python 2
     took the sibling, but the code may mean the other one, so it is only a warning, not fixable."""
-    package = _package(tmp_path / "pkg", "logging", "libcst", "config")
+    package = make_package(tmp_path / "pkg", "logging", "libcst", "config")
     path = package / "train.py"
     path.write_text("import logging\nfrom libcst import x\nimport config\n")
     hits = {f.location.line: f for f in findings(path)}
@@ -138,7 +131,7 @@ def test_a_sibling_shadowing_the_stdlib_or_an_installed_module_is_a_warning_not_
 
 def test_a_module_importing_its_own_name_means_the_other_module(tmp_path):
     """timm/utils/random.py: `import random` is the stdlib's (a module never imports itself)."""
-    package = _package(tmp_path / "utils", "random", "helpers")
+    package = make_package(tmp_path / "utils", "random", "helpers")
     path = package / "random.py"
     path.write_text("import random\nimport helpers\n")
     assert [(f.code, f.location.line) for f in findings(path)] == [("MC401", 2)]
@@ -153,7 +146,7 @@ def test_an_import_after_a_semicolon_or_colon_is_found():
 
 
 def test_import_semicolon_sibling_is_flagged(tmp_path):
-    package = _package(tmp_path / "pkg", "config")
+    package = make_package(tmp_path / "pkg", "config")
     (package / "net.py").write_text("import os; import config\n")
     assert [(f.code, f.fixable) for f in findings(package / "net.py")] == [("MC401", True)]
 
