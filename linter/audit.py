@@ -885,11 +885,9 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
                     input_shape=tuple(opts["input_shape"]))
     row = AuditRow(task["model"], task["kind"], "ok")
-    if spec.args_origin:
-        row.notes.append(args_note(spec))
-    elif spec.forward_origin:
-        called = ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
-        row.notes.append(f"forward called with {called}, as the repo does at {spec.forward_origin}")
+    note = args_note(spec)
+    if note:
+        row.notes.append(note)
     with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
         os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
         log = Path(os.environ["MODELCHECK_NO_NETWORK"])
@@ -904,18 +902,7 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         files = model_files(spec, dynamic, model)
         static = check_more_files(files, (), target, config)
         row.findings, row.unreached = split_reached(merge(static.findings, dynamic), reached, model.files)
-        needs = needs_inputs(model)
-        settings = list(getattr(model, "needs_arguments", None) or [])
-        if needs:  # modelcheck lacks its inputs: not the model's failure
-            row.status, row.detail = "skipped", f"needs {len(needs)} inputs ({', '.join(needs)})"
-        elif settings:  # a forward argument such as ``mode`` with no default that no script showed
-            row.status = "skipped"
-            row.detail = (f"forward needs a value for {', '.join(settings)} (no default, no call site found): "
-                          "give it with --inputs module:make_inputs")
-        elif model.status != "ok":
-            failed = "forward failed" if model.stage == "forward" else "build failed"
-            row.status = failed if model.status == "failed" else model.status
-            row.detail = model.detail
+        row.status, row.detail = _status_after_inspect(model)
         if row.status == "ok" and opts.get("smoke", True):
             artifacts = Path(task["artifacts"])
             artifacts.mkdir(parents=True, exist_ok=True)
@@ -933,6 +920,29 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         elif opts.get("smoke", True):
             row.stages = skipped_stages(spec.text, f"not run: {row.status}")
         row.network = sorted(set(log.read_text().split())) if log.exists() else []
+    _mark_network_and_memory(row)
+    row.source_files = {f: file_digest(f) for f in sorted(set(files))}
+    return row.to_json()
+
+
+def _status_after_inspect(model: Any) -> tuple[str, str]:
+    """The row's (status, detail) from the dynamic pass: a model modelcheck lacked inputs or forward
+    arguments for is skipped, not failed."""
+    needs = needs_inputs(model)
+    settings = list(getattr(model, "needs_arguments", None) or [])
+    if needs:
+        return "skipped", f"needs {len(needs)} inputs ({', '.join(needs)})"
+    if settings:  # a forward argument such as ``mode`` with no default that no script showed
+        return "skipped", (f"forward needs a value for {', '.join(settings)} (no default, no call site found): "
+                           "give it with --inputs module:make_inputs")
+    if model.status == "ok":
+        return "ok", ""
+    failed = "forward failed" if model.stage == "forward" else "build failed"
+    return (failed if model.status == "failed" else model.status), model.detail
+
+
+def _mark_network_and_memory(row: AuditRow) -> None:
+    """A model that reached for the network, or ran out of memory, says so in its status."""
     if row.network:
         row.status = "network"
         row.detail = f"reached for the network ({', '.join(row.network)}) with pretrained weights off; " + row.detail
@@ -941,18 +951,21 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     for stage in row.stages:
         if stage.bad and _OOM.search(stage.detail) and row.status == "ok":
             row.status = "out of memory"
-    row.source_files = {f: file_digest(f) for f in sorted(set(files))}
-    return row.to_json()
 
 
-def args_note(spec: Any) -> str:
-    """``constructor arguments from basnet_test.py:57: BASNet(3, 1); forward called with mode='test'``."""
+def args_note(spec: Any) -> str | None:
+    """Where a model's arguments came from: ``constructor arguments from basnet_test.py:57:
+    BASNet(3, 1); forward called with mode='test'``, or for a model built without arguments
+    ``forward called with mode=1, as the repo does at joint_solver.py:14``; None when from nowhere."""
     from modelcheck.callsites import describe_args
 
-    text = f"constructor arguments from {spec.args_origin}: {spec.name}({describe_args(spec.to_json())})"
-    if spec.forward_kwargs:
-        text += "; forward called with " + ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
-    return text
+    called = ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
+    if spec.args_origin:
+        text = f"constructor arguments from {spec.args_origin}: {spec.name}({describe_args(spec.to_json())})"
+        return text + (f"; forward called with {called}" if called else "")
+    if spec.forward_origin and called:
+        return f"forward called with {called}, as the repo does at {spec.forward_origin}"
+    return None
 
 
 def needs_inputs(model: Any) -> list[str]:
