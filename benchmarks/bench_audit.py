@@ -12,7 +12,7 @@ Prints, per audit, the wall time, the number of architectures and seconds per ar
 every model's status and stages, then the ``--jobs 2`` / ``--jobs 1`` ratio on the torchvision
 audit, and models per minute for local ``--jobs 1``, local ``--jobs 2`` and ``--executor ray`` on
 a Ray cluster this script starts on 127.0.0.1 (a head node and one worker node, one CPU each,
-separate processes: :class:`modelcheck.ray_executor.LoopbackCluster`) and stops after it. The
+separate processes: :class:`modelcheck.audit.ray.LoopbackCluster`) and stops after it. The
 three zoo runs share one memory cap (``--memory-mb``) and must agree on every status. Without
 Ray installed the Ray run is left out with a note. Run: ``.venv/bin/python benchmarks/bench_audit.py``.
 """
@@ -61,7 +61,7 @@ def audit(targets: list[str], jobs: int | None, workdir: Path, *extra: str,
 
 def audit_on_ray(zoo: list[str], work: Path) -> tuple[float, dict] | None:
     """The zoo on a two-node Ray cluster on 127.0.0.1 (cluster start-up timed apart, not counted)."""
-    from modelcheck.ray_executor import LoopbackCluster, ray_available
+    from modelcheck.audit.ray import LoopbackCluster, ray_available
 
     if not ray_available():
         print("ray is not installed (pip install -e '.[ray]'): no Ray run")

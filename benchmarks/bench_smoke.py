@@ -139,7 +139,7 @@ def bare_onnxruntime(folder: Path) -> dict:
 
 def bare_caffe2(folder: Path) -> dict:
     import numpy as np
-    from modelcheck import caffe2_runtime
+    from modelcheck.runtimes.caffe2 import run as caffe2_runtime
 
     x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     t0 = time.perf_counter()
@@ -184,8 +184,8 @@ def _best(runs: list[dict]) -> dict:
 
 def smoke(folder: Path) -> dict:
     from modelcheck.config import Config
-    from modelcheck.smoke_runner import run_smoke
-    from modelcheck.specs import parse_spec
+    from modelcheck.models.specs import parse_spec
+    from modelcheck.smoke.run import run_smoke
     from modelcheck.targets import make_target
 
     spec = parse_spec(SPEC, input_shape=SHAPE)
@@ -198,7 +198,7 @@ def smoke(folder: Path) -> dict:
 
 
 def main(repeat: int) -> int:
-    from modelcheck.caffe2_runtime import runtime_status
+    from modelcheck.runtimes.caffe2.run import runtime_status
 
     status = runtime_status()
     if not status.installed:

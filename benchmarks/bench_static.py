@@ -99,7 +99,7 @@ def bare_parse(parser: str, files: list[Path]) -> tuple[float, float]:
 def prescreen(files: list[Path]) -> tuple[int, int, int]:
     """(files libcst parses, lines it parses, lines in all files) after the pre-screen."""
     from modelcheck.rules import FAMILIES
-    from modelcheck.static import reduce_source
+    from modelcheck.static.run import reduce_source
 
     parsed = parsed_lines = total = 0
     for path in files:

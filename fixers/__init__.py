@@ -1,7 +1,7 @@
 """The fixers: one libcst codemod per fix, each documented next to its code.
 
 Each fixer module has ``CODES`` (the finding codes it fixes) and ``plan(source, findings,
-context, names) -> list[Edit | Decline]``. :mod:`modelcheck.fixing` runs them, chooses the
+context, names) -> list[Edit | Decline]``. :mod:`modelcheck.fix.run` runs them, chooses the
 edits the flags allow and applies them with :func:`modelcheck.fixers.base.apply_edits`.
 """
 

@@ -1,6 +1,6 @@
 """What every fixer shares: the plain data a fix is made of, and the code that applies it.
 
-A fixer reads one parsed file (:class:`modelcheck.source.SourceFile`) and the findings in it
+A fixer reads one parsed file (:class:`modelcheck.static.source.SourceFile`) and the findings in it
 and returns, per finding, either an :class:`Edit` (how to rewrite the source, how safe that
 is) or a :class:`Decline` (why not). :func:`apply_edits` turns chosen edits into new source
 text with a libcst transformer, so comments and formatting outside the rewritten expressions
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
-from modelcheck.source import SourceFile, names_read, walk
+from modelcheck.static.source import SourceFile, names_read, walk
 
 SAFE = "safe"
 UNSAFE = "unsafe"

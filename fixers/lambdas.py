@@ -73,7 +73,7 @@ from modelcheck.fixers.base import (
     replace_with,
 )
 from modelcheck.rules import pickling
-from modelcheck.source import SourceFile, dotted_name, names_read
+from modelcheck.static.source import SourceFile, dotted_name, names_read
 
 CODES = ("MC101",)
 

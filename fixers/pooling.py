@@ -53,7 +53,7 @@ from modelcheck.fixers.base import (
     module_name_usable,
 )
 from modelcheck.rules import pooling
-from modelcheck.source import UNKNOWN, SourceFile, bind_arguments
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments
 
 CODES = ("MC301",)
 _DIMS = re.compile(r"(?:[Pp]ool|_pool)([123])d")

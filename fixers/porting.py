@@ -40,7 +40,7 @@ import libcst as cst
 from modelcheck.findings import Finding
 from modelcheck.fixers.base import BITWISE, SAFE, Decision, Decline, Edit, FixContext, Names, apply_edits, code_of
 from modelcheck.rules import porting
-from modelcheck.source import SourceFile, dotted_name, walk
+from modelcheck.static.source import SourceFile, dotted_name, walk
 
 CODES = ("MC401", "MC402", "MC403", "MC404", "MC405")
 _CODE_OF = {rule.kind: rule.code for rule in porting.RULES}  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ from modelcheck.fixers.base import (
     module_name_usable,
 )
 from modelcheck.rules import upsampling
-from modelcheck.source import UNKNOWN, SourceFile, bind_arguments
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments
 
 CODES = ("MC201", "MC202", "MC203", "MC205")
 _BILINEAR_CODES = ("MC201", "MC202", "MC203")

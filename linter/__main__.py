@@ -1,3 +1,3 @@
-from modelcheck.cli import main
+from modelcheck.cli.main import main
 
 main()

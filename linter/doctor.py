@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from modelcheck.specs import one_line
+from modelcheck.models.specs import one_line
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -80,7 +80,7 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         checks["onnxruntime"]["detail"] = f"run failed: {one_line(exc)}"
     if payload.get("caffe2", True):
-        from modelcheck import caffe2_runtime
+        from modelcheck.runtimes.caffe2 import run as caffe2_runtime
 
         run = caffe2_runtime.run_onnx(path, {"input": x.numpy()}, None, timeout=float(payload.get("timeout", 120)))
         if run.status == "passed" and run.outputs:
@@ -113,8 +113,8 @@ def diagnose(timeout: float = 300.0) -> list[Check]:
     """Every component's check, run in a child job (parent side: imports no torch)."""
     import tempfile
 
-    from modelcheck.caffe2_runtime import runtime_status
-    from modelcheck.isolation import run_job
+    from modelcheck.jobs.run import run_job
+    from modelcheck.runtimes.caffe2.run import runtime_status
 
     status = runtime_status()
     with tempfile.TemporaryDirectory(prefix="modelcheck-doctor-") as folder:

@@ -157,7 +157,7 @@ class ModelResult:
     #: forward's non-tensor arguments that have no default and no value (``mode``): likewise
     needs_arguments: list[str] = field(default_factory=list)
     #: how the child got the model built: weight loads skipped, files ported in memory, missing
-    #: packages stubbed (``modelcheck.building``), each with the user's file:line
+    #: packages stubbed (``modelcheck.models.building``), each with the user's file:line
     notes: list[str] = field(default_factory=list)
     #: the project files the child imported to build it (its own, a backbone package, a config)
     files: list[str] = field(default_factory=list)
@@ -193,7 +193,7 @@ class Report:
     models: list[ModelResult] = field(default_factory=list)
     files_checked: int = 0
     also_checked: list[str] = field(default_factory=list)  # files the dynamic pass led to (counted above)
-    fixes: list[dict[str, Any]] = field(default_factory=list)  # one record per fix (modelcheck.fixing)
+    fixes: list[dict[str, Any]] = field(default_factory=list)  # one record per fix (modelcheck.fix.run)
     diff: str = ""  # --diff: the unified diff --fix would write
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelcheck.config import Config
 from modelcheck.findings import Report, Severity
-from modelcheck.static import check_paths
+from modelcheck.static.run import check_paths
 from modelcheck.targets import Target
 
 
@@ -54,7 +54,7 @@ def run(options: Options) -> Report:
     # ----- dynamic pass: import, build, walk, pickle-probe and trace models in child processes -----
     sources = static.sources  # path → text of every file checked: what --fix may rewrite
     if not options.static_only:
-        from modelcheck.dynamic import run_dynamic
+        from modelcheck.trace.run import run_dynamic
 
         dynamic = run_dynamic(options, static)
         report.findings = dynamic.findings  # static and dynamic, merged (evidence static/dynamic/both)
@@ -71,13 +71,13 @@ def run(options: Options) -> Report:
     # ----- fixes (--fix / --diff): after the dynamic pass, before the smoke test -----
     smoked: list[str] = []  # models the fix step already smoke-tested on the fixed files
     if options.fix or options.diff:
-        from modelcheck.fixing import run_fix_step
+        from modelcheck.fix.run import run_fix_step
 
         smoked = run_fix_step(options, report, sources, [] if options.static_only else dynamic.specs)
 
     # ----- smoke test: export, ONNX checker, ONNX Runtime and Caffe2 per model, in child processes -----
     if options.smoke and not options.static_only:
-        from modelcheck.smoke_runner import smoke_step
+        from modelcheck.smoke.run import smoke_step
 
         smoke_step(options, report, [spec for spec in dynamic.specs if spec.text not in smoked])
     return report
@@ -85,7 +85,7 @@ def run(options: Options) -> Report:
 
 def _spec_files(options: Options) -> list[Path]:
     """With only ``--model`` given, the static pass reads the files those specs name (file or package.module)."""
-    from modelcheck.specs import spec_files
+    from modelcheck.models.specs import spec_files
 
     return spec_files(options.model_specs)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import SourceFile, dotted_name, names_read, never_module, walk
+from modelcheck.static.source import SourceFile, dotted_name, names_read, never_module, walk
 from modelcheck.targets import Target
 
 #: A file can only hold a finding if it has a lambda, or a def/class nested in a function

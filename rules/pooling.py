@@ -16,7 +16,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts
 from modelcheck.targets import Target
 
 _MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")

@@ -31,7 +31,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import ReadsVisitor, SourceFile, dotted_name, walk
+from modelcheck.static.source import ReadsVisitor, SourceFile, dotted_name, walk
 from modelcheck.targets import Target
 
 #: syntax only Python 3 has: a file using it was written for Python 3, where `/` always was true

@@ -17,7 +17,7 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, walk
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, walk
 from modelcheck.targets import Target
 
 LINEAR_MODES = frozenset({"linear", "bilinear", "bicubic", "trilinear"})

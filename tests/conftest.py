@@ -13,7 +13,7 @@ def _undo_in_process_building():
     environment (import hook, meta-path finders, patched ``torch.load``): undo it after the test,
     so the rest of the session sees plain Python and torch."""
     yield
-    building = sys.modules.get("modelcheck.building")
+    building = sys.modules.get("modelcheck.models.building")
     if building is not None and building._state.installed:
         building.uninstall()
 
@@ -31,7 +31,7 @@ def caffe2_available() -> bool:
     import os
 
     import pytest
-    from modelcheck.caffe2_runtime import runtime_status
+    from modelcheck.runtimes.caffe2.run import runtime_status
 
     status = runtime_status()
     if status.installed and os.geteuid() == 0:

@@ -38,14 +38,14 @@ import libcst as cst
 from hypothesis import strategies as st
 from modelcheck.config import Config
 from modelcheck.findings import Finding
+from modelcheck.fix.run import FilePlan, choose, make_plans, plan_file, rebuild
 from modelcheck.fixers import FIXABLE_CODES
 from modelcheck.fixers.base import FixContext
 from modelcheck.fixers.porting import port_source
-from modelcheck.fixing import FilePlan, choose, make_plans, plan_file, rebuild
 from modelcheck.rules import FAMILIES, SYNTAX_ERROR
 from modelcheck.rules.base import matches_for
-from modelcheck.source import SourceFile
-from modelcheck.static import check_paths, check_source, suppressed
+from modelcheck.static.run import check_paths, check_source, suppressed
+from modelcheck.static.source import SourceFile
 from modelcheck.targets import Target, make_target
 
 ROOT = Path(__file__).parent / "fixtures"

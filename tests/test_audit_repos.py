@@ -1,5 +1,5 @@
 """``modelcheck audit`` on cloned research repositories: constructor arguments from the repo's own
-call sites (:mod:`modelcheck.callsites`), root architectures first, per-model verdicts.
+call sites (:mod:`modelcheck.models.callsites`), root architectures first, per-model verdicts.
 
 The fixtures (tests/fixtures/audit_repos/) are written in the style of 2018 saliency repos:
 ``salnet`` (``Net(n_channels, n_classes)`` built in test.py, a Python 2 training script, a sibling
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from modelcheck.callsites import RepoIndex, bind_forward, describe_args
+from modelcheck.models.callsites import RepoIndex, bind_forward, describe_args
 
 REPOS = Path(__file__).parent / "fixtures" / "audit_repos"
 
@@ -142,7 +142,7 @@ def test_audit_picks_root_architectures_and_skips_multi_input_blocks_under_all_m
 
 def test_a_package_reexport_wins_over_the_submodule_of_the_same_name(tmp_path: Path) -> None:
     """``from model import Net`` where model/__init__.py does ``from .Net import Net``: the class, as at run time."""
-    from modelcheck.callsites import RepoIndex
+    from modelcheck.models.callsites import RepoIndex
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "__init__.py").write_text("from .Net import Net\n")
@@ -178,7 +178,7 @@ def test_a_base_class_is_not_a_building_block_of_its_subclass(tmp_path: Path) ->
 
 def test_running_a_class_body_does_not_reach_its_methods(tmp_path: Path) -> None:
     """A class defined while a model is built (its body runs) is not the model running its methods."""
-    from modelcheck.inspect_model import ReachedCode
+    from modelcheck.trace.job import ReachedCode
 
     source = tmp_path / "blocks.py"
     source.write_text("class Block:\n    def used(self):\n        return 1\n\n"

@@ -1,4 +1,4 @@
-"""modelcheck.building: third-party code builds as cloned (weights skipped, ported in memory, stubs).
+"""modelcheck.models.building: third-party code builds as cloned (weights skipped, ported in memory, stubs).
 
 The fast tests exercise the sentinel and stub objects in this process (no torch, nothing
 installed here). The slow ones run the real child jobs on fixture repositories written in the
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from modelcheck import building
-from modelcheck.building import SkippedWeights, Stub, StubModule
+from modelcheck.models import building
+from modelcheck.models.building import SkippedWeights, Stub, StubModule
 
 FIXTURES = Path(__file__).parent / "fixtures" / "building"
 #: names no environment has: the fixtures import them at module level
@@ -251,7 +251,7 @@ def test_the_project_root_is_never_the_filesystem_root_or_home(tmp_path, monkeyp
     import tempfile
     from types import SimpleNamespace
 
-    from modelcheck.specs import _package_name
+    from modelcheck.models.specs import _package_name
 
     home = tmp_path / "home"
     project = home / "proj"
@@ -303,7 +303,7 @@ def test_an_empty_state_dict_is_skipped_only_when_tied_to_a_skipped_load(tmp_pat
     project = tmp_path / "proj"
     project.mkdir()
     (project / "mc_loads.py").write_text(
-        "from modelcheck import building\n"
+        "from modelcheck.models import building\n"
         "\n"
         "\n"
         "def load():\n"
@@ -350,7 +350,7 @@ def test_surely_missing_names_are_missing():
 _PORTING_LOADER = """
 import importlib, importlib.util, os, sys
 from pathlib import Path
-from modelcheck import building
+from modelcheck.models import building
 from modelcheck.fixers.porting import port_source
 
 root = Path(sys.argv[1]).resolve()
@@ -407,9 +407,9 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 def inspect(tmp_path: Path, path: Path, name: str, **spec_fields) -> tuple[dict, Path]:
     """The inspect job on ``path:name``, offline (network guarded and logged, hubs offline)."""
-    from modelcheck.audit import offline_env
-    from modelcheck.isolation import run_job
-    from modelcheck.specs import ModelSpec
+    from modelcheck.audit.run import offline_env
+    from modelcheck.jobs.run import run_job
+    from modelcheck.models.specs import ModelSpec
 
     env = offline_env(tmp_path)
     spec = ModelSpec(f"{path}:{name}", name, path=str(path), **spec_fields)
@@ -531,7 +531,7 @@ def test_existing_weight_files_load_as_the_code_says(tmp_path):
 
 @pytest.mark.slow
 def test_cli_reports_the_notes_and_no_weight_free_turns_skipping_off(tmp_path):
-    from modelcheck.audit import offline_env
+    from modelcheck.audit.run import offline_env
 
     env = {**os.environ, **offline_env(tmp_path)}
     spec = "tests/fixtures/building/resnext/resnext101.py:resnext101"
@@ -555,8 +555,8 @@ def test_cli_reports_the_notes_and_no_weight_free_turns_skipping_off(tmp_path):
 
 @pytest.mark.slow
 def test_audit_listing_imports_the_repo_the_same_way(tmp_path):
-    from modelcheck.audit import offline_env
-    from modelcheck.isolation import run_job
+    from modelcheck.audit.run import offline_env
+    from modelcheck.jobs.run import run_job
 
     files = {f"seg/{name}": str(FIXTURES / "seg" / name) for name in ("model.py", "train_utils.py")}
     files["resnext/resnext101.py"] = str(FIXTURES / "resnext" / "resnext101.py")

@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import pytest
 from conftest import require_caffe2
-from modelcheck import caffe2_runtime
-from modelcheck.caffe2_runtime import (
+from modelcheck.runtimes.caffe2 import run as caffe2_runtime
+from modelcheck.runtimes.caffe2.run import (
     NOT_INSTALLED,
     ROOT_NAME,
     Caffe2InstallError,
@@ -119,14 +119,14 @@ def test_skipped_with_reason_when_home_is_empty(tmp_path, monkeypatch, conv_mode
 
 def test_host_module_stays_light():
     """The CLI imports it on every run (status, --doctor): no torch, no numpy, no onnx."""
-    code = "import sys, modelcheck.caffe2_runtime; print(sorted({'torch', 'numpy', 'onnx'} & set(sys.modules)))"
+    code = "import sys, modelcheck.runtimes.caffe2.run; print(sorted({'torch', 'numpy', 'onnx'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_worker_is_python39_and_standalone():
     """The worker runs under bullseye's Python 3.9 in the chroot, without modelcheck."""
-    src = (Path(caffe2_runtime.__file__).with_name("caffe2_worker.py")).read_text()
+    src = (Path(caffe2_runtime.__file__).with_name("job.py")).read_text()
     tree = ast.parse(src, feature_version=(3, 9))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -386,7 +386,7 @@ def test_worker_dies_with_a_killed_modelcheck(caffe2_home, slow_model, tmp_path)
     """SIGKILL leaves modelcheck no chance to clean up: the kernel must end the worker."""
     path, _ = slow_model
     code = (
-        "import sys, numpy as np; from pathlib import Path; from modelcheck.caffe2_runtime import run_onnx\n"
+        "import sys, numpy as np; from pathlib import Path; from modelcheck.runtimes.caffe2.run import run_onnx\n"
         "x = np.full((2048, 2048), 1.0 / 2048, np.float32)\n"
         "run_onnx(Path(sys.argv[1]), {'x': x}, None, timeout=300, home=Path(sys.argv[2]))\n"
     )

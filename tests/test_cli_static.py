@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from modelcheck.cli import app
+from modelcheck.cli.main import app
 from modelcheck.rules import ALL_RULES
 from static_helpers import FIXTURES
 from typer.testing import CliRunner
@@ -190,7 +190,7 @@ def test_static_only_never_imports_torch(options):
     files = [str(path) for path in sorted(FIXTURES.glob("*.py"))]
     code = (
         "import sys\n"
-        "from modelcheck.cli import main\n"
+        "from modelcheck.cli.main import main\n"
         f"sys.argv = ['modelcheck', '--static-only', *{options!r}, *{files!r}]\n"
         "try:\n"
         "    main()\n"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from modelcheck.cli import app
+from modelcheck.cli.main import app
 from modelcheck.config import Config, ConfigError, find_pyproject, load_config
 from typer.testing import CliRunner
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelcheck.cli import app
+from modelcheck.cli.main import app
 from modelcheck.config import Config
-from modelcheck.dynamic import dedupe, merge
 from modelcheck.findings import Finding, Location, Severity
-from modelcheck.specs import SpecError, discovery_files, parse_spec, spec_files, specs_from_config
+from modelcheck.models.specs import SpecError, discovery_files, parse_spec, spec_files, specs_from_config
+from modelcheck.trace.run import dedupe, merge
 from typer.testing import CliRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dynamic"
@@ -391,7 +391,7 @@ def test_real_subprocess_json_and_static_only_stays_torch_free() -> None:
         ("both", line) for line in lambda_lines("resnext_lua.py")]
     assert report["models"][0]["pickle"]["ok"] is False
     check = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom modelcheck.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom modelcheck.cli.main import app\n"
         "r = CliRunner().invoke(app, ['resnext_lua.py', '--static-only', '--format', 'json'])\n"
         "assert r.exit_code == 1, r.output\nassert 'torch' not in sys.modules\n"
     )
@@ -424,9 +424,9 @@ def test_only_project_files_the_model_is_built_from_are_checked_again(
     """A model built from backbone files, an installed package, the stdlib, a vendored folder and
     a virtual environment: the static pass re-reads the project's own files only, once each, and
     their suppression comments and per-file-ignores hold."""
-    from modelcheck.dynamic import check_more_files, is_project_file, model_files, project_roots
     from modelcheck.findings import ModelResult
     from modelcheck.targets import make_target
+    from modelcheck.trace.run import check_more_files, is_project_file, model_files, project_roots
 
     project = tmp_path / "project"
     files = {

@@ -18,9 +18,9 @@ import pytest
 from conftest import require_caffe2
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Severity, StageResult
-from modelcheck.smoke_runner import run_smoke
-from modelcheck.specs import parse_spec
-from modelcheck.static import check_source
+from modelcheck.models.specs import parse_spec
+from modelcheck.smoke.run import run_smoke
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import libcst as cst
 import pytest
+from modelcheck.fix.run import FilePlan, rebuild, write_atomic
 from modelcheck.fixers.base import ApplyError, Edit, apply_edits, replace_with
-from modelcheck.fixing import FilePlan, rebuild, write_atomic
-from modelcheck.source import SourceFile
+from modelcheck.static.source import SourceFile
 
 MODELCHECK = Path(sys.executable).with_name("modelcheck")
 FIXTURES = Path(__file__).parent / "fixtures" / "fixers"
@@ -209,7 +209,7 @@ def test_fix_and_diff_exclude_each_other(tmp_path):
 
 
 def test_the_fix_module_never_needs_torch():
-    code = "import sys, modelcheck.fixing, modelcheck.fixers; print('torch' in sys.modules)"
+    code = "import sys, modelcheck.fix.run, modelcheck.fixers; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "False"
@@ -219,9 +219,9 @@ def test_an_interrupted_verification_restores_every_file(tmp_path):
     """Ctrl-C while the fixed files wait for verification leaves them as they were."""
     from modelcheck.config import Config
     from modelcheck.findings import Report
+    from modelcheck.fix.run import fix_step
     from modelcheck.fixers.base import FixContext
-    from modelcheck.fixing import fix_step
-    from modelcheck.static import check_source
+    from modelcheck.static.run import check_source
     from modelcheck.targets import make_target
 
     path = tmp_path / "net.py"

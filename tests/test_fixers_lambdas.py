@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from modelcheck.config import Config
+from modelcheck.fix.run import make_plans
 from modelcheck.fixers.base import FixContext, module_name_usable
-from modelcheck.fixing import make_plans
-from modelcheck.source import SourceFile
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
+from modelcheck.static.source import SourceFile
 from modelcheck.targets import make_target
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fixers"

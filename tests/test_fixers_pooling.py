@@ -15,10 +15,10 @@ from conftest import require_caffe2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
+from modelcheck.fix.run import make_plans
 from modelcheck.fixers.base import FixContext
 from modelcheck.fixers.pooling import always_exact, extra_padding, never_matters, output_size
-from modelcheck.fixing import make_plans
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
 
 torch = pytest.importorskip("torch")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from modelcheck.config import Config
+from modelcheck.fix.run import make_plans
 from modelcheck.fixers.base import FixContext
 from modelcheck.fixers.porting import port_source
-from modelcheck.fixing import make_plans
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
 from static_helpers import make_package
 

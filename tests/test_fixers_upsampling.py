@@ -14,10 +14,10 @@ from conftest import require_caffe2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
+from modelcheck.fix.run import make_plans
 from modelcheck.fixers.base import Edit, FixContext
 from modelcheck.fixers.upsampling import HELPER
-from modelcheck.fixing import make_plans
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
 
 torch = pytest.importorskip("torch")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from conftest import require_browser
-from modelcheck.audit import AuditReport, AuditRow
+from modelcheck.audit.run import AuditReport, AuditRow
 from modelcheck.findings import Finding, Location, ModelResult, Report, Severity, StageResult
-from modelcheck.html_report import render_audit, render_report
+from modelcheck.report.html import render_audit, render_report
 from modelcheck.targets import make_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +268,7 @@ def test_audit_page_has_the_audit_columns_and_the_unreached_findings(model_file:
 
 
 def test_html_report_never_imports_torch(model_file: Path) -> None:
-    code = ("import sys; from modelcheck.findings import Report; from modelcheck.html_report import render_report;"
+    code = ("import sys; from modelcheck.findings import Report; from modelcheck.report.html import render_report;"
             "render_report(Report('caffe2', 9)); assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

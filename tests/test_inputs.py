@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from conftest import require_caffe2
-from modelcheck.audit_cli import audit_app
-from modelcheck.cli import app
+from modelcheck.cli.audit import audit_app
+from modelcheck.cli.main import app
 from modelcheck.config import Config, ConfigError, load_config, parse_shape, parse_shapes
-from modelcheck.isolation import run_job
-from modelcheck.specs import ModelSpec, SpecError, parse_spec, specs_from_config
+from modelcheck.jobs.run import run_job
+from modelcheck.models.specs import ModelSpec, SpecError, parse_spec, specs_from_config
 from typer.testing import CliRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inputs"
@@ -113,14 +113,14 @@ def test_spec_json_carries_every_shape_and_still_reads_a_single_one() -> None:
 # ----- example inputs and forward's signature (in-process: the fixtures only define classes) -----
 
 def _model(name: str) -> Any:
-    from modelcheck.specs import build_model
+    from modelcheck.models.specs import build_model
 
     return build_model(parse_spec(f"{FIXTURES}/{'rgbd' if name == 'RGBDNet' else 'modes'}.py:{name}")).eval()
 
 
 def test_make_inputs_gives_one_tensor_per_shape_and_the_forward_kwargs() -> None:
     import torch
-    from modelcheck.specs import make_input, make_inputs
+    from modelcheck.models.specs import make_input, make_inputs
 
     spec = parse_spec(f"{FIXTURES}/rgbd.py:RGBDNet", input_shapes=((1, 3, 8, 8), (1, 1, 8, 8)))
     inputs = make_inputs(spec, 0)
@@ -140,7 +140,7 @@ def test_make_inputs_gives_one_tensor_per_shape_and_the_forward_kwargs() -> None
 
 def test_make_inputs_calls_the_inputs_callable_with_or_without_the_model() -> None:
     import torch
-    from modelcheck.specs import make_inputs
+    from modelcheck.models.specs import make_inputs
 
     model = _model("RGBDNet")
     spec = parse_spec(f"{FIXTURES}/rgbd.py:RGBDNet", inputs=f"{FIXTURES}/make_inputs.py:rgbd_inputs")
@@ -157,7 +157,7 @@ def test_make_inputs_calls_the_inputs_callable_with_or_without_the_model() -> No
 
 def test_the_bound_forward_bakes_in_the_constants_and_comes_off_again() -> None:
     import torch
-    from modelcheck.specs import ExampleInputs
+    from modelcheck.models.specs import ExampleInputs
 
     model = _model("RequiredMode")
     x = torch.randn(1, 3, 8, 8)
@@ -172,7 +172,7 @@ def test_the_bound_forward_bakes_in_the_constants_and_comes_off_again() -> None:
 
 def test_a_forward_needing_more_inputs_names_them_all() -> None:
     import torch
-    from modelcheck.specs import ExampleInputs, MissingInputs, check_forward_inputs
+    from modelcheck.models.specs import ExampleInputs, MissingInputs, check_forward_inputs
 
     one = ExampleInputs((torch.zeros(1, 3, 8, 8),))
     with pytest.raises(MissingInputs) as caught:
@@ -259,9 +259,9 @@ def test_a_forward_with_a_default_mode_runs_with_the_default(tmp_path: Path, mon
 @pytest.mark.slow
 def test_a_required_non_tensor_argument_comes_from_forward_kwargs(tmp_path: Path) -> None:
     import onnx
-    from modelcheck.dynamic import _Paths, inspect_spec
-    from modelcheck.smoke_runner import run_smoke
+    from modelcheck.smoke.run import run_smoke
     from modelcheck.targets import make_target
+    from modelcheck.trace.run import _Paths, inspect_spec
 
     spec = parse_spec(f"{FIXTURES}/modes.py:RequiredMode", input_shape=(1, 3, 16, 16))
     spec.forward_kwargs = {"mode": "test"}
@@ -325,8 +325,8 @@ def test_fix_verification_compares_on_every_input(tmp_path: Path) -> None:
 
 
 def test_the_audit_passes_every_shape_and_the_inputs_callable_to_its_jobs() -> None:
-    from modelcheck.audit import AuditOptions
-    from modelcheck.cli import apply_flags
+    from modelcheck.audit.run import AuditOptions
+    from modelcheck.cli.main import apply_flags
     from modelcheck.targets import make_target
 
     config = Config()

@@ -1,6 +1,6 @@
 """Child jobs: every way a job can end is an outcome, and nothing it started outlives it.
 
-Runs the real ``python -m modelcheck.worker`` (no torch: the echo job only) in child processes.
+Runs the real ``python -m modelcheck.jobs.worker`` (no torch: the echo job only) in child processes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from modelcheck.isolation import run_job
+from modelcheck.jobs.run import run_job
 
 
 def _alive(pid: int) -> bool:

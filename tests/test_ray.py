@@ -1,7 +1,7 @@
 """``modelcheck audit --executor ray`` on a real two-node Ray cluster on 127.0.0.1.
 
 The cluster (a head node and a worker node, each a separate ``ray start`` with one CPU; see
-:class:`modelcheck.ray_executor.LoopbackCluster`) is started once for this module and stopped
+:class:`modelcheck.audit.ray.LoopbackCluster`) is started once for this module and stopped
 after it, all its processes by id. Each model's job is a Ray task that runs the same isolated
 child as the local executor, so the fixture zoo's hang, crash, memory hog and network access
 must give the same rows either way; a Ray worker killed under a job must give that model a
@@ -27,7 +27,7 @@ COMMON = ["--input-shape", SHAPE, "--memory-mb", "4000", "--no-cache", "--format
 
 
 def _need_ray() -> None:
-    from modelcheck.ray_executor import ray_available
+    from modelcheck.audit.ray import ray_available
 
     if not ray_available():
         if os.environ.get("CI"):
@@ -38,7 +38,7 @@ def _need_ray() -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     _need_ray()
-    from modelcheck.ray_executor import LoopbackCluster
+    from modelcheck.audit.ray import LoopbackCluster
 
     ray_cluster = LoopbackCluster(tmp_path_factory.mktemp("ray"), workers=1, cpus_per_node=1).start()
     try:
@@ -174,8 +174,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_lost_job_round_trips_as_json_and_is_a_failed_row() -> None:
-    from modelcheck.audit import AuditTask, row_from_outcome
-    from modelcheck.isolation import ChildOutcome
+    from modelcheck.audit.run import AuditTask, row_from_outcome
+    from modelcheck.jobs.run import ChildOutcome
 
     crashed = ChildOutcome("crashed", signal=11, seconds=1.5, traceback_tail="Fatal Python error")
     assert ChildOutcome.from_json(json.loads(json.dumps(crashed.to_json()))) == crashed
@@ -187,7 +187,7 @@ def test_a_lost_job_round_trips_as_json_and_is_a_failed_row() -> None:
 
 def test_ray_failures_become_lost_outcomes() -> None:
     _need_ray()
-    from modelcheck.ray_executor import _outcome
+    from modelcheck.audit.ray import _outcome
     from ray import exceptions as rex
 
     class FakeRay:

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelcheck.cli import app
+from modelcheck.cli.main import app
 from modelcheck.config import Config
-from modelcheck.dynamic import Observation, refute
 from modelcheck.findings import Finding, Location, Severity
-from modelcheck.static import check_source
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
+from modelcheck.trace.run import Observation, refute
 from typer.testing import CliRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "refute"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_caffe2
-from modelcheck.audit import AuditRow
+from modelcheck.audit.run import AuditRow
 
 pytestmark = pytest.mark.slow
 

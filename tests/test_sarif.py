@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 from jsonschema import Draft4Validator, FormatChecker
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, Report, Severity
-from modelcheck.rules import ALL_RULES
-from modelcheck.sarif import (
+from modelcheck.report.sarif import (
     SRCROOT,
     github_annotation,
     replacements_from_edit,
     to_sarif,
 )
-from modelcheck.static import check_paths
+from modelcheck.rules import ALL_RULES
+from modelcheck.static.run import check_paths
 from modelcheck.targets import make_target
 
 MODELCHECK = [sys.executable, "-m", "modelcheck"]
@@ -224,7 +224,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_sarif_is_valid_and_never_imports_torch(project: Path, validator: Draft4Validator) -> None:
     code = (
-        "import sys\nfrom modelcheck.cli import main\n"
+        "import sys\nfrom modelcheck.cli.main import main\n"
         "sys.argv = ['modelcheck', 'src dir', '--static-only', '--format', 'sarif']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    status = exc.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -250,7 +250,7 @@ def test_cli_github_format_prints_one_annotation_per_finding(project: Path) -> N
 
 def test_the_fixers_fixes_are_offered_and_remove_their_finding(project: Path, validator: Draft4Validator) -> None:
     """Each offered fix, applied alone as a SARIF viewer would, parses and removes its finding."""
-    from modelcheck.sarif import default_fix_provider
+    from modelcheck.report.sarif import default_fix_provider
 
     report = static_report([project])
     provider = default_fix_provider(report.target, report.opset)

@@ -20,10 +20,10 @@ import pytest
 from conftest import caffe2_available, require_caffe2
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, Severity
-from modelcheck.smoke import compare
-from modelcheck.smoke_runner import artifact_name, artifacts_for, run_smoke
-from modelcheck.specs import parse_spec
-from modelcheck.static import check_source
+from modelcheck.models.specs import parse_spec
+from modelcheck.smoke.job import compare
+from modelcheck.smoke.run import artifact_name, artifacts_for, run_smoke
+from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def test_a_caffe2_segfault_is_a_crashed_stage_not_a_crash_of_modelcheck(tmp_path
 def test_predicted_by_uses_only_findings_about_this_model(tmp_path: Path) -> None:
     """A finding in another file never 'predicts' this model's failure (fast: no real run)."""
     from modelcheck.findings import StageResult
-    from modelcheck.smoke_runner import _with_prediction
+    from modelcheck.smoke.run import _with_prediction
 
     mine = str((tmp_path / "net.py").resolve())
     other = Finding("MC201", "bilinear", Severity.ERROR, Location(str(tmp_path / "other.py"), 3))

@@ -10,12 +10,12 @@ import os
 
 import libcst as cst
 import pytest
-from modelcheck import static
 from modelcheck.config import Config
 from modelcheck.rules import FAMILIES
 from modelcheck.rules.base import matches_for
-from modelcheck.source import _TRIVIA, SourceFile, walk
-from modelcheck.static import check_paths, check_source, reduce_source
+from modelcheck.static import run as static
+from modelcheck.static.run import check_paths, check_source, reduce_source
+from modelcheck.static.source import _TRIVIA, SourceFile, walk
 from static_helpers import FIXTURES, expected, findings_in, found, target_of
 
 BAD = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='bilinear'){comment}\n"

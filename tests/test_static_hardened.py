@@ -13,12 +13,12 @@ from pathlib import Path
 
 import libcst as cst
 import pytest
-from modelcheck import static
-from modelcheck.cli import app
+from modelcheck.cli.main import app
 from modelcheck.config import Config, ConfigError, load_config
 from modelcheck.rules import FAMILIES
-from modelcheck.source import SourceFile
-from modelcheck.static import check_paths, check_source, discover
+from modelcheck.static import run as static
+from modelcheck.static.run import check_paths, check_source, discover
+from modelcheck.static.source import SourceFile
 from static_helpers import target_of
 from typer.testing import CliRunner
 

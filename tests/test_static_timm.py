@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from modelcheck.config import Config
-from modelcheck.static import check_paths
+from modelcheck.static.run import check_paths
 from static_helpers import target_of
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@
 Caffe2 is gone from PyTorch 2.x and no current wheel has it.  Debian 11
 (bullseye) ships ``python3-torch`` 1.7.1 built with Caffe2 and its ONNX backend,
 so modelcheck keeps a bullseye root file system under
-``<home>/caffe2-bullseye/`` and runs ``caffe2_worker.py`` in it with ``chroot``,
+``<home>/caffe2-bullseye/`` and runs ``job.py`` (as ``caffe2_job.py``) in it with ``chroot``,
 inside a private mount namespace (``unshare --mount``) so that the ``/proc``
 it needs never shows up among the host's mounts.
 
@@ -705,11 +705,11 @@ def _run_in_root(
                 return Caffe2Run("failed", None, None, None, detail, "run", "", None)
             items.append({"name": name, "file": fname})
         (job / "job.json").write_text(json.dumps({"model": "model.onnx", "inputs": items}))
-        shutil.copyfile(Path(__file__).with_name("caffe2_worker.py"), job / "caffe2_worker.py")
+        shutil.copyfile(Path(__file__).with_name("job.py"), job / "caffe2_job.py")
         os.chmod(job, 0o755)
 
         env = _chroot_env({"LD_PRELOAD": _LIBGCC_S, **(extra_env or {})})
-        argv = _in_root(root, ["/usr/bin/python3", "-I", f"{job_in_root}/caffe2_worker.py", job_in_root])
+        argv = _in_root(root, ["/usr/bin/python3", "-I", f"{job_in_root}/caffe2_job.py", job_in_root])
         rc, timed_out, stderr = _run_child(argv, env, timeout, job)
         # "<stage> <step>", e.g. "run RunNetOnce(predict_net)", written by the worker.
         stage_file = job / "stage"

@@ -1,7 +1,7 @@
 """One self-contained HTML page for a check run or an audit (``--format html``).
 
 Plain functions over plain data: a :class:`~modelcheck.findings.Report` or an
-:class:`~modelcheck.audit.AuditReport` becomes a :class:`Page` (a models × targets matrix, the
+:class:`~modelcheck.audit.run.AuditReport` becomes a :class:`Page` (a models × targets matrix, the
 findings, the notes, the summary line), and :func:`render_page` writes it as HTML with inline CSS
 and a little inline JS: no external resource, no CDN, it works offline and from ``file://``.
 Without JS every table still renders; JS only adds click-to-sort on the table headers (the
@@ -111,7 +111,7 @@ def verdict(status: str, stages: Iterable[StageResult], pickle: dict[str, Any] |
 
 def page_from_report(report: Report) -> Page:
     """The page of one check run (one target)."""
-    from modelcheck.report import _summary_line
+    from modelcheck.report.terminal import _summary_line
 
     label = target_label(report.target, report.opset)
     rows = []
@@ -127,8 +127,8 @@ def page_from_report(report: Report) -> Page:
 
 
 def page_from_audit(audit: Any) -> Page:
-    """The page of one ``modelcheck audit`` (an :class:`modelcheck.audit.AuditReport`)."""
-    from modelcheck.audit import summary_line
+    """The page of one ``modelcheck audit`` (an :class:`modelcheck.audit.run.AuditReport`)."""
+    from modelcheck.audit.run import summary_line
 
     profile = audit.profile
     label = target_label(profile.name, profile.opset, profile.exporter)

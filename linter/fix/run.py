@@ -1,7 +1,7 @@
 """``--fix`` and ``--diff``, parent side: plan fixes per file, choose, write, verify, roll back.
 
 Never imports torch: the fixers are libcst codemods and verification runs in child jobs
-(:mod:`modelcheck.verify`). The promises to the user (README, "What it does"):
+(:mod:`modelcheck.fix.job`). The promises to the user (README, "What it does"):
 
 - a file with a syntax error is never touched, and output that does not parse is never written;
 - writes are atomic (a temporary file in the same folder, then a rename) and keep the mode;
@@ -42,8 +42,8 @@ from modelcheck.fixers.base import (
     apply_edits,
 )
 from modelcheck.rules import SYNTAX_ERROR
-from modelcheck.source import SourceFile
-from modelcheck.static import _CODING, PathError, check_source
+from modelcheck.static.run import _CODING, PathError, check_source
+from modelcheck.static.source import SourceFile
 
 APPLIED, HELD_BACK, ROLLED_BACK, NOT_FIXABLE, WOULD_APPLY = (
     "applied", "held_back", "rolled_back", "not_fixable", "would_apply")
@@ -527,7 +527,7 @@ class Verification:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _job(self, payload: dict[str, Any]) -> Any:
-        from modelcheck.isolation import run_job
+        from modelcheck.jobs.run import run_job
 
         progress = getattr(self.options, "progress", None)
         if progress is not None:
@@ -630,7 +630,7 @@ class Verification:
     def _smoke(self, edits: dict[int, tuple[FilePlan, Edit]], kept: set[int], rejected: dict[int, str],
                materialize: Materialize) -> None:
         """Smoke-test models whose export the kept edits change; undo those edits on a bad stage."""
-        from modelcheck.isolation import JOBS
+        from modelcheck.jobs.run import JOBS
 
         if not self.options.smoke or "smoke" not in JOBS:
             if any(edit.code.startswith(_EXPORT_FAMILIES) for key, (_, edit) in edits.items() if key in kept):
@@ -654,7 +654,7 @@ class Verification:
 
     def _smoke_once(self, spec: Any, edits: dict[int, tuple[FilePlan, Edit]]) -> str:
         """Run the smoke test on the files as they are; a bad stage no remaining finding explains."""
-        from modelcheck.smoke_runner import smoke_step
+        from modelcheck.smoke.run import smoke_step
 
         plans = {plan.path: plan for plan, _ in edits.values()}
         remaining = [f for f in self.report.findings if f.location.path not in plans]

@@ -217,7 +217,7 @@ def check(
         the_target = make_target(config.target, config.opset, config.exporter)
         kwargs = _parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
-            from modelcheck.specs import specs_from_config
+            from modelcheck.models.specs import specs_from_config
 
             specs_from_config(list(model or []), kwargs, config, dtype)
     except (ConfigError, TargetError, ValueError) as exc:
@@ -226,7 +226,7 @@ def check(
         _require_runtime()
 
     from modelcheck.pipeline import Options, exit_code, run
-    from modelcheck.static import PathError
+    from modelcheck.static.run import PathError
 
     options = Options(
         paths=paths, target=the_target, config=config, static_only=static_only, fix=fix, diff=diff,
@@ -349,7 +349,7 @@ def _parse_model_args(text: str | None) -> dict:
 
 
 def _render(report, fmt: OutputFormat, console: Console) -> None:
-    from modelcheck import report as reporting
+    from modelcheck.report import terminal as reporting
 
     if fmt is OutputFormat.json:
         sys.stdout.write(reporting.render_json(report) + "\n")
@@ -358,15 +358,15 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
     elif fmt is OutputFormat.rich:
         reporting.render_rich(report, console)
     elif fmt is OutputFormat.sarif:
-        from modelcheck.sarif import default_fix_provider, render_sarif
+        from modelcheck.report.sarif import default_fix_provider, render_sarif
 
         sys.stdout.write(render_sarif(report, fix_provider=default_fix_provider(report.target, report.opset)) + "\n")
     elif fmt is OutputFormat.github:
-        from modelcheck.sarif import render_github
+        from modelcheck.report.sarif import render_github
 
         sys.stdout.write(render_github(report))
     elif fmt is OutputFormat.html:
-        from modelcheck.html_report import render_report
+        from modelcheck.report.html import render_report
 
         sys.stdout.write(render_report(report))
     else:
@@ -374,7 +374,7 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
 
 
 def _install_caffe2() -> int:
-    from modelcheck.caffe2_runtime import Caffe2InstallError, install_runtime
+    from modelcheck.runtimes.caffe2.run import Caffe2InstallError, install_runtime
 
     try:
         status = install_runtime(progress=lambda line: typer.echo(line, err=True))
@@ -394,7 +394,7 @@ def _doctor(console: Console) -> int:
 def main() -> None:
     """Console-script entry point: ``modelcheck audit TARGET`` goes to the audit app, all else to ``check``."""
     if len(sys.argv) > 1 and sys.argv[1] == "audit":  # a file named audit is checked as ./audit
-        from modelcheck.audit_cli import main as audit_main
+        from modelcheck.cli.audit import main as audit_main
 
         audit_main(sys.argv[2:])
         return

@@ -16,7 +16,7 @@ the audit can reuse.
 * An argument is kept when it is a literal (``ast.literal_eval``; tuples become lists) or a name
   that resolves to something defined at the top level of a repository module: a literal
   assignment there is inlined (``N_CLASSES = 1``), anything else becomes
-  ``{"$ref": "/abs/path/module.py:Name"}`` (resolved by :func:`modelcheck.specs.resolve_args` in
+  ``{"$ref": "/abs/path/module.py:Name"}`` (resolved by :func:`modelcheck.models.specs.resolve_args` in
   the child that builds the model) -- unless that module does work at import time (a script),
   since importing it would run it. A call with any other argument (a local variable,
   ``*args``, ``**cfg``) is not usable; the next call site is tried.
@@ -446,7 +446,7 @@ def _is_main_guard(node: ast.If) -> bool:
 
 def _does_work(tree: ast.Module) -> bool:
     """Would importing this file run work (a loop, a bare call, a with block) at the top level?"""
-    from modelcheck.specs import _SETUP_CALLS, _dotted
+    from modelcheck.models.specs import _SETUP_CALLS, _dotted
 
     for node in tree.body:
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith)):

@@ -1,6 +1,6 @@
 """The smoke test, parent side: one ``smoke`` child job per model, its outcome as stage results.
 
-Never imports torch (the child, :mod:`modelcheck.smoke`, does the work). A job that crashes or
+Never imports torch (the child, :mod:`modelcheck.smoke.job`, does the work). A job that crashes or
 times out becomes stage results: the stages it finished keep their results, the one it was in
 becomes ``crashed``/``timeout`` and the rest ``skipped``. Each bad stage then names the
 findings that predicted it (``PREDICTED_BY``); a bad stage that no finding predicted is a gap
@@ -19,10 +19,10 @@ from typing import Any
 
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, ModelResult, Report, Severity, StageResult
-from modelcheck.specs import ModelSpec
+from modelcheck.models.specs import ModelSpec
 from modelcheck.targets import Target
 
-STAGES = ("export", "onnx_check", "onnxruntime", "caffe2")  # as in modelcheck.smoke
+STAGES = ("export", "onnx_check", "onnxruntime", "caffe2")  # as in modelcheck.smoke.job
 DEFAULT_ARTIFACTS = Path(".modelcheck")
 #: seconds the parent waits beyond the job's own budget before it kills the child
 _GRACE = 5.0
@@ -82,13 +82,13 @@ def run_smoke(
     caffe2_home: Path | None = None,
 ) -> SmokeOutcome:
     """Smoke-test one model in a child job; every way the job can end becomes stage results."""
-    from modelcheck.isolation import run_job
+    from modelcheck.jobs.run import run_job
 
     artifacts = artifacts.resolve()
     try:
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from modelcheck.static import PathError
+        from modelcheck.static.run import PathError
 
         raise PathError(f"{artifacts}: cannot create the artifacts folder ({exc.strerror or exc})") from None
     name = spec.text

@@ -1,4 +1,4 @@
-"""Fix verification, child side: the ``verify_fix`` job (see :mod:`modelcheck.isolation`).
+"""Fix verification, child side: the ``verify_fix`` job (see :mod:`modelcheck.jobs.run`).
 
 A fix is kept only if the fixed model is the original model. Two phases, each in a fresh
 child, because both build the user's model from the files on disk:
@@ -42,9 +42,9 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _build(payload: dict[str, Any], record_shapes: bool = False) -> tuple[Any, Any, Any]:
     import torch
-    from modelcheck import building
-    from modelcheck.inspect_model import ConstructionSites
-    from modelcheck.specs import ModelSpec, build_model
+    from modelcheck.models import building
+    from modelcheck.models.specs import ModelSpec, build_model
+    from modelcheck.trace.job import ConstructionSites
 
     spec = ModelSpec.from_json(payload["spec"])
     if not payload.get("port_in_memory", True):
@@ -61,8 +61,8 @@ def _forward(model: Any, example: Any) -> list[Any]:
     """Outputs of one forward call: ``example`` is an ``ExampleInputs`` (every input, constants
     included) or a single tensor."""
     import torch
-    from modelcheck.smoke import _flatten
-    from modelcheck.specs import ExampleInputs
+    from modelcheck.models.specs import ExampleInputs
+    from modelcheck.smoke.job import _flatten
 
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
@@ -75,7 +75,7 @@ def _unported(exc: BaseException) -> str:
     """Why the fixed files do not build as written: the error and the user's line it came from."""
     import traceback
 
-    from modelcheck import building
+    from modelcheck.models import building
 
     where = ""
     if isinstance(exc, SyntaxError) and exc.filename and building.is_project_file(exc.filename):
@@ -104,7 +104,7 @@ def _tree(model: Any) -> list[list[str]]:
 
 
 def _user_files() -> list[str]:
-    from modelcheck.inspect_model import is_internal
+    from modelcheck.trace.job import is_internal
 
     files = set()
     for module in list(sys.modules.values()):
@@ -117,7 +117,7 @@ def _user_files() -> list[str]:
 def reference(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the original model; save what ``check`` compares against; report call shapes."""
     import torch
-    from modelcheck.specs import make_inputs
+    from modelcheck.models.specs import make_inputs
 
     spec, model, sites = _build(payload)
     inputs = [make_inputs(spec, seed, model) for seed in SEEDS]
@@ -141,7 +141,7 @@ def reference(payload: dict[str, Any]) -> dict[str, Any]:
 def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the fixed model, load the original weights strictly, compare outputs."""
     import torch
-    from modelcheck.specs import make_inputs
+    from modelcheck.models.specs import make_inputs
 
     saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
     if payload.get("port_in_memory", True):
@@ -232,7 +232,7 @@ class ShapeRecorder:
         self.shapes.setdefault(key, set()).add(tuple(int(d) for d in value.shape))
 
     def __enter__(self) -> ShapeRecorder:
-        from modelcheck.inspect_model import _capture_apis, _layer_api, frame_site, is_internal
+        from modelcheck.trace.job import _capture_apis, _layer_api, frame_site, is_internal
         from torch.overrides import TorchFunctionMode
 
         for module in self.model.modules():

@@ -3,7 +3,7 @@
 The dynamic pass, the smoke test and fix verification import and run the user's model. A
 Python exception, a hang, an ``os.abort()`` or a segfault inside Caffe2 must become a reported
 result, never a crash or a hang of modelcheck. So each job runs in ``python -m
-modelcheck.worker`` (a fresh interpreter: the parent never imports the user's code or torch),
+modelcheck.jobs.worker`` (a fresh interpreter: the parent never imports the user's code or torch),
 in its own session so a timeout can kill its whole process group, and talks to the parent
 through JSON files (the user's code may print anything on stdout).
 """
@@ -25,14 +25,14 @@ from typing import Any
 
 #: job kind → "module:function"; the function takes the payload dict and returns JSON data
 JOBS: dict[str, str] = {
-    "echo": "modelcheck.worker:echo_job",
-    "inspect": "modelcheck.inspect_model:run",
-    "discover": "modelcheck.specs:discover_job",
-    "smoke": "modelcheck.smoke:run",
-    "verify_fix": "modelcheck.verify:run",
+    "echo": "modelcheck.jobs.worker:echo_job",
+    "inspect": "modelcheck.trace.job:run",
+    "discover": "modelcheck.models.specs:discover_job",
+    "smoke": "modelcheck.smoke.job:run",
+    "verify_fix": "modelcheck.fix.job:run",
     "doctor": "modelcheck.doctor:doctor_job",
-    "audit_list": "modelcheck.audit:list_job",
-    "audit_model": "modelcheck.audit:audit_model_job",
+    "audit_list": "modelcheck.audit.run:list_job",
+    "audit_model": "modelcheck.audit.run:audit_model_job",
 }
 
 
@@ -105,7 +105,7 @@ def run_job(
         started = time.monotonic()
         with open(Path(tmp) / "stdout", "w+b") as out, open(Path(tmp) / "stderr", "w+b") as err:
             process = subprocess.Popen(
-                _dies_with_parent([sys.executable, "-m", "modelcheck.worker", str(job_file), str(result_file)]),
+                _dies_with_parent([sys.executable, "-m", "modelcheck.jobs.worker", str(job_file), str(result_file)]),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

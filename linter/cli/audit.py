@@ -1,6 +1,6 @@
-"""``modelcheck audit TARGET``: the command line of :mod:`modelcheck.audit` (a second Typer app).
+"""``modelcheck audit TARGET``: the command line of :mod:`modelcheck.audit.run` (a second Typer app).
 
-``modelcheck.cli.main`` hands ``modelcheck audit ...`` here, so ``modelcheck PATH --fix`` stays
+``modelcheck.cli.main.main`` hands ``modelcheck audit ...`` here, so ``modelcheck PATH --fix`` stays
 exactly as it is (a file literally named ``audit`` is checked as ``./audit``).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelcheck.cli import EXIT_OK, Exporter, TargetName, _parse_model_args, apply_flags, fail
+from modelcheck.cli.main import EXIT_OK, Exporter, TargetName, _parse_model_args, apply_flags, fail
 from modelcheck.config import ConfigError, find_pyproject, load_config
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
@@ -95,7 +95,7 @@ def audit(
     ray_address: Annotated[str | None, typer.Option("--ray-address", help=HELP["ray_address"])] = None,
 ) -> None:
     """Audit every model of a third-party architecture: pickle, export, ONNX Runtime, Caffe2."""
-    from modelcheck.audit import AuditError, AuditOptions, default_cache_dir, run_audit
+    from modelcheck.audit.run import AuditError, AuditOptions, default_cache_dir, run_audit
 
     console = Console(stderr=True)
     folders = [Path(t) for t in targets if Path(t).exists()]
@@ -111,11 +111,11 @@ def audit(
             raise ValueError("--ray-address needs --executor ray")
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
-    from modelcheck.cli import _require_runtime
+    from modelcheck.cli.main import _require_runtime
 
     _require_runtime()
     if executor is ExecutorName.ray:
-        from modelcheck.ray_executor import DEFAULT_MEMORY_MB, ray_available
+        from modelcheck.audit.ray import DEFAULT_MEMORY_MB, ray_available
 
         if not ray_available():
             raise fail("--executor ray needs Ray: pip install 'modelcheck[ray]'")
@@ -200,20 +200,20 @@ class _LiveProgress:
 
 
 def _render(report: Any, fmt: AuditFormat) -> None:
-    from modelcheck import audit as auditing
+    from modelcheck.audit import run as auditing
 
     if fmt is AuditFormat.json:
         import json
 
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     elif fmt is AuditFormat.sarif:
-        from modelcheck.sarif import render_sarif
+        from modelcheck.report.sarif import render_sarif
 
         sys.stdout.write(render_sarif(auditing.to_report(report)) + "\n")
     elif fmt is AuditFormat.text:
         sys.stdout.write(auditing.render_text(report))
     elif fmt is AuditFormat.html:
-        from modelcheck.html_report import render_audit
+        from modelcheck.report.html import render_audit
 
         sys.stdout.write(render_audit(report))
     else:

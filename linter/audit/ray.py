@@ -4,10 +4,10 @@ The listing, the cache, progress and the report stay on the machine that runs ``
 audit`` (the driver); only the per-model jobs go to the cluster. Each job is one Ray task
 (:func:`audit_task`) that declares 1 CPU and the audit's memory cap (``--memory-mb``, else
 :data:`DEFAULT_MEMORY_MB`) and, on whichever node Ray picks, runs the very isolation the local
-executor uses: :func:`modelcheck.isolation.run_job` starts ``python -m modelcheck.worker`` in its
+executor uses: :func:`modelcheck.jobs.run.run_job` starts ``python -m modelcheck.jobs.worker`` in its
 own process group with the timeout and the address-space cap. A model that hangs, crashes or
 wants too much memory gives the same outcome as on this machine; the task returns the
-:class:`~modelcheck.isolation.ChildOutcome` as plain JSON.
+:class:`~modelcheck.jobs.run.ChildOutcome` as plain JSON.
 
 Ray's own failures are outcomes too, never a lost audit: when the Ray worker or node running a
 job dies (``WorkerCrashedError``, ``NodeDiedError``, Ray's memory monitor, a task that cannot
@@ -20,7 +20,7 @@ the time of a model that drives its node out of memory; a re-run with the cache 
 Where the jobs run: with ``--ray-address ADDR`` (or ``RAY_ADDRESS``) on that running cluster;
 without one, on a Ray runtime started here for this audit alone (no dashboard, bound to
 127.0.0.1, usage stats off) and shut down after it. Every node must be able to run ``python -m
-modelcheck.worker`` with the same packages as the driver (``pip install 'modelcheck[runtime,ray]'``
+modelcheck.jobs.worker`` with the same packages as the driver (``pip install 'modelcheck[runtime,ray]'``
 and the audited code's dependencies on each node, or a Ray ``runtime_env``); a folder target must
 be at the same path on every node (a shared file system), since tasks run in the driver's working
 directory when it exists there.
@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelcheck.isolation import ChildOutcome, run_job
+from modelcheck.jobs.run import ChildOutcome, run_job
 
 if TYPE_CHECKING:
-    from modelcheck.audit import AuditTask
+    from modelcheck.audit.run import AuditTask
 
 #: Ray ``memory`` (and address-space cap) of one model's task when the audit has no --memory-mb:
 #: enough for torch plus a mid-sized vision model under RLIMIT_AS, two tasks on a 16 GiB node
@@ -87,7 +87,7 @@ class RayExecutor:
     def run(self, tasks: Sequence[AuditTask]) -> Iterator[tuple[AuditTask, ChildOutcome]]:
         if not tasks:
             return
-        from modelcheck.audit import AuditError
+        from modelcheck.audit.run import AuditError
 
         if not ray_available():
             raise AuditError("--executor ray needs Ray: pip install 'modelcheck[ray]'")
@@ -114,7 +114,7 @@ class RayExecutor:
 
     def _check_capacity(self, ray: Any) -> None:
         """A task no node can hold would wait forever (Ray calls it infeasible): say so instead."""
-        from modelcheck.audit import AuditError
+        from modelcheck.audit.run import AuditError
 
         nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
         if not any(res.get("CPU", 0) >= self.num_cpus and res.get("memory", 0) >= self.request_mb * _MIB
@@ -154,7 +154,7 @@ def _outcome(ray: Any, ref: Any, seconds: float) -> ChildOutcome:
 def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
     """Connected to ``address``, or to a runtime started here for this audit; disconnected (and
     that runtime stopped) after it."""
-    from modelcheck.audit import AuditError
+    from modelcheck.audit.run import AuditError
 
     if ray.is_initialized():  # a caller (a notebook, a test) already chose the cluster
         yield

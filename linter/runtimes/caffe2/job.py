@@ -3,10 +3,10 @@
 This file runs under Debian bullseye's Python 3.9 with torch 1.7.1 (the last
 Debian build that still ships Caffe2), NOT in modelcheck's own environment:
 Python 3.9 syntax only, stdlib + numpy + caffe2 + onnx only, and it never
-imports modelcheck.  The host (``modelcheck.caffe2_runtime``) copies it into a
+imports modelcheck.  The host (``modelcheck.runtimes.caffe2.run``) copies it into a
 private directory inside the chroot for every run and starts it as
 
-    python3 -I caffe2_worker.py JOB_DIR
+    python3 -I caffe2_job.py JOB_DIR
 
 JOB_DIR holds ``job.json`` (model file, input names and .npy files).  The
 worker writes, into the same directory:
@@ -163,7 +163,7 @@ def _run(job_dir, job, init_net, predict_net, output_names, stages):
 def main(argv):
     """Entry point: run one job and always leave a result.json unless killed."""
     if len(argv) != 2:
-        sys.stderr.write("usage: caffe2_worker.py JOB_DIR\n")
+        sys.stderr.write("usage: caffe2_job.py JOB_DIR\n")
         return 2
     faulthandler.enable()  # a segfault or abort still prints the Python stack
     job_dir = argv[1]

@@ -21,7 +21,7 @@ from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, Severity
 from modelcheck.rules import FAMILIES, SYNTAX_ERROR
 from modelcheck.rules.base import matches_for
-from modelcheck.source import SourceFile, source_lines
+from modelcheck.static.source import SourceFile, source_lines
 from modelcheck.targets import Target
 
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".tox", ".nox",

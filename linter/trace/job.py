@@ -1,6 +1,6 @@
 """The dynamic pass's child job: build one model, walk it, probe pickling, capture its graph.
 
-Runs inside ``python -m modelcheck.worker`` (see :mod:`modelcheck.isolation`), never in the
+Runs inside ``python -m modelcheck.jobs.worker`` (see :mod:`modelcheck.jobs.run`), never in the
 parent. Returns plain JSON: the facts of every construct, in the very dataclasses the static
 rules use (``UpsampleFacts``, ``PoolFacts``, ``StoredObjectFacts``), each with the source
 location it maps to and its module path; the parent runs the same rules over them.
@@ -54,8 +54,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from modelcheck.source import UNKNOWN
-from modelcheck.specs import (
+from modelcheck import own_code_dirs
+from modelcheck.models.specs import (
     ExampleInputs,
     MissingInputs,
     ModelSpec,
@@ -65,6 +65,7 @@ from modelcheck.specs import (
     make_inputs,
     one_line,
 )
+from modelcheck.static.source import UNKNOWN
 
 ROOT_PATH = "(root)"  # the module path of the model itself
 _UNKNOWN_JSON = {"$unknown": True}
@@ -119,11 +120,9 @@ def decode_facts(data: dict[str, Any]) -> tuple[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _internal_dirs() -> tuple[str, ...]:
     """Code that is not the user's: torch, modelcheck itself, the standard library."""
-    import modelcheck.rules
     import torch
 
-    dirs = {str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parent),
-            str(Path(modelcheck.rules.__file__).resolve().parent)}
+    dirs = {str(Path(torch.__file__).resolve().parent), *own_code_dirs()}
     for key in ("stdlib", "platstdlib"):
         path = sysconfig.get_paths().get(key)
         if path:
@@ -766,7 +765,7 @@ def _enclosing_module_path(frame: Any, paths: dict[int, str]) -> str:
 def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, Any]:
     """Run forward once under torch.jit.trace with the recorder; fall back to a plain forward.
 
-    ``example`` is an :class:`~modelcheck.specs.ExampleInputs` (or one tensor): every tensor is a
+    ``example`` is an :class:`~modelcheck.models.specs.ExampleInputs` (or one tensor): every tensor is a
     traced input, the other arguments (``mode="test"``) are bound as constants, the model staying
     the traced root so module paths do not change.
     """
@@ -807,7 +806,7 @@ def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, 
 def check_single_input(model: Any, inputs: ExampleInputs | None = None) -> None:
     """Refuse a forward the example inputs cannot call (by default: one tensor).
 
-    Raises :class:`~modelcheck.specs.MissingInputs` naming the inputs it lacks ("needs 2 inputs
+    Raises :class:`~modelcheck.models.specs.MissingInputs` naming the inputs it lacks ("needs 2 inputs
     (image, mask); give --input-shape with 2 shapes ...") or the non-tensor arguments without a
     default; the forward stage reports those as ``needs_inputs``/``needs_arguments``.
     """
@@ -818,7 +817,7 @@ def check_single_input(model: Any, inputs: ExampleInputs | None = None) -> None:
 
 def _user_traceback(exc: BaseException, limit: int = 12) -> str:
     """The traceback's last lines, without modelcheck's own frames (the user's code is the story)."""
-    own = str(Path(__file__).resolve().parent) + os.sep
+    own = tuple(d + os.sep for d in own_code_dirs())
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not str(Path(f.filename).resolve()).startswith(own)]
     lines = ["Traceback (most recent call last):", *"".join(traceback.format_list(frames)).rstrip().splitlines(),
              *"".join(traceback.format_exception_only(type(exc), exc)).rstrip().splitlines()]
@@ -860,7 +859,7 @@ class _Progress:
 
 def _stages(result: dict[str, Any], progress: _Progress) -> Iterator[str]:
     """Mark each stage as reached (persisting what is known so far) before it runs."""
-    from modelcheck import building
+    from modelcheck.models import building
 
     for stage in ("import", "build", "walk", "pickle", "forward"):
         result["stage"] = stage
@@ -941,7 +940,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _building_notes() -> tuple[list[str], list[str]]:
     """How the model got built (skipped loads, ports, stubs) and the project files it imported."""
-    from modelcheck import building
+    from modelcheck.models import building
 
     return building.notes(), building.project_files()
 

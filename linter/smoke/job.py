@@ -1,13 +1,13 @@
 """The smoke test, child side: export one model, check the ONNX file, run it, compare with PyTorch.
 
-Runs as the ``smoke`` job in a child process (:mod:`modelcheck.isolation`), because it imports
+Runs as the ``smoke`` job in a child process (:mod:`modelcheck.jobs.run`), because it imports
 and runs the user's model. For one model spec, in ``eval()`` mode with a fixed seed:
 
 1. ``export``: ``torch.onnx.export`` with the target's settings (caffe2: TorchScript exporter,
    opset 9, initializers kept as inputs; onnx: the chosen opset and exporter);
 2. ``onnx_check``: ``onnx.checker.check_model(full_check=True)`` and strict shape inference;
 3. ``onnxruntime``: a CPU run compared with PyTorch eager (count, shapes, max abs/rel diff);
-4. ``caffe2``: the real Caffe2 backend (:mod:`modelcheck.caffe2_runtime`) converts the file to
+4. ``caffe2``: the real Caffe2 backend (:mod:`modelcheck.runtimes.caffe2.run`) converts the file to
    ``init_net.pb`` + ``predict_net.pb`` and runs them as a mobile predictor; compared likewise.
 
 The Caffe2 conversion runs in its own process, so it starts right after the export and runs
@@ -197,13 +197,13 @@ def _flatten(value: Any) -> list[Any]:
 def _export(model: Any, inputs: Any, path: Path, target: dict[str, Any]) -> list[str]:
     """torch.onnx.export with the target's settings; returns the graph's input names.
 
-    ``inputs`` is an :class:`~modelcheck.specs.ExampleInputs` (or a tuple of tensors): one graph
+    ``inputs`` is an :class:`~modelcheck.models.specs.ExampleInputs` (or a tuple of tensors): one graph
     input per tensor, named ``input`` when there is one, else after forward's parameters
     (``rgb``, ``depth``) or ``input_0``, ``input_1``…; arguments that are not tensors
     (``mode="test"``) are baked in as constants of the graph.
     """
     import torch
-    from modelcheck.specs import ExampleInputs
+    from modelcheck.models.specs import ExampleInputs
 
     if not isinstance(inputs, ExampleInputs):
         inputs = ExampleInputs(inputs)
@@ -319,7 +319,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     # 1. build and export -------------------------------------------------------------------
     progress.start("export")
     import torch
-    from modelcheck.specs import ModelSpec, build_model, make_inputs
+    from modelcheck.models.specs import ModelSpec, build_model, make_inputs
 
     torch.manual_seed(SEED)
     try:
@@ -458,7 +458,7 @@ def _inputs_text(names: list[str], inputs: Any) -> str:
 def _run_caffe2(onnx_path: Path, feeds: dict[str, Any], artifacts: Path, deadline: float,
                 home: str | None, out: list[Any]) -> None:
     """Thread body: convert and run on Caffe2 (a separate process), within the job's budget."""
-    from modelcheck import caffe2_runtime
+    from modelcheck.runtimes.caffe2 import run as caffe2_runtime
 
     try:
         out.append(caffe2_runtime.run_onnx(

@@ -9,7 +9,7 @@ folder or file (a cloned R3Net-style repository). The audit
    model instances, or the models a ``[tool.modelcheck] models`` table in the folder lists. A
    module that fails to import, hangs or crashes while being listed becomes a row of its own.
    A class or factory that needs arguments takes them from the repository's own call sites
-   (:mod:`modelcheck.callsites`, static: ``net = BASNet(3, 1)`` in basnet_test.py,
+   (:mod:`modelcheck.models.callsites`, static: ``net = BASNet(3, 1)`` in basnet_test.py,
    ``Vgg(RCL_Module)`` in a demo script; test/infer/demo scripts first, then train scripts), with
    the literal arguments of that instance's first call (``net(img, 'test')``) bound to forward's
    parameter names; the row's notes say where they came from. ``--model``/``--model-args`` and
@@ -22,13 +22,13 @@ folder or file (a cloned R3Net-style repository). The audit
    failure, and does not count as breaking;
 3. runs one :func:`audit_model_job` per model, several at once (``--jobs``), each in its own
    child with a timeout and a memory cap. That job reuses the stages of ``modelcheck check``:
-   the dynamic pass (:func:`modelcheck.dynamic.inspect_spec`: build, walk, pickle probe,
+   the dynamic pass (:func:`modelcheck.trace.run.inspect_spec`: build, walk, pickle probe,
    trace), the static rules over the model's source files, and the smoke test
-   (:func:`modelcheck.smoke_runner.run_smoke`: export, ONNX checker, ONNX Runtime, Caffe2),
+   (:func:`modelcheck.smoke.run.run_smoke`: export, ONNX checker, ONNX Runtime, Caffe2),
    offline: network access is blocked and reported (see ``worker._guard_network``). A model's
    findings (its verdict and the ``findings`` column) are the constructs *it* contains: what the
    dynamic pass saw, and static findings in code it ran while built or run (the inspect job
-   records those functions, :class:`modelcheck.inspect_model.ReachedCode`). Static findings in
+   records those functions, :class:`modelcheck.trace.job.ReachedCode`). Static findings in
    its files that it never reached are listed apart (``unreached``) and do not count;
 4. caches each model's row by content hash (the spec, the options, the torch/onnx/ORT/Caffe2
    versions, and the hash of every source file the model was built from), so a re-run only
@@ -38,7 +38,7 @@ folder or file (a cloned R3Net-style repository). The audit
 
 The parent never imports torch nor the audited code. Where tasks run is the business of an
 :class:`Executor`: :class:`LocalExecutor` runs them as child processes of this machine; a task
-is plain JSON in and out: :class:`modelcheck.ray_executor.RayExecutor` (``--executor ray``) runs
+is plain JSON in and out: :class:`modelcheck.audit.ray.RayExecutor` (``--executor ray``) runs
 each one as a Ray task, inside the same isolation, on a cluster's nodes.
 """
 
@@ -61,7 +61,7 @@ from typing import Any, Protocol
 from modelcheck import __version__
 from modelcheck.config import Config
 from modelcheck.findings import Finding, StageResult
-from modelcheck.isolation import ChildOutcome, run_job
+from modelcheck.jobs.run import ChildOutcome, run_job
 from modelcheck.targets import Target, make_target
 
 CACHE_FORMAT = 2  # 2: rows have unreached findings and may be skipped
@@ -120,7 +120,7 @@ class AuditTask:
 
     model: str  # the spec text, the row's name
     kind: str  # "factory" | "class" | "instance" | "listed"
-    spec: dict[str, Any]  # modelcheck.specs.ModelSpec.to_json()
+    spec: dict[str, Any]  # modelcheck.models.specs.ModelSpec.to_json()
     options: dict[str, Any]
     artifacts: str
     key: str  # cache key: spec + options + versions (the source files are checked separately)
@@ -231,7 +231,7 @@ class Executor(Protocol):
     """Runs audit tasks somewhere and yields each task's outcome as soon as it is known.
 
     A task is JSON (``AuditTask.to_json()``) for the ``audit_model`` job; an outcome is a
-    :class:`modelcheck.isolation.ChildOutcome`, whose ``value`` is that job's JSON. Executors
+    :class:`modelcheck.jobs.run.ChildOutcome`, whose ``value`` is that job's JSON. Executors
     own where and how tasks run (processes here, machines elsewhere), nothing else.
     """
 
@@ -242,7 +242,7 @@ class Executor(Protocol):
 class LocalExecutor:
     """Child processes on this machine, ``jobs`` at a time, each with a timeout and a memory cap.
 
-    Threads only wait here: each task is a fresh ``python -m modelcheck.worker`` (which starts
+    Threads only wait here: each task is a fresh ``python -m modelcheck.jobs.worker`` (which starts
     its stages' own children), so one model's hang, crash or OOM ends that task alone.
     """
 
@@ -269,9 +269,9 @@ class LocalExecutor:
 
 
 def make_executor(options: AuditOptions) -> Executor:
-    """The executor ``options.executor`` names (see :mod:`modelcheck.ray_executor` for Ray's)."""
+    """The executor ``options.executor`` names (see :mod:`modelcheck.audit.ray` for Ray's)."""
     if options.executor == "ray":
-        from modelcheck.ray_executor import RayExecutor
+        from modelcheck.audit.ray import RayExecutor
 
         return RayExecutor(options.ray_address, model_timeout(options), options.memory_mb)
     if options.executor != "local":
@@ -360,7 +360,7 @@ def row_from_outcome(task: AuditTask, outcome: ChildOutcome) -> AuditRow:
 
 def plan(target_text: str, options: AuditOptions) -> tuple[list[AuditTask], list[AuditRow], list[str]]:
     """The tasks to run, rows for modules that could not be listed, and notes."""
-    from modelcheck.specs import SpecError, specs_from_config
+    from modelcheck.models.specs import SpecError, specs_from_config
 
     notes: list[str] = []
     rows: list[AuditRow] = []
@@ -402,15 +402,15 @@ def plan(target_text: str, options: AuditOptions) -> tuple[list[AuditTask], list
 
 
 def _artifact_name(model: str) -> str:
-    from modelcheck.smoke_runner import artifact_name
+    from modelcheck.smoke.run import artifact_name
 
     return artifact_name(model)
 
 
 def _files_payload(path: Path, config: Config) -> tuple[dict[str, Any], list[str]]:
     """The files of a folder (or one file) that may be imported to look for models."""
-    from modelcheck.specs import discovery_files
-    from modelcheck.static import discover, read_source
+    from modelcheck.models.specs import discovery_files
+    from modelcheck.static.run import discover, read_source
 
     files, notes = discover([path], config)
     sources = {}
@@ -528,15 +528,15 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
     the parent can tell which module hung or crashed the job. Builds nothing: every model is
     built in its own job later. A class or factory that needs arguments gets them from the
     repository's own call sites when ``payload["repo"]`` names its folder
-    (:mod:`modelcheck.callsites`, static). Then only root architectures are picked
+    (:mod:`modelcheck.models.callsites`, static). Then only root architectures are picked
     (:func:`_split_roots`); the building blocks are returned as ``left_out`` unless
     ``payload["all_modules"]``.
     """
     import importlib
     import pkgutil
 
-    from modelcheck import building
-    from modelcheck.specs import ModelSpec, load_module, one_line
+    from modelcheck.models import building
+    from modelcheck.models.specs import ModelSpec, load_module, one_line
 
     skip = set(payload.get("skip", []))
     progress = Path(payload["progress"])
@@ -588,7 +588,7 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Sites:
-    """The repository's call sites (:class:`modelcheck.callsites.RepoIndex`), read on first use."""
+    """The repository's call sites (:class:`modelcheck.models.callsites.RepoIndex`), read on first use."""
 
     def __init__(self, repo: str | None) -> None:
         self.repo = repo
@@ -598,7 +598,7 @@ class _Sites:
         if not self.repo or not file:
             return []
         if self._index is None:
-            from modelcheck.callsites import RepoIndex
+            from modelcheck.models.callsites import RepoIndex
 
             self._index = RepoIndex(self.repo)
         try:
@@ -615,7 +615,7 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: li
     import inspect
 
     import torch.nn as nn
-    from modelcheck.specs import _class_verdict, factory_verdict
+    from modelcheck.models.specs import _class_verdict, factory_verdict
 
     module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
     for name, obj in list(vars(module).items()):
@@ -652,7 +652,7 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: li
 def _with_forward_call(entry: dict[str, Any], sites: list[Any]) -> None:
     """A model built without arguments still takes forward's non-tensor values from the repo's
     own call of it (``self.net(x, mode=1)``)."""
-    from modelcheck.callsites import forward_call
+    from modelcheck.models.callsites import forward_call
 
     found = forward_call(entry["obj"], sites)
     if found is not None:
@@ -661,11 +661,11 @@ def _with_forward_call(entry: dict[str, Any], sites: list[Any]) -> None:
 
 def _with_call_site(entry: dict[str, Any], sites: list[Any], module_classes: dict[str, type]) -> None:
     """Take the first call site whose arguments fit the signature (and, for a factory, that passes
-    :func:`~modelcheck.specs.factory_verdict` with them); the weight switches stay off."""
+    :func:`~modelcheck.models.specs.factory_verdict` with them); the weight switches stay off."""
     import functools
 
-    from modelcheck.callsites import fitting_call
-    from modelcheck.specs import factory_verdict
+    from modelcheck.models.callsites import fitting_call
+    from modelcheck.models.specs import factory_verdict
 
     obj = entry["obj"]
     call = fitting_call(obj, sites, entry["kwargs"])
@@ -692,7 +692,7 @@ def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: 
     references keep both). Factories are entry points and never left out; candidates that are
     neither buildable nor only short of arguments (no forward, abstract) are not considered.
     """
-    from modelcheck.specs import ModelSpec
+    from modelcheck.models.specs import ModelSpec
 
     nodes = [i for i, e in enumerate(entries)
              if e["reason"] is None or e["reason"].startswith("needs argument(s)")]
@@ -864,7 +864,10 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     Trace (dynamic pass), static rules over the files the model comes from, smoke test; each
     stage starts its own child. Network access is blocked and logged for all of them.
     """
-    from modelcheck.dynamic import (
+    from modelcheck.models.specs import ModelSpec
+    from modelcheck.smoke.run import run_smoke, skipped_stages
+    from modelcheck.trace.job import REACHED_ENV, read_reached
+    from modelcheck.trace.run import (
         _Paths,
         check_more_files,
         dedupe,
@@ -873,13 +876,10 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         merge,
         model_files,
     )
-    from modelcheck.inspect_model import REACHED_ENV, read_reached
-    from modelcheck.smoke_runner import run_smoke, skipped_stages
-    from modelcheck.specs import ModelSpec
 
     task = payload
     spec = ModelSpec.from_json(task["spec"])
-    spec.weight_free = True  # audits always build weight-free (modelcheck.building)
+    spec.weight_free = True  # audits always build weight-free (modelcheck.models.building)
     opts = task["options"]
     target = make_target(opts["target"]["name"], opts["target"]["opset"], opts["target"]["exporter"])
     config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
@@ -957,7 +957,7 @@ def args_note(spec: Any) -> str | None:
     """Where a model's arguments came from: ``constructor arguments from basnet_test.py:57:
     BASNet(3, 1); forward called with mode='test'``, or for a model built without arguments
     ``forward called with mode=1, as the repo does at joint_solver.py:14``; None when from nowhere."""
-    from modelcheck.callsites import describe_args
+    from modelcheck.models.callsites import describe_args
 
     called = ", ".join(f"{k}={v!r}" for k, v in spec.forward_kwargs.items())
     if spec.args_origin:
@@ -1032,7 +1032,7 @@ def runtime_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     try:
-        from modelcheck.caffe2_runtime import runtime_status
+        from modelcheck.runtimes.caffe2.run import runtime_status
 
         status = runtime_status()
         versions["caffe2"] = status.version if status.installed else "absent"

@@ -284,7 +284,7 @@ def load_module(spec: ModelSpec) -> ModuleType:
     package root so relative imports work too. The module is registered in ``sys.modules`` under
     that name, which is also what ``pickle`` needs to find its classes and functions by name.
     """
-    from modelcheck import building
+    from modelcheck.models import building
 
     building.install(spec)  # weight-free loads, in-memory porting, stubs: before any user import
     if spec.module:
@@ -331,7 +331,7 @@ def _same_file(module: ModuleType, path: Path) -> bool:
 
 def _load_by_location(path: Path) -> ModuleType:
     """Fallback when the file's natural name is taken (e.g. a user file called ``types.py``)."""
-    from modelcheck import building
+    from modelcheck.models import building
 
     name = "modelcheck_user_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(name, path, loader=building.source_loader(name, path))
@@ -360,9 +360,9 @@ def build_model(spec: ModelSpec, obj: Any = None) -> Any:
     """An ``nn.Module`` from the spec's object: the instance itself, ``cls(*args, **kwargs)`` or
     ``factory(*args, **kwargs)``; ``{"$ref": "module:name"}`` arguments are resolved first (see
     :func:`resolve_args`). Weight loads the constructor asks for are skipped when ``spec.weight_free``
-    (see :mod:`modelcheck.building`)."""
+    (see :mod:`modelcheck.models.building`)."""
     import torch.nn as nn
-    from modelcheck import building
+    from modelcheck.models import building
 
     building.install(spec)
     if obj is None:
@@ -759,13 +759,13 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
     "errors": [{"file", "error"}]}``. Every candidate is built here once to see what it
     contains; the inspect job builds the picked ones again in their own child. A class that
     needs arguments is built with those of its first fitting call site in the repository
-    (``payload["repo"]``, else the files' common folder; :mod:`modelcheck.callsites`), and its
+    (``payload["repo"]``, else the files' common folder; :mod:`modelcheck.models.callsites`), and its
     picked entry carries ``args``, ``kwargs``, ``forward_kwargs`` and ``args_origin``.
     """
     import os
 
     import torch.nn as nn
-    from modelcheck.callsites import RepoIndex
+    from modelcheck.models.callsites import RepoIndex
 
     candidates: list[_Candidate] = []
     errors: list[dict[str, str]] = []
@@ -820,10 +820,10 @@ def _class_verdict(cls: type) -> str | None:
 
 def _call_site(sites: Any, obj: Any) -> dict[str, Any]:
     """Arguments for a class that needs some, from the first call site in the repository whose
-    arguments fit its signature (:mod:`modelcheck.callsites`, static); {} when there is none."""
+    arguments fit its signature (:mod:`modelcheck.models.callsites`, static); {} when there is none."""
     if sites is None or not isinstance(obj, type):
         return {}
-    from modelcheck.callsites import fitting_call, forward_call
+    from modelcheck.models.callsites import fitting_call, forward_call
 
     try:
         found = sites.call_sites(inspect.getsourcefile(obj) or "", obj.__name__)

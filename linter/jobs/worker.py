@@ -1,8 +1,8 @@
-"""Entry point of a child job: ``python -m modelcheck.worker JOB.json RESULT.json``.
+"""Entry point of a child job: ``python -m modelcheck.jobs.worker JOB.json RESULT.json``.
 
 Runs one job function and writes ``{"ok": true, "value": ...}`` or ``{"ok": false, "error":
 ..., "traceback": ...}``. A hard crash writes nothing; the parent reads that from the exit
-status. See :mod:`modelcheck.isolation`.
+status. See :mod:`modelcheck.jobs.run`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def echo_job(payload: dict[str, Any]) -> Any:
             Path(payload["pid_file"]).write_text(f"{os.getpid()}\n{Path(sys.argv[1]).parent}")  # pid, job folder
         time.sleep(3600)
     if action == "nest":  # a job that runs a job of its own, as an audit job does
-        from modelcheck.isolation import run_job
+        from modelcheck.jobs.run import run_job
 
         return run_job("echo", payload["inner"], timeout=3600).status
     if action == "abort":

@@ -43,6 +43,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modelcheck import own_code_dirs
+
 _NOT_GIVEN: Any = object()
 _INITIALISATION = "built with the architecture's own initialisation"
 
@@ -113,15 +115,10 @@ def notes() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _library_dirs() -> tuple[str, ...]:
     """The standard library, installed packages and modelcheck itself: never the user's code."""
-    here = Path(__file__).resolve().parent
-    dirs = {str(here), str(here.parent / "rules"), str(here.parent / "fixers")}
+    dirs = set(own_code_dirs())
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
-            dirs.add(str(Path(path).resolve()))
-    for module in ("modelcheck.rules", "modelcheck.fixers"):
-        spec = sys.modules.get(module)
-        for path in getattr(spec, "__path__", []) or []:
             dirs.add(str(Path(path).resolve()))
     return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
 
@@ -186,7 +183,7 @@ def user_site(depth: int = 2) -> str | None:
 def _unsafe_root(folder: Path) -> bool:
     """A filesystem root or the home directory: as a project root, every file outside
     site-packages would count as the project's (ported in memory, its imports stubbed)."""
-    from modelcheck.specs import _top_folder
+    from modelcheck.models.specs import _top_folder
 
     return _top_folder(Path(folder))
 
@@ -197,7 +194,7 @@ def project_roots(spec: Any) -> list[Path]:
 
     Never a filesystem root or the home directory (:func:`_unsafe_root`): such a package root gives
     way to the file's folder, and a file right in ``/`` or ``~`` is its own (one-file) root."""
-    from modelcheck.specs import _package_name
+    from modelcheck.models.specs import _package_name
 
     if getattr(spec, "path", None):
         path = Path(spec.path).resolve()

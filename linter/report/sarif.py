@@ -155,7 +155,7 @@ def _result(finding: Finding, rule_index: int, base: Path, fix: list[dict[str, A
 
 def _source_of(path: str, sources: dict[str, str | None]) -> str | None:
     if path not in sources:
-        from modelcheck.static import read_source
+        from modelcheck.static.run import read_source
 
         sources[path] = read_source(Path(path))[0]
     return sources[path]
@@ -383,8 +383,8 @@ def default_fix_provider(target_name: str, opset: int) -> FixProvider | None:
     is no fix a code-scanning tool should offer with one click. None without the fixers.
     """
     try:
+        from modelcheck.fix.run import make_plans
         from modelcheck.fixers.base import FixContext
-        from modelcheck.fixing import make_plans
     except ImportError:
         return None
     context = FixContext(target_name, opset)

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelcheck import own_code_dirs
 from modelcheck.findings import Finding, Location, ModelResult
-from modelcheck.inspect_model import ROOT_PATH, decode_facts
-from modelcheck.isolation import ChildOutcome, run_job
+from modelcheck.jobs.run import ChildOutcome, run_job
+from modelcheck.models.specs import ModelSpec, discovery_files, specs_from_config
 from modelcheck.rules import pickling, pooling, upsampling
 from modelcheck.rules.base import matches_for
-from modelcheck.specs import ModelSpec, discovery_files, specs_from_config
-from modelcheck.static import _SKIP_DIRS, StaticResult, check_paths, suppressed
+from modelcheck.static.run import _SKIP_DIRS, StaticResult, check_paths, suppressed
+from modelcheck.trace.job import ROOT_PATH, decode_facts
 
 FAMILIES = {"upsampling": upsampling, "pooling": pooling, "pickling": pickling}
 _FAMILY_OF = {rule.code: name for name, family in FAMILIES.items() for rule in family.RULES}
@@ -178,7 +179,7 @@ def _installed_dirs() -> list[Path]:
     """Where installed code lives: the stdlib, site-packages, and modelcheck's own packages."""
     found = sysconfig.get_paths()
     dirs = {*(found.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")),
-            str(Path(__file__).parent), str(Path(pickling.__file__).parent)}
+            *own_code_dirs()}
     return [Path(_resolve(d)) for d in dirs if d]
 
 
@@ -316,8 +317,7 @@ def _dumped_stack(text: str) -> list[str]:
 
 def _innermost_user_frame(frames: list[str], paths: _Paths) -> str | None:
     """``file.py:33 in forward`` for the innermost frame outside torch and modelcheck."""
-    own = (str(Path(__file__).resolve().parent), str(Path(pickling.__file__).resolve().parent),
-           str(Path(sysconfig.get_paths()["stdlib"]).resolve()))
+    own = (*own_code_dirs(), str(Path(sysconfig.get_paths()["stdlib"]).resolve()))
     torch_dir = f"{os.sep}site-packages{os.sep}torch{os.sep}"
     for line in frames:
         match = re.match(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)', line)

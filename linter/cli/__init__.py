@@ -1,0 +1,1 @@
+"""The command line: ``main`` (``modelcheck FILE``) and ``audit`` (``modelcheck audit``)."""

@@ -1,0 +1,1 @@
+"""--fix: ``run`` (parent) plans and applies the fixers' edits; ``job`` (child) builds models to verify them."""

@@ -1,0 +1,1 @@
+"""Finding, describing and building the user's models: specs, call sites, weight-free building."""

@@ -1,0 +1,1 @@
+"""Reports: the terminal (``terminal``), SARIF (``sarif``) and a self-contained HTML page (``html``)."""
