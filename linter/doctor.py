@@ -2,8 +2,9 @@
 
 "Installed" is not "works": a torch build can lack a library, onnxruntime can refuse a file,
 the Caffe2 root can be half-built. So the doctor pushes a one-conv model through the very path
-the smoke test takes (PyTorch → TorchScript exporter at opset 9 → ONNX checker → ONNX Runtime
-and Caffe2), in a child job, and compares every runtime's output with PyTorch's.
+the smoke test takes (PyTorch → TorchScript exporter at opset 9 → ONNX checker → each target's
+runtime), in a child job, and compares every runtime's output with PyTorch's. The targets and
+their checks come from the registry (:mod:`modelcheck.targets`): one row per target's runtime.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from modelcheck.models.specs import one_line
+from modelcheck.targets import PIP_HINT, PROFILES, Profile
+from modelcheck.text import one_line
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-COMPONENTS = ("torch", "onnx", "onnxruntime", "caffe2")
-_PIP_HINT = "pip install 'modelcheck[runtime]'"
 _TOLERANCE = 1e-4
+#: what every target needs, checked before any target's own runtime
+_BASE = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -33,15 +35,14 @@ class Check:
     works: bool
     detail: str
     fix: str = ""
+    target: str = "all"  # the target whose runtime this is, or "all" (what every target needs)
 
 
 def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Child job: export a one-conv model and run it through each runtime; never raises."""
-    checks: dict[str, dict[str, Any]] = {}
-    for name in ("torch", "onnx", "onnxruntime"):
-        checks[name] = {"version": _version(name), "works": False, "detail": "not tried"}
+    """Child job: export a one-conv model and run it through each named target's runtime; never raises."""
+    checks: dict[str, dict[str, Any]] = {name: {"version": _version(name), "works": False, "detail": "not tried"}
+                                         for name in _BASE}
     try:
-        import numpy as np
         import torch
     except Exception as exc:
         checks["torch"]["detail"] = f"import torch failed: {one_line(exc)}"
@@ -55,40 +56,47 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
                        "detail": f"one-conv model ran, output {tuple(expected.shape)}"}
     path = Path(payload["folder"]) / "conv.onnx"
     try:
-        import warnings
-
-        import onnx
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=9,
-                              keep_initializers_as_inputs=True, input_names=["input"])
-        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-        checks["onnx"] = {"version": onnx.__version__, "works": True,
-                          "detail": "exported at opset 9 (TorchScript exporter), checker passed"}
+        checks["onnx"] = _export_conv(model, x, path)
     except Exception as exc:
         checks["onnx"]["detail"] = f"export or check failed: {one_line(exc)}"
         return checks
-    try:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        got = session.run(None, {"input": x.numpy()})[0]
-        checks["onnxruntime"] = {"version": ort.__version__, **_verdict(got, expected)}
-    except Exception as exc:
-        checks["onnxruntime"]["detail"] = f"run failed: {one_line(exc)}"
-    if payload.get("caffe2", True):
-        from modelcheck.runtimes.caffe2 import run as caffe2_runtime
-
-        run = caffe2_runtime.run_onnx(path, {"input": x.numpy()}, None, timeout=float(payload.get("timeout", 120)))
-        if run.status == "passed" and run.outputs:
-            checks["caffe2"] = _verdict(np.asarray(run.outputs[0]), expected)
-            checks["caffe2"]["detail"] += f" (converted in {run.convert_seconds or 0:.2f} s)"
-        else:
-            checks["caffe2"] = {"works": False, "detail": f"{run.status} during {run.stage}: {run.detail}"}
+    for name in payload.get("targets", []):
+        profile = PROFILES[name]
+        checks[profile.runtime] = _run_conv(profile, path, {"input": x.numpy()}, expected,
+                                            float(payload.get("timeout", 120)))
     return checks
+
+
+def _export_conv(model: Any, x: Any, path: Path) -> dict[str, Any]:
+    """The export every target starts from: TorchScript at opset 9, initializers kept as inputs."""
+    import warnings
+
+    import onnx
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=9,
+                          keep_initializers_as_inputs=True, input_names=["input"])
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    return {"version": onnx.__version__, "works": True,
+            "detail": "exported at opset 9 (TorchScript exporter), checker passed"}
+
+
+def _run_conv(profile: Profile, path: Path, feeds: dict[str, Any], expected: Any, timeout: float) -> dict[str, Any]:
+    """A target's doctor check on the one-conv model, compared with PyTorch."""
+    import numpy as np
+
+    try:
+        run = profile.doctor(path, feeds, timeout)
+    except Exception as exc:
+        return {"works": False, "detail": f"run failed: {one_line(exc)}"}
+    if run.outputs is None:
+        return {"version": run.version, "works": False, "detail": run.detail, "fix": run.fix}
+    verdict = _verdict(np.asarray(run.outputs[0]), expected)
+    if run.detail:
+        verdict["detail"] += f" ({run.detail})"
+    return {"version": run.version, **verdict}
 
 
 def _verdict(got: Any, expected: Any) -> dict[str, Any]:
@@ -114,40 +122,44 @@ def diagnose(timeout: float = 300.0) -> list[Check]:
     import tempfile
 
     from modelcheck.jobs.run import run_job
-    from modelcheck.runtimes.caffe2.run import runtime_status
 
-    status = runtime_status()
+    statuses = {name: profile.status(None) for name, profile in PROFILES.items()}
+    installed = [name for name, status in statuses.items() if status.installed]
     with tempfile.TemporaryDirectory(prefix="modelcheck-doctor-") as folder:
-        outcome = run_job("doctor", {"folder": folder, "caffe2": status.installed, "timeout": timeout - 30},
+        outcome = run_job("doctor", {"folder": folder, "targets": installed, "timeout": timeout - 30},
                           timeout=timeout)
     results: dict[str, Any] = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
     checks = []
-    for name in ("torch", "onnx", "onnxruntime"):
+    for name in _BASE:
         data = results.get(name) or {"version": _version(name), "works": False,
                                      "detail": f"the check itself failed: {outcome.describe()}"}
-        fix = "" if data["works"] else _PIP_HINT
-        checks.append(Check(name, data.get("version"), bool(data["works"]), data["detail"], fix))
-    if not status.installed:
-        checks.append(Check("caffe2", None, False, status.reason or "not installed", "modelcheck --install-caffe2"))
-    else:
-        data = results.get("caffe2") or {"works": False, "detail": f"not tried: {outcome.describe() or 'torch failed'}"}
-        fix = "" if data["works"] else "modelcheck --install-caffe2 (it repairs a damaged install)"
-        if str(data["detail"]).startswith("skipped"):
-            fix = "modelcheck as root: the Caffe2 runtime runs in a chroot"
-        checks.append(Check("caffe2", status.version, bool(data["works"]), data["detail"], fix))
+        checks.append(Check(name, data.get("version"), bool(data["works"]), data["detail"],
+                            "" if data["works"] else PIP_HINT))
+    for name, profile in PROFILES.items():
+        status = statuses[name]
+        if not status.installed:
+            checks.append(Check(profile.runtime, None, False, status.reason or "not installed",
+                                profile.install_hint, name))
+            continue
+        data = results.get(profile.runtime) or {
+            "works": False, "detail": f"not tried: {outcome.describe() or 'torch or the export failed'}"}
+        fix = "" if data["works"] else (data.get("fix") or profile.repair_hint or profile.install_hint)
+        checks.append(Check(profile.runtime, data.get("version") or status.version, bool(data["works"]),
+                            data["detail"], fix, name))
     return checks
 
 
 def run_doctor(console: Console) -> int:
     """Print each runtime, its version and whether it works; 0 when all work, else 1."""
     started = time.monotonic()
-    with console.status("running a one-conv model through torch, ONNX, ONNX Runtime and Caffe2 ..."):
+    runtimes = ", ".join(profile.runtime_label for profile in PROFILES.values())
+    with console.status(f"running a one-conv model through torch, ONNX and each target's runtime ({runtimes}) ..."):
         checks = diagnose()
     table = Table(title="modelcheck doctor", show_edge=False)
-    for column in ("runtime", "version", "works", "detail"):
+    for column in ("runtime", "target", "version", "works", "detail"):
         table.add_column(column)
     for check in checks:
-        table.add_row(check.name, check.version or "-",
+        table.add_row(check.name, check.target, check.version or "-",
                       Text("yes", style="green") if check.works else Text("NO", style="bold red"), check.detail)
     console.print(table)
     broken = [check for check in checks if not check.works]

@@ -1,7 +1,7 @@
 """The real Caffe2 runtime: install state, conversion, running, and its failure modes.
 
 No mocks: tests marked ``caffe2`` run models through Debian bullseye's torch 1.7.1 in its
-chroot (``modelcheck --install-caffe2``).  Without the runtime they skip, or fail when
+chroot (``modelcheck --install caffe2``).  Without the runtime they skip, or fail when
 MODELCHECK_REQUIRE_CAFFE2=1 (CI), so a missing install can never pass as green.
 """
 
@@ -111,7 +111,7 @@ def test_skipped_with_reason_when_home_is_empty(tmp_path, monkeypatch, conv_mode
     path, inputs, _ = conv_model
     run = run_onnx(path, inputs, tmp_path / "out", timeout=30)
     assert run.status == "skipped"
-    assert run.detail == "Caffe2 runtime not installed (run `modelcheck --install-caffe2`)"
+    assert run.detail == "Caffe2 runtime not installed (run `modelcheck --install caffe2`)"
     assert run.outputs is None and run.signal is None
     assert not (tmp_path / "out").exists()
     assert check_runtime() == (False, NOT_INSTALLED)
@@ -152,7 +152,7 @@ def test_half_done_install_is_not_installed(tmp_path):
     (tmp_path / ROOT_NAME / "usr/bin").mkdir(parents=True)
     status = runtime_status(tmp_path)
     assert not status.installed
-    assert "incomplete" in status.reason and "--install-caffe2" in status.reason
+    assert "incomplete" in status.reason and "--install caffe2" in status.reason
 
 
 def test_marker_from_another_recipe_is_not_installed(tmp_path):

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelcheck.text import read_json, signal_name, write_json
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy
 
@@ -55,7 +57,7 @@ ROOT_NAME = "caffe2-bullseye"
 MARKER_NAME = ".modelcheck-ready"  # JSON; the Makefile also looks for it
 # Bump when the install recipe changes in a way older roots lack.
 MARKER_FORMAT = 1
-NOT_INSTALLED = "Caffe2 runtime not installed (run `modelcheck --install-caffe2`)"
+NOT_INSTALLED = "Caffe2 runtime not installed (run `modelcheck --install caffe2`)"
 
 APT_PACKAGES = ("python3-torch", "python3-pip")
 # bullseye's python3-onnx must not be used: it and libtorch both register
@@ -132,11 +134,7 @@ def _root(home: Path | None) -> Path:
 
 
 def _read_marker(root: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json(root / MARKER_NAME) or None
 
 
 def _version_string(marker: Mapping[str, Any]) -> str:
@@ -153,20 +151,20 @@ def runtime_status(home: Path | None = None) -> RuntimeStatus:
         return RuntimeStatus(
             False,
             None,
-            f"Caffe2 runtime install at {root} is incomplete (run `modelcheck --install-caffe2` to finish it)",
+            f"Caffe2 runtime install at {root} is incomplete (run `modelcheck --install caffe2` to finish it)",
         )
     if marker.get("format") != MARKER_FORMAT:
         return RuntimeStatus(
             False,
             None,
             f"Caffe2 runtime at {root} was installed by another modelcheck version "
-            "(run `modelcheck --install-caffe2` to update it)",
+            "(run `modelcheck --install caffe2` to update it)",
         )
     if not (root / "usr/bin/python3").exists() or not (root / "usr/lib/python3/dist-packages/caffe2").is_dir():
         return RuntimeStatus(
             False,
             None,
-            f"Caffe2 runtime at {root} is damaged (run `modelcheck --install-caffe2` to repair it)",
+            f"Caffe2 runtime at {root} is damaged (run `modelcheck --install caffe2` to repair it)",
         )
     return RuntimeStatus(True, _version_string(marker), None)
 
@@ -304,7 +302,7 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 class _Installer:
-    """One install run: logging, timing and the individual steps."""
+    """One install run: its log, its clock, and which steps are done (a resumed install skips those)."""
 
     def __init__(self, home: Path, progress: Callable[[str], None]) -> None:
         self.home = home
@@ -314,7 +312,6 @@ class _Installer:
         self.progress = progress
         self.t0 = time.monotonic()
 
-    # -- helpers
     def say(self, msg: str) -> None:
         self.progress(f"[caffe2 {time.monotonic() - self.t0:5.0f}s] {msg}")
 
@@ -350,172 +347,184 @@ class _Installer:
         d.mkdir(parents=True, exist_ok=True)
         (d / name).write_text(f"{time.time():.0f}\n")
 
-    # -- preconditions
-    def preconditions(self) -> tuple[str, str]:
-        """Check everything we can before touching the disk; returns (debootstrap, mirror)."""
-        if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-            here = f"{platform.system()} {platform.machine()}"
-            raise Caffe2InstallError(f"the Caffe2 runtime needs Linux on x86-64 (this is {here})")
-        if os.geteuid() != 0:
-            raise Caffe2InstallError("installing the Caffe2 runtime needs root (debootstrap and chroot)")
-        for tool in ("unshare", "chroot", "setpriv", "prlimit"):
-            if not _which(tool):
-                raise Caffe2InstallError(f"`{tool}` not found (Debian: apt-get install util-linux coreutils)")
-        debootstrap = _which("debootstrap") or self._install_debootstrap()
-        mirror = host_debian_mirror()
-        if mirror is None:
-            raise Caffe2InstallError(
-                "no Debian archive found in /etc/apt/sources.list.d/*.sources or "
-                "/etc/apt/sources.list (set MODELCHECK_DEBIAN_MIRROR to one)"
-            )
-        url = f"{mirror}/dists/{SUITE}/Release"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                resp.read(64)
-        except urllib.error.HTTPError as exc:
-            raise Caffe2InstallError(
-                f"the Debian archive {mirror} has no {SUITE} ({url}: HTTP {exc.code}); "
-                "set MODELCHECK_DEBIAN_MIRROR to an archive that still carries it"
-            ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Caffe2InstallError(f"Debian archive not reachable: {url}: {reason}") from exc
-        self.home.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.home).free
-        if not self.step_done("debootstrap") and free < 3 * 1024**3:
-            raise Caffe2InstallError(f"need about 3 GB free under {self.home}, have {free / 1024**3:.1f} GB")
-        return debootstrap, mirror
 
-    def _install_debootstrap(self) -> str:
-        if not _which("apt-get"):
-            raise Caffe2InstallError("`debootstrap` not found and no apt-get to install it")
-        self.say("installing debootstrap with apt-get")
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            self.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
-        except Caffe2InstallError:
-            self.say("apt-get update (package lists missing or stale)")
-            self.run("apt-get update", ["apt-get", "update"], env)
-            self.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
-        found = _which("debootstrap")
-        if not found:
-            raise Caffe2InstallError("apt-get installed debootstrap but it is not on PATH")
-        return found
+# -- preconditions: everything checked before the disk is touched
 
-    # -- steps
-    def download_wheels(self) -> None:
-        """Host pip fetches CPython 3.9 wheels (the chroot has no CA setup of ours)."""
-        self.wheel_cache.mkdir(parents=True, exist_ok=True)
-        argv = [*_host_pip(), "download", "--disable-pip-version-check", "--no-deps"]
-        argv += [
-            "--python-version",
-            "3.9",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp39",
-            "--only-binary=:all:",
-        ]
-        for plat in WHEEL_PLATFORMS:
-            argv += ["--platform", plat]
-        argv += ["-d", str(self.wheel_cache), *WHEELS]
-        self.say(f"downloading wheels for the chroot: {' '.join(WHEELS)}")
-        self.run("pip download", argv)
 
-    def debootstrap(self, debootstrap: str, mirror: str) -> None:
-        if self.root.exists():
-            mounts = _mounts_under(self.root)
-            if mounts:
-                raise Caffe2InstallError(f"cannot redo {self.root}: still mounted there: {', '.join(mounts)}")
-            self.say(f"removing unfinished root file system {self.root}")
-            shutil.rmtree(self.root)
-        self.say(f"debootstrap --variant=minbase {SUITE} {self.root} {mirror}")
-        self.run("debootstrap", [debootstrap, "--variant=minbase", SUITE, str(self.root), mirror])
-        self.mark_done("debootstrap")
-
-    def configure_root(self) -> None:
-        """DNS and apt settings the chroot needs (also redone on resume: cheap)."""
-        resolv = self.root / "etc/resolv.conf"
-        with contextlib.suppress(FileNotFoundError):
-            resolv.unlink()
-        with contextlib.suppress(OSError):
-            shutil.copyfile("/etc/resolv.conf", resolv)
-        conf = self.root / "etc/apt/apt.conf.d/99modelcheck"
-        conf.write_text(
-            "// written by modelcheck: the archive may be a dated snapshot of bullseye\n"
-            'Acquire::Check-Valid-Until "false";\n'
-            'APT::Install-Recommends "false";\n'
-            'Acquire::Retries "3";\n'
+def _preconditions(inst: _Installer) -> tuple[str, str]:
+    """Check everything we can before touching the disk; returns (debootstrap, mirror)."""
+    _check_host()
+    debootstrap = _which("debootstrap") or _install_debootstrap(inst)
+    mirror = host_debian_mirror()
+    if mirror is None:
+        raise Caffe2InstallError(
+            "no Debian archive found in /etc/apt/sources.list.d/*.sources or "
+            "/etc/apt/sources.list (set MODELCHECK_DEBIAN_MIRROR to one)"
         )
+    _check_archive(mirror)
+    inst.home.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(inst.home).free
+    if not inst.step_done("debootstrap") and free < 3 * 1024**3:
+        raise Caffe2InstallError(f"need about 3 GB free under {inst.home}, have {free / 1024**3:.1f} GB")
+    return debootstrap, mirror
 
-    def apt_install(self) -> None:
-        env = _chroot_env()
-        # A previous install killed inside dpkg leaves it half-configured: finish that first.
-        self.run("dpkg --configure -a in the chroot", _in_root(self.root, ["dpkg", "--configure", "-a"]), env)
-        self.say("apt-get update (in the chroot)")
-        self.run("apt-get update in the chroot", _in_root(self.root, ["apt-get", "update"]), env)
-        self.say(f"apt-get install {' '.join(APT_PACKAGES)} (in the chroot; the longest step)")
-        argv = ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES]
-        self.run("apt-get install in the chroot", _in_root(self.root, argv), env)
-        self.run("apt-get clean in the chroot", _in_root(self.root, ["apt-get", "clean"]), env)
-        self.mark_done("apt")
 
-    def pip_install(self) -> None:
-        dest = self.root / WHEEL_DIR_IN_ROOT.lstrip("/")
-        dest.mkdir(parents=True, exist_ok=True)
-        for whl in self.wheel_cache.glob("*.whl"):
-            shutil.copy2(whl, dest / whl.name)
-        self.say("pip install the onnx wheels (in the chroot)")
-        argv = [
-            "python3",
-            "-m",
-            "pip",
-            "install",
-            "--no-index",
-            "--no-deps",
-            "--disable-pip-version-check",
-        ]
-        argv += ["--find-links", WHEEL_DIR_IN_ROOT, *WHEELS]
-        self.run("pip install in the chroot", _in_root(self.root, argv), _chroot_env())
-        self.mark_done("wheels")
+def _check_host() -> None:
+    """Linux on x86-64, root, and the util-linux tools the chroot runner uses."""
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        here = f"{platform.system()} {platform.machine()}"
+        raise Caffe2InstallError(f"the Caffe2 runtime needs Linux on x86-64 (this is {here})")
+    if os.geteuid() != 0:
+        raise Caffe2InstallError("installing the Caffe2 runtime needs root (debootstrap and chroot)")
+    for tool in ("unshare", "chroot", "setpriv", "prlimit"):
+        if not _which(tool):
+            raise Caffe2InstallError(f"`{tool}` not found (Debian: apt-get install util-linux coreutils)")
 
-    def versions(self) -> dict[str, str]:
-        """Versions of what matters: Debian's from dpkg-query in the root, the wheels' pins."""
-        out = subprocess.run(
-            _in_root(
-                self.root,
-                [
-                    "dpkg-query",
-                    "-W",
-                    "-f",
-                    "${Package} ${Version}\\n",
-                    "python3-torch",
-                    "python3.9",
-                ],
-            ),
-            capture_output=True,
-            text=True,
-            env=_chroot_env(),
-        ).stdout
-        deb = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-        torch_v = deb.get("python3-torch", "?").split("-")[0].split("+")[0]
-        return {
-            "torch": torch_v,
-            "python3-torch": deb.get("python3-torch", "?"),
-            "python": deb.get("python3.9", "?"),
-            **{w.split("==")[0]: w.split("==")[1] for w in WHEELS if "==" in w},
-        }
 
-    def verify(self) -> tuple[float | None, float | None]:
-        """Run a tiny conv model through the real runner; raise unless it matches."""
-        self.say("verifying: a one-conv ONNX model through Caffe2")
-        ok, msg, run = _check_root(self.root)
-        if not ok:
-            extra = f"; stderr: {run.stderr_tail.splitlines()[-1]}" if run and run.stderr_tail.strip() else ""
-            raise Caffe2InstallError(f"verification failed: {msg}{extra}")
-        self.say(msg)
-        return (run.convert_seconds, run.run_seconds) if run else (None, None)
+def _check_archive(mirror: str) -> None:
+    """The archive must still carry bullseye: a one-line reason now beats a debootstrap failure later."""
+    url = f"{mirror}/dists/{SUITE}/Release"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            resp.read(64)
+    except urllib.error.HTTPError as exc:
+        raise Caffe2InstallError(
+            f"the Debian archive {mirror} has no {SUITE} ({url}: HTTP {exc.code}); "
+            "set MODELCHECK_DEBIAN_MIRROR to an archive that still carries it"
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Caffe2InstallError(f"Debian archive not reachable: {url}: {reason}") from exc
+
+
+def _install_debootstrap(inst: _Installer) -> str:
+    if not _which("apt-get"):
+        raise Caffe2InstallError("`debootstrap` not found and no apt-get to install it")
+    inst.say("installing debootstrap with apt-get")
+    inst.home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        inst.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
+    except Caffe2InstallError:
+        inst.say("apt-get update (package lists missing or stale)")
+        inst.run("apt-get update", ["apt-get", "update"], env)
+        inst.run("apt-get install debootstrap", ["apt-get", "install", "-y", "debootstrap"], env)
+    found = _which("debootstrap")
+    if not found:
+        raise Caffe2InstallError("apt-get installed debootstrap but it is not on PATH")
+    return found
+
+
+# -- the steps, each marked done in the root so an interrupted install resumes after it
+
+
+def _build_root(inst: _Installer, debootstrap: str, mirror: str) -> None:
+    """Every step not done yet: wheels, debootstrap, root configuration, apt, pip."""
+    if not inst.step_done("wheels"):
+        _download_wheels(inst)  # first: fails fast when PyPI is out of reach
+    if inst.step_done("debootstrap"):
+        inst.say("root file system already bootstrapped")
+    else:
+        _debootstrap(inst, debootstrap, mirror)
+    _configure_root(inst.root)
+    if inst.step_done("apt"):
+        inst.say(f"{' '.join(APT_PACKAGES)} already installed in the chroot")
+    else:
+        _apt_install(inst)
+    if inst.step_done("wheels"):
+        inst.say("onnx wheels already installed in the chroot")
+    else:
+        _pip_install(inst)
+
+
+def _download_wheels(inst: _Installer) -> None:
+    """Host pip fetches CPython 3.9 wheels (the chroot has no CA setup of ours)."""
+    inst.wheel_cache.mkdir(parents=True, exist_ok=True)
+    argv = [*_host_pip(), "download", "--disable-pip-version-check", "--no-deps"]
+    argv += ["--python-version", "3.9", "--implementation", "cp", "--abi", "cp39", "--only-binary=:all:"]
+    for plat in WHEEL_PLATFORMS:
+        argv += ["--platform", plat]
+    argv += ["-d", str(inst.wheel_cache), *WHEELS]
+    inst.say(f"downloading wheels for the chroot: {' '.join(WHEELS)}")
+    inst.run("pip download", argv)
+
+
+def _debootstrap(inst: _Installer, debootstrap: str, mirror: str) -> None:
+    if inst.root.exists():
+        mounts = _mounts_under(inst.root)
+        if mounts:
+            raise Caffe2InstallError(f"cannot redo {inst.root}: still mounted there: {', '.join(mounts)}")
+        inst.say(f"removing unfinished root file system {inst.root}")
+        shutil.rmtree(inst.root)
+    inst.say(f"debootstrap --variant=minbase {SUITE} {inst.root} {mirror}")
+    inst.run("debootstrap", [debootstrap, "--variant=minbase", SUITE, str(inst.root), mirror])
+    inst.mark_done("debootstrap")
+
+
+def _configure_root(root: Path) -> None:
+    """DNS and apt settings the chroot needs (also redone on resume: cheap)."""
+    resolv = root / "etc/resolv.conf"
+    with contextlib.suppress(FileNotFoundError):
+        resolv.unlink()
+    with contextlib.suppress(OSError):
+        shutil.copyfile("/etc/resolv.conf", resolv)
+    conf = root / "etc/apt/apt.conf.d/99modelcheck"
+    conf.write_text(
+        "// written by modelcheck: the archive may be a dated snapshot of bullseye\n"
+        'Acquire::Check-Valid-Until "false";\n'
+        'APT::Install-Recommends "false";\n'
+        'Acquire::Retries "3";\n'
+    )
+
+
+def _apt_install(inst: _Installer) -> None:
+    env = _chroot_env()
+    # A previous install killed inside dpkg leaves it half-configured: finish that first.
+    inst.run("dpkg --configure -a in the chroot", _in_root(inst.root, ["dpkg", "--configure", "-a"]), env)
+    inst.say("apt-get update (in the chroot)")
+    inst.run("apt-get update in the chroot", _in_root(inst.root, ["apt-get", "update"]), env)
+    inst.say(f"apt-get install {' '.join(APT_PACKAGES)} (in the chroot; the longest step)")
+    argv = ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES]
+    inst.run("apt-get install in the chroot", _in_root(inst.root, argv), env)
+    inst.run("apt-get clean in the chroot", _in_root(inst.root, ["apt-get", "clean"]), env)
+    inst.mark_done("apt")
+
+
+def _pip_install(inst: _Installer) -> None:
+    dest = inst.root / WHEEL_DIR_IN_ROOT.lstrip("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    for whl in inst.wheel_cache.glob("*.whl"):
+        shutil.copy2(whl, dest / whl.name)
+    inst.say("pip install the onnx wheels (in the chroot)")
+    argv = ["python3", "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check"]
+    argv += ["--find-links", WHEEL_DIR_IN_ROOT, *WHEELS]
+    inst.run("pip install in the chroot", _in_root(inst.root, argv), _chroot_env())
+    inst.mark_done("wheels")
+
+
+def _versions(root: Path) -> dict[str, str]:
+    """Versions of what matters: Debian's from dpkg-query in the root, the wheels' pins."""
+    query = ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "python3-torch", "python3.9"]
+    out = subprocess.run(_in_root(root, query), capture_output=True, text=True, env=_chroot_env()).stdout
+    deb = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    torch_v = deb.get("python3-torch", "?").split("-")[0].split("+")[0]
+    return {
+        "torch": torch_v,
+        "python3-torch": deb.get("python3-torch", "?"),
+        "python": deb.get("python3.9", "?"),
+        **{w.split("==")[0]: w.split("==")[1] for w in WHEELS if "==" in w},
+    }
+
+
+def _verify(inst: _Installer) -> tuple[float | None, float | None]:
+    """Run a tiny conv model through the real runner; raise unless it matches."""
+    inst.say("verifying: a one-conv ONNX model through Caffe2")
+    ok, msg, run = _check_root(inst.root)
+    if not ok:
+        extra = f"; stderr: {run.stderr_tail.splitlines()[-1]}" if run and run.stderr_tail.strip() else ""
+        raise Caffe2InstallError(f"verification failed: {msg}{extra}")
+    inst.say(msg)
+    return (run.convert_seconds, run.run_seconds) if run else (None, None)
 
 
 def _host_pip() -> list[str]:
@@ -563,28 +572,14 @@ def install_runtime(home: Path | None = None, progress: Callable[[str], None] = 
         progress(f"[caffe2] {status.version} already installed at {_root(home)}")
         return status
     inst = _Installer(home, progress)
-    debootstrap, mirror = inst.preconditions()
+    debootstrap, mirror = _preconditions(inst)
     with _install_lock(home):
         # The marker goes first, so an interrupted reinstall never looks complete.
         with contextlib.suppress(FileNotFoundError):
             (inst.root / MARKER_NAME).unlink()
-        if not inst.step_done("wheels"):
-            inst.download_wheels()  # first: fails fast when PyPI is out of reach
-        if inst.step_done("debootstrap"):
-            inst.say("root file system already bootstrapped")
-        else:
-            inst.debootstrap(debootstrap, mirror)
-        inst.configure_root()
-        if inst.step_done("apt"):
-            inst.say(f"{' '.join(APT_PACKAGES)} already installed in the chroot")
-        else:
-            inst.apt_install()
-        if inst.step_done("wheels"):
-            inst.say("onnx wheels already installed in the chroot")
-        else:
-            inst.pip_install()
-        versions = inst.versions()
-        convert_s, run_s = inst.verify()
+        _build_root(inst, debootstrap, mirror)
+        versions = _versions(inst.root)
+        convert_s, run_s = _verify(inst)
         marker = {
             "format": MARKER_FORMAT,
             "suite": SUITE,
@@ -595,9 +590,7 @@ def install_runtime(home: Path | None = None, progress: Callable[[str], None] = 
             "verify_convert_seconds": convert_s,
             "verify_run_seconds": run_s,
         }
-        tmp = inst.root / (MARKER_NAME + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=2) + "\n")
-        os.replace(tmp, inst.root / MARKER_NAME)
+        write_json(inst.root / MARKER_NAME, marker)
     status = runtime_status(home)
     inst.say(f"done: {status.version} at {inst.root}")
     return status
@@ -682,87 +675,84 @@ def _run_in_root(
     extra_env: Mapping[str, str] | None = None,
 ) -> Caffe2Run:
     """The runner proper, for an installed or being-installed root."""
-    import numpy as np
-
     _remove_stale_jobs(root / "tmp")
     try:
         job = Path(tempfile.mkdtemp(prefix=_job_prefix(), dir=root / "tmp"))
     except OSError as exc:
         return _skipped(f"Caffe2 runtime at {root} is not usable: {exc}")
-    job_in_root = "/" + str(job.relative_to(root))
     try:
-        try:
-            shutil.copyfile(onnx_path, job / "model.onnx")
-        except OSError as exc:
-            return Caffe2Run("failed", None, None, None, f"cannot read {onnx_path}: {exc}", "convert", "", None)
-        items = []
-        for i, (name, value) in enumerate(inputs.items()):
-            fname = f"in_{i}.npy"
-            try:
-                np.save(job / fname, np.ascontiguousarray(np.asarray(value)), allow_pickle=False)
-            except (OSError, ValueError, TypeError) as exc:
-                detail = f"cannot pass input {name!r} to Caffe2: {exc}"
-                return Caffe2Run("failed", None, None, None, detail, "run", "", None)
-            items.append({"name": name, "file": fname})
-        (job / "job.json").write_text(json.dumps({"model": "model.onnx", "inputs": items}))
-        shutil.copyfile(Path(__file__).with_name("job.py"), job / "caffe2_job.py")
-        os.chmod(job, 0o755)
-
+        unreadable = _write_job(job, onnx_path, inputs)
+        if unreadable is not None:
+            return unreadable
+        job_in_root = "/" + str(job.relative_to(root))
         env = _chroot_env({"LD_PRELOAD": _LIBGCC_S, **(extra_env or {})})
         argv = _in_root(root, ["/usr/bin/python3", "-I", f"{job_in_root}/caffe2_job.py", job_in_root])
-        rc, timed_out, stderr = _run_child(argv, env, timeout, job)
-        # "<stage> <step>", e.g. "run RunNetOnce(predict_net)", written by the worker.
-        stage_file = job / "stage"
-        stage_text = stage_file.read_text().strip() if stage_file.exists() else ""
-        stage, _, step = stage_text.partition(" ")
-        stage = stage if stage in ("convert", "run") else "convert"
-        where = f"{stage} ({step})" if step else stage
-        stderr_tail = _tail(stderr)
-
+        rc, timed_out, output = _run_child(argv, env, timeout, job)
         if out_dir is not None:
-            nets = [job / "init_net.pb", job / "predict_net.pb"]
-            if all(p.exists() for p in nets):
-                out_dir = Path(out_dir)
-                out_dir.mkdir(parents=True, exist_ok=True)
-                for p in nets:
-                    shutil.move(str(p), out_dir / p.name)
-
-        if timed_out:
-            detail = f"no result within {timeout:g} s; killed during {where}"
-            return Caffe2Run("timeout", None, None, None, detail, stage, stderr_tail, None)
-        if rc < 0:
-            sig = -rc
-            try:
-                name = signal.Signals(sig).name
-            except ValueError:
-                name = f"signal {sig}"
-            detail = f"Caffe2 worker killed by {name} during {where}"
-            return Caffe2Run("crashed", None, None, None, detail, stage, stderr_tail, sig)
-
-        try:
-            result = json.loads((job / "result.json").read_text())
-        except (OSError, ValueError):
-            detail = _last_meaningful(stderr) or f"Caffe2 worker exited with code {rc} and no result"
-            return Caffe2Run("failed", None, None, None, detail, stage, stderr_tail, None)
-
-        outputs = None
-        if result.get("status") == "passed":
-            outputs = [np.load(job / name, allow_pickle=False) for name in result.get("outputs", [])]
-        detail = result.get("detail") or ""
-        if result.get("status") == "passed" and result.get("notes"):
-            detail = "; ".join(result["notes"])
-        return Caffe2Run(
-            "passed" if result.get("status") == "passed" else "failed",
-            outputs,
-            result.get("convert_seconds"),
-            result.get("run_seconds"),
-            detail,
-            result.get("stage") or stage,
-            stderr_tail,
-            None,
-        )
+            _keep_nets(job, Path(out_dir))
+        return _job_result(job, rc, timed_out, output, timeout)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def _write_job(job: Path, onnx_path: Path, inputs: Mapping[str, Any]) -> Caffe2Run | None:
+    """The model, one ``.npy`` per input, ``job.json`` and the worker into the job dir; a failed
+    run when the model or an input cannot be written."""
+    import numpy as np
+
+    try:
+        shutil.copyfile(onnx_path, job / "model.onnx")
+    except OSError as exc:
+        return Caffe2Run("failed", None, None, None, f"cannot read {onnx_path}: {exc}", "convert", "", None)
+    items = []
+    for i, (name, value) in enumerate(inputs.items()):
+        fname = f"in_{i}.npy"
+        try:
+            np.save(job / fname, np.ascontiguousarray(np.asarray(value)), allow_pickle=False)
+        except (OSError, ValueError, TypeError) as exc:
+            detail = f"cannot pass input {name!r} to Caffe2: {exc}"
+            return Caffe2Run("failed", None, None, None, detail, "run", "", None)
+        items.append({"name": name, "file": fname})
+    (job / "job.json").write_text(json.dumps({"model": "model.onnx", "inputs": items}))
+    shutil.copyfile(Path(__file__).with_name("job.py"), job / "caffe2_job.py")
+    os.chmod(job, 0o755)
+    return None
+
+
+def _keep_nets(job: Path, out_dir: Path) -> None:
+    """Move ``init_net.pb`` and ``predict_net.pb`` out of the job dir when the conversion made both."""
+    nets = [job / "init_net.pb", job / "predict_net.pb"]
+    if all(p.exists() for p in nets):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for p in nets:
+            shutil.move(str(p), out_dir / p.name)
+
+
+def _job_result(job: Path, rc: int, timed_out: bool, output: str, timeout: float) -> Caffe2Run:
+    """How the worker ended, from its exit, its output and the ``stage``/``result.json`` it left."""
+    import numpy as np
+
+    # "<stage> <step>", e.g. "run RunNetOnce(predict_net)", written by the worker.
+    stage_file = job / "stage"
+    stage, _, step = (stage_file.read_text().strip() if stage_file.exists() else "").partition(" ")
+    stage = stage if stage in ("convert", "run") else "convert"
+    where = f"{stage} ({step})" if step else stage
+    stderr_tail = _tail(output)
+    if timed_out:
+        detail = f"no result within {timeout:g} s; killed during {where}"
+        return Caffe2Run("timeout", None, None, None, detail, stage, stderr_tail, None)
+    if rc < 0:
+        detail = f"Caffe2 worker killed by {signal_name(-rc)} during {where}"
+        return Caffe2Run("crashed", None, None, None, detail, stage, stderr_tail, -rc)
+    result = read_json(job / "result.json")
+    if not result:
+        detail = _last_meaningful(output) or f"Caffe2 worker exited with code {rc} and no result"
+        return Caffe2Run("failed", None, None, None, detail, stage, stderr_tail, None)
+    passed = result.get("status") == "passed"
+    outputs = [np.load(job / name, allow_pickle=False) for name in result.get("outputs", [])] if passed else None
+    detail = "; ".join(result["notes"]) if passed and result.get("notes") else result.get("detail") or ""
+    return Caffe2Run("passed" if passed else "failed", outputs, result.get("convert_seconds"),
+                     result.get("run_seconds"), detail, result.get("stage") or stage, stderr_tail, None)
 
 
 def _run_child(argv: list[str], env: Mapping[str, str], timeout: float, job: Path) -> tuple[int, bool, str]:
