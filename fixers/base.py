@@ -6,33 +6,83 @@ is) or a :class:`Decline` (why not). :func:`apply_edits` turns chosen edits into
 text with a libcst transformer, so comments and formatting outside the rewritten expressions
 stay byte for byte.
 
-Safety, in the user's words:
-
-- ``safe``: the rewrite computes the same thing for every input (bit-identical for MC1xx,
-  identical to float rounding otherwise) and the exported graph is not tied to one input size.
-  ``--fix`` applies these.
-- ``unsafe``: the rewrite is exact only for the configured input shape(s), or the exported
-  graph is specialised to the traced input size. Only ``--unsafe-fixes`` applies these.
-
-``proven`` says that the equality holds by construction (a lambda becomes a function with the
-same body), so the fix may be applied without a model to verify it on (``--static-only``).
+How far an edit may be trusted is two typed facts, after ruff's ``Applicability``:
+:class:`Applicability` (may ``--fix`` apply it, or only ``--unsafe-fixes``, or neither) and
+:class:`Exactness` (how the edit is known to compute what the code computed before, and so what
+checking it on a model must show).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import libcst as cst
 from modelcheck.static.source import SourceFile, names_read, walk
 
-SAFE = "safe"
-UNSAFE = "unsafe"
 
-#: verification tolerance per kind of edit: bit-identical, or equal to float rounding
-BITWISE = "bitwise"
-NUMERIC = "numeric"
+@functools.total_ordering
+class _Ranked(Enum):
+    """Members ordered as declared, weakest first, so ``a < b`` reads "a is weaker than b"."""
+
+    def __lt__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        names = type(self)._member_names_
+        return names.index(self.name) < names.index(other.name)  # type: ignore[attr-defined]
+
+
+class Applicability(_Ranked):
+    """Which flag applies an edit, ordered ``DISPLAY_ONLY < UNSAFE < SAFE`` (ruff's levels).
+
+    The value is what ``--format json`` writes in a fix record's ``safety``.
+    """
+
+    #: shown in the report, never written: the rewrite is a suggestion to apply by hand
+    DISPLAY_ONLY = "display-only"
+    #: exact only for the configured input shape(s), or the exported graph is tied to the traced
+    #: input size: only ``--fix --unsafe-fixes`` applies it
+    UNSAFE = "unsafe"
+    #: computes the same for every input, and the exported graph is not tied to one input size:
+    #: ``--fix`` applies it
+    SAFE = "safe"
+
+    @classmethod
+    def least(cls, *, unsafe_fixes: bool) -> Applicability:
+        """The least applicability an edit needs to be applied under these flags."""
+        return cls.UNSAFE if unsafe_fixes else cls.SAFE
+
+
+class Exactness(_Ranked):
+    """How an edit is known to keep the model's outputs, ordered weakest first.
+
+    Only ``BY_CONSTRUCTION`` edits apply without a model to check them on (``--static-only``);
+    the others wait for one. The value of :attr:`check` is what the ``verify_fix`` job compares
+    with (``"bitwise"`` or ``"numeric"``).
+    """
+
+    #: a model must give outputs equal to float rounding (``1e-6`` relative): a rewrite that
+    #: sums in another order, such as the exact bilinear upsampling
+    NUMERIC = "numeric"
+    #: a model must give bit-identical outputs: the rewrite is exact, but only for what a run shows
+    #: (the input sizes a pool received)
+    BITWISE = "bitwise"
+    #: the same computation by construction (a lambda becomes a ``def`` with its body): applies
+    #: without a model; where a model is built from the file, it is still checked bit for bit
+    BY_CONSTRUCTION = "by-construction"
+
+    @property
+    def needs_model(self) -> bool:
+        return self is not Exactness.BY_CONSTRUCTION
+
+    @property
+    def check(self) -> Exactness:
+        """What a model run must show for this edit: ``BITWISE`` or ``NUMERIC``."""
+        return Exactness.NUMERIC if self is Exactness.NUMERIC else Exactness.BITWISE
+
 
 Rewrite = Callable[[cst.CSTNode], cst.CSTNode]
 
@@ -58,9 +108,8 @@ class Edit:
     code: str
     line: int
     summary: str  # what changes, for the report: "lambda x: x -> _identity"
-    safety: str = SAFE
-    exactness: str = BITWISE
-    proven: bool = False
+    applicability: Applicability = Applicability.SAFE
+    exactness: Exactness = Exactness.BITWISE
     reason: str = ""  # why it is unsafe, or what it assumes
     rewrites: tuple[tuple[int, Rewrite], ...] = ()
     helpers: tuple[Helper, ...] = ()

@@ -60,11 +60,11 @@ from libcst.metadata import (
 )
 from modelcheck.findings import Finding
 from modelcheck.fixers.base import (
-    BITWISE,
-    SAFE,
+    Applicability,
     Decision,
     Decline,
     Edit,
+    Exactness,
     FixContext,
     Helper,
     Names,
@@ -76,6 +76,10 @@ from modelcheck.rules import pickling
 from modelcheck.static.source import SourceFile, dotted_name, names_read
 
 CODES = ("MC101",)
+#: verification order: each fixer's edits are checked as one group, in this order
+ORDER = 1
+#: its edits change the exported graph, so the fixed model's smoke test must pass too
+CHANGES_EXPORT = False
 
 #: ``lambda a, b: a OP b`` → the ``operator`` function that is exactly ``a OP b``
 _OPERATORS: dict[type, str] = {
@@ -117,7 +121,7 @@ def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Na
         if operator_name and module_name_usable(source, "operator"):
             replacement = cst.Attribute(cst.Name("operator"), cst.Name(operator_name))
             return Edit(
-                "MC101", line, f"{text} -> operator.{operator_name}", SAFE, BITWISE, proven=True,
+                "MC101", line, f"{text} -> operator.{operator_name}", Applicability.SAFE, Exactness.BY_CONSTRUCTION,
                 rewrites=((id(node), replace_with(replacement)),), imports=("operator",), anchors=(node,),
             )
     base = _name_for(node, line)
@@ -127,7 +131,7 @@ def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Na
     helper = Helper(key, name, lambda: _function_code(node, lifted["body"], name, text, captured))
     if not captured:
         return Edit(
-            "MC101", line, f"{text} -> {name}", SAFE, BITWISE, proven=True,
+            "MC101", line, f"{text} -> {name}", Applicability.SAFE, Exactness.BY_CONSTRUCTION,
             rewrites=((id(node), _lift(lifted, cst.Name(name))),), helpers=(helper,), anchors=(node,),
         )
     if not module_name_usable(source, "functools"):
@@ -135,7 +139,7 @@ def _plan_one(source: SourceFile, node: cst.Lambda, line: int, scopes, names: Na
     args = ", ".join(f"{var}={var}" for var in captured)
     replacement = cst.parse_expression(f"functools.partial({name}, {args})")
     return Edit(
-        "MC101", line, f"{text} -> functools.partial({name}, {args})", SAFE, BITWISE, proven=True,
+        "MC101", line, f"{text} -> functools.partial({name}, {args})", Applicability.SAFE, Exactness.BY_CONSTRUCTION,
         reason=f"the local variable(s) {', '.join(captured)} are passed in when the module is built; "
                "they are never rebound afterwards, so the lambda saw the same values",
         rewrites=((id(node), _lift(lifted, replacement)),), helpers=(helper,), imports=("functools",),

@@ -41,12 +41,11 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Finding
 from modelcheck.fixers.base import (
-    BITWISE,
-    SAFE,
-    UNSAFE,
+    Applicability,
     Decision,
     Decline,
     Edit,
+    Exactness,
     FixContext,
     Names,
     code_of,
@@ -56,6 +55,10 @@ from modelcheck.rules import pooling
 from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments
 
 CODES = ("MC301",)
+#: verification order: each fixer's edits are checked as one group, in this order
+ORDER = 2
+#: its edits change the exported graph, so the fixed model's smoke test must pass too
+CHANGES_EXPORT = True
 _DIMS = re.compile(r"(?:[Pp]ool|_pool)([123])d")
 
 
@@ -139,13 +142,15 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
     shapes = _seen_shapes(source, line, context, dims)
 
     if all(never_matters(*args) for args in zip(kernel, stride, padding, dilation, strict=True)):
-        return _flip(call, api, line, SAFE, "ceil_mode has no effect for any input size here (stride 1, or a "
-                     "kernel span within the padding)", "ceil_mode=True -> ceil_mode=False (no effect at any size)")
+        return _flip(call, api, line, Applicability.SAFE,
+                     "ceil_mode has no effect for any input size here (stride 1, or a kernel span within the padding)",
+                     "ceil_mode=True -> ceil_mode=False (no effect at any size)")
     if not is_max:
         if values["divisor_override"] not in (None,):
             return Decline("MC301", line, "average pool with divisor_override: not rewritten")
         if shapes and all(_no_effect(shape, kernel, stride, padding, dilation) for shape in shapes):
-            return _flip(call, api, line, UNSAFE, "ceil_mode has no effect at the input size(s) seen for the "
+            return _flip(call, api, line, Applicability.UNSAFE,
+                         "ceil_mode has no effect at the input size(s) seen for the "
                          f"configured input ({_shapes_text(shapes)}), but does at others",
                          "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
         return Decline("MC301", line, "average pooling divides by the positions a window covers inside the "
@@ -156,7 +161,7 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
                                       "cannot convert; export the caffe2 target at opset 9 (the default)")
     if all(always_exact(*args) for args in zip(kernel, stride, padding, dilation, strict=True)):
         extra = tuple(s - 1 for s in stride)
-        return _pad_edit(source, call, api, dims, extra, line, SAFE, "",
+        return _pad_edit(source, call, api, dims, extra, line, Applicability.SAFE, "",
                          f"pad right/bottom by {extra} with -inf, then ceil_mode=False (exact for every size)")
     if not shapes:
         return Decline("MC301", line, "the padding that reproduces ceil_mode depends on the input size here, "
@@ -168,10 +173,11 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
         return Decline("MC301", line, f"the input sizes seen ({_shapes_text(shapes)}) need different paddings")
     (extra,) = per_shape
     if not any(extra):
-        return _flip(call, api, line, UNSAFE, "ceil_mode has no effect at the input size(s) seen for the configured "
+        return _flip(call, api, line, Applicability.UNSAFE,
+                     "ceil_mode has no effect at the input size(s) seen for the configured "
                      f"input ({_shapes_text(shapes)}), but does at others",
                      "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
-    return _pad_edit(source, call, api, dims, extra, line, UNSAFE,
+    return _pad_edit(source, call, api, dims, extra, line, Applicability.UNSAFE,
                      f"the padding is computed for the input size(s) seen ({_shapes_text(shapes)})",
                      f"pad right/bottom by {extra} with -inf, then ceil_mode=False (exact at the configured size)")
 
@@ -214,15 +220,22 @@ def _ceil_position(call: cst.Call, api: str) -> int | None:
     return None
 
 
-def _flip(call: cst.Call, api: str, line: int, safety: str, reason: str, summary: str) -> Edit:
+def _flip(call: cst.Call, api: str, line: int, applicability: Applicability, reason: str,
+          summary: str) -> Edit:
     position = _ceil_position(call, api)
 
     def rewrite(node: cst.CSTNode) -> cst.CSTNode:
         assert isinstance(node, cst.Call)
         return _set_ceil(node, position)
 
-    return Edit("MC301", line, summary, safety, BITWISE, proven=safety == SAFE, reason=reason,
+    return Edit("MC301", line, summary, applicability, _exactness(applicability), reason=reason,
                 rewrites=((id(call), rewrite),), anchors=(call,))
+
+
+def _exactness(applicability: Applicability) -> Exactness:
+    """A safe pool rewrite is exact for every size by the shape arithmetic; an unsafe one only
+    for the sizes a model run showed, so a model must confirm it bit for bit."""
+    return Exactness.BY_CONSTRUCTION if applicability is Applicability.SAFE else Exactness.BITWISE
 
 
 def _prefix(source: SourceFile, call: cst.Call, module: str) -> str | None:
@@ -235,7 +248,7 @@ def _prefix(source: SourceFile, call: cst.Call, module: str) -> str | None:
 
 
 def _pad_edit(source: SourceFile, call: cst.Call, api: str, dims: int, extra: tuple[int, ...], line: int,
-              safety: str, reason: str, summary: str) -> Decision:
+              applicability: Applicability, reason: str, summary: str) -> Decision:
     pads = ", ".join(f"0, {e}" for e in reversed(extra))  # F.pad order: last dimension first
     position = _ceil_position(call, api)
     functional = not api.rsplit(".", 1)[-1][:1].isupper()
@@ -260,7 +273,7 @@ def _pad_edit(source: SourceFile, call: cst.Call, api: str, dims: int, extra: tu
             return _set_ceil(node.with_changes(args=args), position)
 
         imports = ("torch",) if prefix == "torch.nn.functional" else ()
-        return Edit("MC301", line, summary, safety, BITWISE, proven=safety == SAFE, reason=reason,
+        return Edit("MC301", line, summary, applicability, _exactness(applicability), reason=reason,
                     rewrites=((id(call), rewrite),), imports=imports, anchors=(call,))
     prefix = _prefix(source, call, "torch.nn")
     if prefix is None:
@@ -276,5 +289,5 @@ def _pad_edit(source: SourceFile, call: cst.Call, api: str, dims: int, extra: tu
         return wrapper.with_changes(args=args, lpar=node.lpar, rpar=node.rpar)
 
     imports = ("torch",) if prefix == "torch.nn" else ()
-    return Edit("MC301", line, summary, safety, BITWISE, proven=safety == SAFE, reason=reason,
+    return Edit("MC301", line, summary, applicability, _exactness(applicability), reason=reason,
                 rewrites=((id(call), rewrite_module),), imports=imports, anchors=(call,))

@@ -33,16 +33,31 @@ After::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 
 import libcst as cst
 from modelcheck.findings import Finding
-from modelcheck.fixers.base import BITWISE, SAFE, Decision, Decline, Edit, FixContext, Names, apply_edits, code_of
+from modelcheck.fixers.base import (
+    Applicability,
+    Decision,
+    Decline,
+    Edit,
+    Exactness,
+    FixContext,
+    Names,
+    apply_edits,
+    code_of,
+)
 from modelcheck.rules import porting
 from modelcheck.static.source import SourceFile, dotted_name, walk
 
 CODES = ("MC401", "MC402", "MC403", "MC404", "MC405")
+#: verification order (first: the other fixers' models may not even build without it)
+ORDER = 0
+#: its edits change the exported graph, so the fixed model's smoke test must pass too
+CHANGES_EXPORT = False
 _CODE_OF = {rule.kind: rule.code for rule in porting.RULES}  # type: ignore[attr-defined]
 
 
@@ -107,7 +122,7 @@ def _why_not(facts: porting.PortFacts) -> str:
 
 
 def _edit(code: str, line: int, summary: str, node: cst.CSTNode, rewrite) -> Edit:
-    return Edit(code, line, summary, SAFE, BITWISE, proven=True,
+    return Edit(code, line, summary, Applicability.SAFE, Exactness.BY_CONSTRUCTION,
                 reason="restores what the code meant under Python 2 and the PyTorch it was written for",
                 rewrites=((id(node), rewrite),), anchors=(node,))
 
@@ -249,8 +264,7 @@ def _import(source: SourceFile, statement: cst.Import | cst.ImportFrom,
 
     edit = _edit(codes[0], line, summary, statement, rewrite)
     if len(codes) > 1:
-        edit = Edit(edit.code, edit.line, edit.summary, edit.safety, edit.exactness, edit.proven, edit.reason,
-                    edit.rewrites, also=tuple(codes[1:]), anchors=edit.anchors)
+        edit = dataclasses.replace(edit, also=tuple(codes[1:]))
     decisions.append(edit)
     return decisions
 
@@ -295,7 +309,8 @@ def port_source(text: str, path: str, *, package: str | None = None) -> tuple[st
         if not _may_need_porting(text, path, relative):
             return text, []
         source = SourceFile.parse(path, text)
-        edits = [d for d in _decisions(source, relative) if isinstance(d, Edit) and d.safety == SAFE]
+        edits = [d for d in _decisions(source, relative) if isinstance(d, Edit)
+                 and d.applicability is Applicability.SAFE]
         if not edits:
             return text, []
         fixed = apply_edits(source, edits)

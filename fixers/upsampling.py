@@ -1,4 +1,4 @@
-"""MC201/MC202 (and MC203, MC205): bilinear upsampling rewritten with operations opset 9 runs.
+"""MC201/MC202 (and MC203): bilinear upsampling rewritten with operations opset 9 runs.
 
 Why: before opset 11, ONNX has only ``Upsample``, whose linear mode is not PyTorch's bilinear
 (measured: a scale-2 bilinear upsample exports without error and differs by 0.88 in ONNX
@@ -46,13 +46,11 @@ from typing import Any
 import libcst as cst
 from modelcheck.findings import Finding
 from modelcheck.fixers.base import (
-    BITWISE,
-    NUMERIC,
-    SAFE,
-    UNSAFE,
+    Applicability,
     Decision,
     Decline,
     Edit,
+    Exactness,
     FixContext,
     Helper,
     Names,
@@ -62,8 +60,11 @@ from modelcheck.fixers.base import (
 from modelcheck.rules import upsampling
 from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments
 
-CODES = ("MC201", "MC202", "MC203", "MC205")
-_BILINEAR_CODES = ("MC201", "MC202", "MC203")
+CODES = ("MC201", "MC202", "MC203")
+#: verification order: each fixer's edits are checked as one group, in this order
+ORDER = 4
+#: its edits change the exported graph, so the fixed model's smoke test must pass too
+CHANGES_EXPORT = True
 HELPER_KEY = "exact-bilinear-upsample"
 
 #: the helper inserted once per file; ``{name}`` is its collision-free name
@@ -128,7 +129,7 @@ class {name}(torch.nn.Module):
 
 
 def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, names: Names) -> list[Decision]:
-    """Edits or Declines for the MC201/MC202/MC203/MC205 findings in ``source``."""
+    """Edits or Declines for the MC201/MC202/MC203 findings in ``source``."""
     codes_at: dict[int, set[str]] = {}
     for finding in findings:
         if finding.code in CODES:
@@ -139,48 +140,8 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
         codes = codes_at.get(line, set())
         if not codes:
             continue
-        if "MC205" in codes:
-            decisions.append(_rename(source, call, line))
-        bilinear = sorted(codes & set(_BILINEAR_CODES))
-        if bilinear:
-            decisions.extend(_bilinear(source, call, facts, line, bilinear, context, names))
+        decisions.extend(_bilinear(source, call, facts, line, sorted(codes), context, names))
     return decisions
-
-
-# ----- MC205: the deprecated aliases ---------------------------------------------------------
-
-_RENAMES = {
-    "torch.nn.functional.upsample": "",
-    "torch.nn.functional.upsample_nearest": 'mode="nearest"',
-    "torch.nn.functional.upsample_bilinear": 'mode="bilinear", align_corners=True',
-}
-
-
-def _rename(source: SourceFile, call: cst.Call, line: int) -> Decision:
-    api = source.resolves_to(call.func, tuple(_RENAMES))
-    if api is None or not isinstance(call.func, cst.Attribute):
-        return Decline("MC205", line, "called through an alias or imported by name; rename it by hand")
-    if any(arg.star for arg in call.args):
-        return Decline("MC205", line, "the call passes *args or **kwargs; rename it by hand")
-    extra = _RENAMES[api]
-
-    def rewrite(node: cst.CSTNode) -> cst.CSTNode:
-        assert isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-        func = node.func.with_changes(attr=cst.Name("interpolate"))
-        args = list(node.args)
-        if extra:
-            added = cst.parse_expression(f"f(_, {extra})")
-            assert isinstance(added, cst.Call)
-            if args:
-                args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-            args.extend(added.args[1:])
-        return node.with_changes(func=func, args=args)
-
-    short = api.rsplit(".", 1)[-1]
-    summary = f"F.{short}(...) -> F.interpolate(...{', ' + extra if extra else ''})"
-    return Edit("MC205", line, summary, SAFE, BITWISE, proven=True,
-                reason=f"F.{short} calls F.interpolate with exactly these arguments",
-                rewrites=((id(call), rewrite),), anchors=(call,))
 
 
 # ----- MC201/MC202/MC203: bilinear upsampling -------------------------------------------------
@@ -228,10 +189,10 @@ def _bilinear(source: SourceFile, call: cst.Call, facts: Any, line: int, codes: 
     scale = source.value(scale_expr) if scale_expr is not None else None
     exact_everywhere = size_expr is None and not align and _powers_of_two(scale)
     if exact_everywhere:
-        safety, reason = SAFE, ""
+        applicability, reason = Applicability.SAFE, ""
         how = "a fixed-kernel transposed convolution (exact for every input size)"
     else:
-        safety = UNSAFE
+        applicability = Applicability.UNSAFE
         if align:
             why = "align_corners=True samples at (in-1)/(out-1), which depends on the input size"
         elif size_expr is not None:
@@ -262,7 +223,7 @@ def _bilinear(source: SourceFile, call: cst.Call, facts: Any, line: int, codes: 
 
     summary = f"{code_of(call.func).strip()}(..., bilinear, align_corners={align}) -> {name}: {how}"
     first, *others = codes
-    return [Edit(first, line, summary, safety, NUMERIC, proven=False, reason=reason,
+    return [Edit(first, line, summary, applicability, Exactness.NUMERIC, reason=reason,
                  rewrites=((id(call), rewrite),), helpers=(helper,), imports=("torch", "warnings"),
                  also=tuple(others), anchors=(call,))]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import tomllib
 from modelcheck.findings import Severity
+from modelcheck.smoke.stages import ATOL, RTOL
 from modelcheck.targets import EXPORTERS, TARGET_NAMES
 
 FAIL_ON = (*(severity.value for severity in Severity), "never")
@@ -47,8 +48,9 @@ class Config:
     #: ``module:make_inputs`` or ``path/file.py:make_inputs``: a callable giving the example inputs
     inputs: str | None = None
     timeout: float = 120.0
-    atol: float = 1e-4
-    rtol: float = 1e-3
+    #: outputs match when max|diff| <= atol + rtol * max|PyTorch value| (per output; calibrated defaults)
+    atol: float = ATOL
+    rtol: float = RTOL
     root: Path | None = None  # the folder holding the pyproject.toml used
 
     def __post_init__(self) -> None:

@@ -8,7 +8,41 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelcheck.fix.records import FixRecord
+
+
+class TextEnum(str, Enum):
+    """A ``str`` enum that prints and formats as its value (``f"{status}"`` is ``passed``), so it
+    still compares equal to, and reads like, the strings other code and the JSON use."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Evidence(TextEnum):
+    """What saw a finding: the static pass, the dynamic pass (tracing), or both on the same construct."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+    BOTH = "both"
+
+
+class StageStatus(TextEnum):
+    """How one smoke-test stage ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # raised an error (export refused, conversion failed)
+    MISMATCH = "mismatch"  # ran, but outputs differ from PyTorch beyond atol/rtol (or in shape)
+    CRASHED = "crashed"  # the child died (a segfault, an abort)
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"  # not run: an earlier stage failed, or the runtime is missing
+
+    @property
+    def bad(self) -> bool:
+        return self in (StageStatus.FAILED, StageStatus.MISMATCH, StageStatus.CRASHED, StageStatus.TIMEOUT)
 
 
 class Severity(str, Enum):
@@ -51,12 +85,16 @@ class Finding:
     severity: Severity
     location: Location
     fixable: bool = False
-    evidence: str = "static"  # "static" | "dynamic" | "both"
+    evidence: Evidence = Evidence.STATIC
     model: str | None = None
     module_path: str | None = None
     source_line: str | None = None
     #: False when a value the claim depends on was not known ("may ..."); tracing can settle it
     certain: bool = True
+
+    def __post_init__(self) -> None:
+        if type(self.evidence) is not Evidence:  # "dynamic" from a caller that spells it as text
+            object.__setattr__(self, "evidence", Evidence(self.evidence))
 
     def to_json(self) -> dict[str, Any]:
         loc = self.location
@@ -70,7 +108,7 @@ class Finding:
             "severity": self.severity.value,
             "message": self.message,
             "fixable": self.fixable,
-            "evidence": self.evidence,
+            "evidence": self.evidence.value,
             "model": self.model,
             "module_path": self.module_path,
             "certain": self.certain,
@@ -88,7 +126,7 @@ class Finding:
                 data.get("end_line"), data.get("end_column"),
             ),
             fixable=data.get("fixable", False),
-            evidence=data.get("evidence", "dynamic"),
+            evidence=Evidence(data.get("evidence", Evidence.DYNAMIC)),
             model=data.get("model"),
             module_path=data.get("module_path"),
             certain=data.get("certain", True),
@@ -98,30 +136,33 @@ class Finding:
         return replace(self, **changes)
 
 
-STAGE_STATUSES = ("passed", "failed", "mismatch", "crashed", "timeout", "skipped")
-BAD_STATUSES = frozenset({"failed", "mismatch", "crashed", "timeout"})
-
-
 @dataclass(frozen=True)
 class StageResult:
     """The outcome of one smoke-test stage (export, onnx_check, onnxruntime, caffe2) of a model."""
 
     model: str
     name: str
-    status: str  # one of STAGE_STATUSES
+    status: StageStatus
     seconds: float | None = None
     max_abs_diff: float | None = None
     max_rel_diff: float | None = None
     detail: str = ""
     predicted_by: tuple[str, ...] = ()
     location: Location | None = None
+    #: max |PyTorch value| of the output ``max_rel_diff`` is relative to (the output judged worst)
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.status) is not StageStatus:  # "passed" from a caller that spells it as text
+            object.__setattr__(self, "status", StageStatus(self.status))
 
     @property
     def bad(self) -> bool:
-        return self.status in BAD_STATUSES
+        return self.status.bad
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["status"] = self.status.value
         data["predicted_by"] = list(self.predicted_by)
         data["location"] = asdict(self.location) if self.location else None
         return data
@@ -130,11 +171,11 @@ class StageResult:
     def from_json(cls, data: dict[str, Any]) -> StageResult:
         loc = data.get("location")
         return cls(
-            model=data["model"], name=data["name"], status=data["status"],
+            model=data["model"], name=data["name"], status=StageStatus(data["status"]),
             seconds=data.get("seconds"), max_abs_diff=data.get("max_abs_diff"),
             max_rel_diff=data.get("max_rel_diff"), detail=data.get("detail", ""),
             predicted_by=tuple(data.get("predicted_by", ())),
-            location=Location(**loc) if loc else None,
+            location=Location(**loc) if loc else None, scale=data.get("scale"),
         )
 
 
@@ -193,7 +234,7 @@ class Report:
     models: list[ModelResult] = field(default_factory=list)
     files_checked: int = 0
     also_checked: list[str] = field(default_factory=list)  # files the dynamic pass led to (counted above)
-    fixes: list[dict[str, Any]] = field(default_factory=list)  # one record per fix (modelcheck.fix.run)
+    fixes: list[FixRecord] = field(default_factory=list)  # one record per fix (modelcheck.fix.records)
     diff: str = ""  # --diff: the unified diff --fix would write
 
     @property

@@ -1,18 +1,28 @@
-"""The rule families. Adding a family: a module with RULES, TRIGGER and extract(), listed here."""
+"""The rule families, found from their modules: a module here that defines ``FAMILY`` is one.
+
+Adding a family is adding a module (see docs/ARCHITECTURE.md, "Adding a rule family"); nothing
+here lists them.
+"""
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from modelcheck.rules import pickling, pooling, porting, upsampling
+from modelcheck.findings import Severity
 from modelcheck.rules.base import Rule
+from modelcheck.rules.family import Family, discover_families
 
-FAMILIES: tuple[ModuleType, ...] = (pickling, upsampling, pooling, porting)
+FAMILIES: tuple[Family, ...] = discover_families()
 
-ALL_RULES: tuple[Rule, ...] = tuple(rule for family in FAMILIES for rule in family.RULES)
+ALL_RULES: tuple[Rule, ...] = tuple(rule for family in FAMILIES for rule in family.rules)
 
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in ALL_RULES}
+
+FAMILY_OF_CODE: dict[str, Family] = {rule.code: family for family in FAMILIES for rule in family.rules}
 
 #: codes that are not rules of a family but still appear in reports
 SYNTAX_ERROR = "MC000"
 PSEUDO_CODES = {SYNTAX_ERROR: "the file could not be parsed"}
+
+
+def codes_predicting(stage: str, status: str) -> dict[str, Severity]:
+    """Rule code → the least severity at which its finding predicts ``stage`` ending ``status``."""
+    return {rule.code: least for rule in ALL_RULES for (s, st, least) in rule.predicts if (s, st) == (stage, status)}

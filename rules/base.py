@@ -8,9 +8,10 @@ evidence therefore go through the very same rule, and merge on the same code.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from modelcheck.findings import Severity
 from modelcheck.targets import Target
@@ -32,13 +33,22 @@ class Match:
     at_most: Severity | None = None
 
 
+#: The sections of a rule's docstring, in this order (ruff's): the one place a rule is documented.
+#: ``## Example`` and ``Use instead:`` are not written there: :meth:`Rule.markdown` renders them
+#: from ``bad_example`` and ``good_example``, which the tests run, so every documented example is
+#: a checked one. ``--explain``, SARIF rule help and docs/rules.md all print :meth:`Rule.markdown`.
+DOC_SECTIONS = ("What it does", "Why is this bad?", "Fix safety")
+
+
 class Rule:
-    """One finding code. Subclasses fill in the documentation and the two methods."""
+    """One finding code. A subclass documents itself in its docstring (:data:`DOC_SECTIONS`),
+    gives its examples and a one-line summary, and implements the two methods."""
 
     code: ClassVar[str]
     name: ClassVar[str]
+    #: one line, for rule tables and SARIF's shortDescription
     summary: ClassVar[str]
-    rationale: ClassVar[str]
+    #: code the rule flags (``## Example``) and the same code written so it does not (``Use instead:``)
     bad_example: ClassVar[str]
     good_example: ClassVar[str]
     #: the target (``name`` or ``name@opset``) at which bad_example must fire and good_example not
@@ -51,6 +61,9 @@ class Rule:
     #: the construct breaks when its file is imported (an import Python 3 cannot resolve), so a
     #: model that imported the file has it even where no function of the model ran it
     import_time: ClassVar[bool] = False
+    #: (stage, status, least severity): a finding of this rule at that severity or above predicts the
+    #: smoke test's stage ending so (``("caffe2", "mismatch", WARNING)``); measured in docs/evidence.md
+    predicts: ClassVar[tuple[tuple[str, str, Severity], ...]] = ()
 
     def verdict(self, target: Target) -> Severity | None:
         """How bad the construct is for ``target``; None means harmless there."""
@@ -60,32 +73,43 @@ class Rule:
         """Does this construct (described by ``facts``) have the problem?"""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, str]:
-        return {
-            "code": self.code,
-            "name": self.name,
-            "summary": self.summary,
-            "rationale": self.rationale,
-            "bad_example": self.bad_example,
-            "good_example": self.good_example,
-        }
+    @classmethod
+    def doc(cls) -> dict[str, str]:
+        """The docstring's sections by heading (:data:`DOC_SECTIONS`, in order), each as markdown.
 
+        Raises ValueError when a section is missing, empty, out of order or unknown, so a rule
+        cannot ship half documented (tests/test_rule_examples.py reads every rule's).
+        """
+        sections: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+            if line.startswith("## "):
+                current = sections.setdefault(line[3:].strip(), [])
+            elif current is not None:
+                current.append(line)
+            elif line.strip():
+                raise ValueError(f"{cls.__name__}: text before the first section: {line!r}")
+        doc = {heading: "\n".join(lines).strip() for heading, lines in sections.items()}
+        if tuple(doc) != DOC_SECTIONS or not all(doc.values()):
+            raise ValueError(f"{cls.__name__}: the docstring's sections are {list(doc)}, not {list(DOC_SECTIONS)} "
+                             "(each with text)")
+        return doc
 
-class Family(Protocol):
-    """A rule family module: the rules plus a static extractor of (node, facts) pairs.
-
-    ``TRIGGER`` is a compiled regex that the static pre-screen runs on code with strings and
-    comments masked out: a function (or module-level statement) with no match cannot hold a
-    finding of the family, so libcst never parses it. A family may also set ``NESTED_DEFS =
-    True``: defs and classes nested in functions are then hot too (MC102/MC103 have no word to
-    match). Keep triggers a superset of what ``extract`` can report, and starting with a
-    literal where possible (``\\blambda\\b`` scans 50x slower than ``lambda(?<!\\wlambda)``).
-    """
-
-    RULES: tuple[Rule, ...]
-    TRIGGER: Any  # compiled regex, see above
-
-    def extract(self, source: Any) -> Iterable[tuple[Any, Any]]: ...
+    def markdown(self) -> str:
+        """The rule's documentation: title, summary, then ruff's sections with the examples."""
+        doc = self.doc()
+        where = ""
+        if self.example_target != "caffe2":
+            name, _, opset = self.example_target.partition("@")
+            where = f"At `--target {name}" + (f" --opset {opset}" if opset else "") + "`:\n"
+        return (
+            f"# {self.code} {self.name}\n\n{self.summary}\n\n"
+            f"## What it does\n{doc['What it does']}\n\n"
+            f"## Why is this bad?\n{doc['Why is this bad?']}\n\n"
+            f"## Example\n{where}```python\n{self.bad_example.rstrip()}\n```\n\n"
+            f"Use instead:\n```python\n{self.good_example.rstrip()}\n```\n\n"
+            f"## Fix safety\n{doc['Fix safety']}\n"
+        )
 
 
 def matches_for(rules: Iterable[Rule], facts: Any, target: Target) -> Iterator[tuple[Rule, Match, Severity]]:

@@ -15,10 +15,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.static.source import SourceFile, dotted_name, names_read, never_module, walk
+from modelcheck.rules.family import Family
+from modelcheck.static.source import SourceFile, Visitor, cst, dotted_name, names_read, never_module, walk
 from modelcheck.targets import Target
 
 #: A file can only hold a finding if it has a lambda, or a def/class nested in a function
@@ -80,16 +80,30 @@ class _StoredRule(Rule):
 
 
 class LambdaOnModule(_StoredRule):
+    """## What it does
+    Checks for lambdas stored on an `nn.Module`'s module tree: as an attribute
+    (`self.act = lambda x: x`), kept by a module it is passed to (`Lambda(lambda x: x)` in
+    Lua-converted code), inside a container module, or registered as a hook.
+
+    ## Why is this bad?
+    pickle saves a function by its qualified name, and a lambda has none it can be looked up by
+    (`<lambda>`). `torch.save(model)`, `copy.deepcopy(model)` and multiprocessing therefore fail
+    ("Can't pickle <function <lambda>>") on any lambda stored on the module tree, however deep.
+
+    ## Fix safety
+    `--fix` replaces the lambda with a module-level function of the same parameters and body,
+    named by what it does (`_identity`, `_flatten`), or with the `operator` function it spells
+    (`lambda x, y: x + y` becomes `operator.add`); a lambda that reads local variables becomes
+    `functools.partial(_f, var=var)` when none of them is rebound after it. Safe, and exact by
+    construction: the module tree and `state_dict` stay identical, so it applies without a model
+    (`--static-only`, the pre-commit hook); where a model is built from the file, its outputs are
+    still compared bit for bit. Left alone, with the reason: a lambda reading a variable rebound
+    later, a parameter default that is not a literal, `super()`, `yield` or `await` in the body.
+    """
+
     code = "MC101"
     name = "lambda-on-module"
     summary = "a lambda stored on an nn.Module: torch.save(model) cannot pickle it"
-    rationale = (
-        "pickle saves functions by qualified name and a lambda has none it can be found by, so "
-        "torch.save(model), copy.deepcopy and multiprocessing fail on any lambda stored on the "
-        "module tree (Lambda(lambda x: x) in Lua-converted code, self.act = lambda x: x, a "
-        "lambda hook). Fix: a module-level function (modelcheck --fix names it by what it does) "
-        "or an operator.* function; the module tree and state_dict stay identical."
-    )
     bad_example = (
         "import torch.nn as nn\n\n"
         "class Lambda(nn.Module):\n"
@@ -115,15 +129,23 @@ class LambdaOnModule(_StoredRule):
 
 
 class LocalFunctionOnModule(_StoredRule):
+    """## What it does
+    Checks for functions defined inside another function (closures) that are stored on an
+    `nn.Module`'s module tree.
+
+    ## Why is this bad?
+    A nested function's qualified name is like `make.<locals>.act`, which pickle cannot look up,
+    so `torch.save(model)` fails once such a function is stored on the module tree.
+
+    ## Fix safety
+    There is no automatic fix: what the closure reads has to be passed some other way. Define
+    the function at module level and pass what it closed over with `functools.partial` (as in
+    the example) or as module attributes.
+    """
+
     code = "MC102"
     name = "local-function-on-module"
     summary = "a function defined inside a function (a closure) stored on an nn.Module"
-    rationale = (
-        "A function defined inside another function has a qualified name like "
-        "'make.<locals>.act' that pickle cannot look up, so torch.save(model) fails once it is "
-        "stored on the module tree. Fix: define it at module level; pass what it closed over "
-        "with functools.partial or as module attributes."
-    )
     bad_example = (
         "import torch.nn as nn\n\n"
         "class Net(nn.Module):\n"
@@ -145,14 +167,23 @@ class LocalFunctionOnModule(_StoredRule):
 
 
 class LocalClassOnModule(_StoredRule):
+    """## What it does
+    Checks for classes defined inside a function, or instances of them, stored on an
+    `nn.Module`'s module tree.
+
+    ## Why is this bad?
+    pickle saves an object's class by qualified name; a class defined inside a function
+    (`build.<locals>.Block`) cannot be looked up, so `torch.save(model)` fails when such a class
+    or its instance is on the module tree.
+
+    ## Fix safety
+    There is no automatic fix: moving a class changes what its body can see. Define the class at
+    module level.
+    """
+
     code = "MC103"
     name = "local-class-on-module"
     summary = "a class defined inside a function (or its instance) stored on an nn.Module"
-    rationale = (
-        "pickle saves an object's class by qualified name; a class defined inside a function "
-        "('build.<locals>.Block') cannot be looked up, so torch.save(model) fails when such a "
-        "class or its instance is on the module tree. Fix: define the class at module level."
-    )
     bad_example = (
         "import torch.nn as nn\n\n"
         "def build():\n"
@@ -171,15 +202,24 @@ class LocalClassOnModule(_StoredRule):
 
 
 class UnpicklableAttribute(_StoredRule):
+    """## What it does
+    Reports live resources stored on an `nn.Module`'s module tree (open files, locks, threads,
+    generators and other objects pickle refuses), each by its attribute path. Only the dynamic
+    pass sees them: its pickle probe really runs `torch.save(model)` and names every attribute
+    that fails.
+
+    ## Why is this bad?
+    These objects cannot be pickled, so `torch.save(model)` fails when one is stored on the
+    module tree.
+
+    ## Fix safety
+    There is no automatic fix. Keep the resource off the module, or leave it out of the pickled
+    state in `__getstate__`.
+    """
+
     code = "MC104"
     name = "unpicklable-attribute"
     summary = "a live resource (file, lock, generator, ...) stored on an nn.Module"
-    rationale = (
-        "Open files, locks, threads, generators and similar objects cannot be pickled, so "
-        "torch.save(model) fails when one is stored on the module tree. Only the dynamic pass "
-        "sees these (the pickle probe names each by attribute path). Fix: keep them off the "
-        "module, or exclude them in __getstate__."
-    )
     bad_example = (
         "import threading\nimport torch.nn as nn\n\n"
         "class Net(nn.Module):\n"
@@ -208,12 +248,15 @@ RULES: tuple[Rule, ...] = (
 
 # ----- static extraction -----------------------------------------------------------------
 
-_PASS_THROUGH = (
-    cst.Arg, cst.Element, cst.StarredElement, cst.List, cst.Tuple, cst.Set, cst.Dict,
-    cst.DictElement, cst.StarredDictElement, cst.ListComp, cst.SetComp, cst.DictComp,
-    cst.GeneratorExp, cst.IfExp, cst.BooleanOperation, cst.ParenthesizedWhitespace,
-    cst.Subscript, cst.SubscriptElement, cst.Index,
-)
+def _pass_through() -> tuple[type, ...]:
+    """The nodes a stored value passes through on its way up (made per file: libcst is imported
+    only when a libcst extractor runs, see ``static.source.cst``)."""
+    return (
+        cst.Arg, cst.Element, cst.StarredElement, cst.List, cst.Tuple, cst.Set, cst.Dict,
+        cst.DictElement, cst.StarredDictElement, cst.ListComp, cst.SetComp, cst.DictComp,
+        cst.GeneratorExp, cst.IfExp, cst.BooleanOperation, cst.ParenthesizedWhitespace,
+        cst.Subscript, cst.SubscriptElement, cst.Index,
+    )
 
 
 @dataclass
@@ -223,7 +266,7 @@ class _Scope:
     lambda_names: dict[str, cst.Lambda]
 
 
-class _StorageVisitor(cst.CSTVisitor):
+class _StorageVisitor(Visitor):
     """Finds lambdas and local defs that flow into a storing position, keeping a parent stack.
 
     A value is followed upwards through containers (lists, dicts, tuples, ``partial``) until
@@ -237,6 +280,7 @@ class _StorageVisitor(cst.CSTVisitor):
         self.scopes: list[_Scope] = [_Scope(None, {}, {})]
         self.found: list[tuple[cst.CSTNode, StoredObjectFacts]] = []
         self.reported: set[int] = set()
+        self.pass_through = _pass_through()
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
@@ -337,7 +381,7 @@ class _StorageVisitor(cst.CSTVisitor):
             elif isinstance(parent, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
                 if child not in (getattr(parent, "elt", None), getattr(parent, "value", None)):
                     return None
-            elif not isinstance(parent, _PASS_THROUGH):
+            elif not isinstance(parent, self.pass_through):
                 return None
             child = parent
         return None
@@ -446,3 +490,14 @@ def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, StoredObjectFacts
     visitor = _StorageVisitor(source)
     walk(source.module, visitor)
     return iter(visitor.found)
+
+
+def describe(facts: StoredObjectFacts) -> str:
+    """``lambda self.act``: what is stored, for notes."""
+    return f"{facts.kind} {facts.name or ''}".rstrip()
+
+
+FAMILY = Family(
+    name="pickling", rules=RULES, facts_type=StoredObjectFacts, trigger=TRIGGER, extract=extract,
+    describe=describe, nested_defs=NESTED_DEFS,
+)

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts
+from modelcheck.rules.family import Family, bind_call, is_layer, plain
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, cst
 from modelcheck.targets import Target
 
 _MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
@@ -66,19 +66,36 @@ class PoolFacts:
 
 
 class CeilModePooling(Rule):
+    """## What it does
+    Checks for max and average pooling with `ceil_mode=True` (`nn.MaxPool2d`, `nn.AvgPool2d`,
+    `F.max_pool2d`, ... in 1, 2 and 3 dimensions).
+
+    ## Why is this bad?
+    PyTorch rounds the output size up when `ceil_mode=True`. ONNX `MaxPool`/`AveragePool` only
+    carry `ceil_mode` from opset 10, and the Caffe2 backend ignores the attribute: at opset 11,
+    `MaxPool2d(2, 2, ceil_mode=True)` on a 33×33 map gives Caffe2 a 16×16 map instead of 17×17,
+    silently (measured, docs/evidence.md). At opset 9 the exporter emulates `ceil_mode` with
+    extra padding computed for the traced input size, so the exported graph is only right for
+    that size. ONNX Runtime honours `ceil_mode` from opset 10.
+
+    ## Fix safety
+    `--fix` sets `ceil_mode=False`; where that changes the output, it first pads the right and
+    bottom with `-inf` (`nn.ConstantPad2d`, or `F.pad` for a functional call), so the last
+    window covers what PyTorch's rounded-up window covered and `max` gives the same values.
+    Safe, and exact by construction for every input size, when the flag has no effect (stride 1,
+    or a kernel span within the padding) or when the padding is the same for every size (the
+    common `MaxPool2d(2, 2)` and `MaxPool2d(3, 2, 1)`). Unsafe (`--unsafe-fixes`) when the
+    padding, or whether the flag matters, depends on the input size: it is then computed from
+    the sizes a model built from the file received, and that model must confirm the outputs
+    bit for bit. Left alone: average pools where the flag matters (explicit padding would be
+    counted in the average), `return_indices=True`, and the caffe2 target from opset 11, where
+    the exported `Pad` does not convert.
+    """
+
     code = "MC301"
+    predicts = (("caffe2", "mismatch", Severity.ERROR),)
     name = "ceil-mode-pooling"
     summary = "pooling with ceil_mode=True: Caffe2 ignores it from opset 10 (smaller output, no error)"
-    rationale = (
-        "PyTorch rounds the output size up when ceil_mode=True. ONNX MaxPool/AveragePool only "
-        "carry ceil_mode from opset 10, and the Caffe2 backend ignores the attribute: measured "
-        "here, MaxPool2d(2, 2, ceil_mode=True) on a 33×33 map gave Caffe2 a 16×16 map instead of "
-        "17×17 at opset 11 (32×32 instead of 34×34 after upsampling), silently. At opset 9 the "
-        "exporter emulates ceil_mode with extra padding computed for the traced input size, so "
-        "the exported graph is only right for that size. ONNX Runtime honours ceil_mode from "
-        "opset 10. Fix: ceil_mode=False with explicit padding that gives the same output size, "
-        "or an input size for which ceil and floor agree."
-    )
     bad_example = "import torch.nn as nn\npool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)\n"
     good_example = "import torch.nn as nn\npool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=False)\n"
 
@@ -147,3 +164,36 @@ def facts_from_call(
 def extract(source: SourceFile) -> Iterator[tuple[cst.Call, PoolFacts]]:
     """Every pooling call in the file with its facts."""
     return calls_with_facts(source, facts_from_call)
+
+
+def describe(facts: PoolFacts) -> str:
+    """``MaxPool2d(ceil_mode=True)``: the live values the rule decided on."""
+    return f"{facts.api.rsplit('.', 1)[-1]}(ceil_mode={facts.ceil_mode!r})"
+
+
+def layer_facts(module: Any, api: str) -> PoolFacts:
+    """PoolFacts of a built pooling layer."""
+    return PoolFacts(
+        api=api, ceil_mode=bool(module.ceil_mode), kernel_size=plain(module.kernel_size),
+        stride=plain(module.stride), padding=plain(module.padding), dilation=plain(getattr(module, "dilation", 1)),
+    )
+
+
+def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tracing: bool) -> PoolFacts:
+    """PoolFacts of one traced pooling call."""
+    bound = bind_call(SIGNATURES[api], args, kwargs)
+    kernel = plain(bound.get("kernel_size"))
+    stride = plain(bound.get("stride"))
+    return PoolFacts(
+        api=api, ceil_mode=bool(bound.get("ceil_mode", False)), kernel_size=kernel,
+        stride=kernel if stride in (None, ()) else stride, padding=plain(bound.get("padding", 0)),
+        dilation=plain(bound.get("dilation", 1)),
+    )
+
+
+FAMILY = Family(
+    name="pooling", rules=RULES, facts_type=PoolFacts, trigger=TRIGGER, extract=extract, describe=describe,
+    layer_apis=frozenset(api for api in SIGNATURES if is_layer(api)), layer_facts=layer_facts,
+    call_apis=frozenset(api for api in SIGNATURES if not is_layer(api)), call_facts=call_facts,
+    failing_ops=re.compile(r"(?<!global)(?<!adaptive_)(?:max|avg|average|lp)_?pool", re.IGNORECASE),
+)

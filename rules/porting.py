@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.static.source import ReadsVisitor, SourceFile, dotted_name, walk
+from modelcheck.rules.family import Family
+from modelcheck.static.source import ReadsVisitor, SourceFile, Visitor, cst, dotted_name, walk
 from modelcheck.targets import Target
 
 #: syntax only Python 3 has: a file using it was written for Python 3, where `/` always was true
@@ -112,27 +112,35 @@ class _Blocker(Rule):
 
 
 class ImplicitRelativeImport(_Blocker):
+    """## What it does
+    Checks for `import X` and `from X import name` inside a package (a folder with
+    `__init__.py`) where `X` is a sibling module (`X.py`) or package (`X/__init__.py`), in a
+    file with neither `from __future__ import absolute_import` nor Python-3-only syntax
+    (`super()`, `-> T`, `nonlocal`, ...: such a file was written for absolute imports).
+
+    ## Why is this bad?
+    Python 2 resolved `import config` and `from resnext101 import ResNeXt101` to the sibling
+    modules first. Python 3 has absolute imports only: the import raises
+    `ModuleNotFoundError`, or worse, silently imports some other top-level `config`. When a
+    top-level module of that name exists too (the standard library's `logging`, an installed
+    package), Python 3 imports that one, which the code may mean: then it is a warning.
+
+    ## Fix safety
+    `--fix` writes `from . import X` and `from .X import name`, on the same line: the module
+    Python 2 imported. Safe, and exact by construction, so it applies without a model; with one,
+    the check imports the written files without modelcheck's in-memory porting, so a blocker
+    left on disk fails it. Left alone, with the reason: `import X.Y` (it binds the name `X`,
+    which `from . import` cannot spell on one line), a file that is also run as a script
+    (`if __name__ == "__main__":`, where a relative import fails), and a name that a top-level
+    module has too.
+    """
+
     code = "MC401"
     name = "implicit-relative-import"
     kind = RELATIVE_IMPORT
     import_time = True  # a module-level import: it fails when the file is imported
     example_package = ("config", "resnext101")
     summary = "import of a sibling module without a dot: Python 3 looks for a top-level module instead"
-    rationale = (
-        "Inside a package (a folder with __init__.py), Python 2 resolved `import config` and "
-        "`from resnext101 import ResNeXt101` to the sibling modules config.py and resnext101.py "
-        "first. Python 3 has absolute imports only: the import raises ModuleNotFoundError, or "
-        "worse, silently imports some other top-level config.py. Flagged only when the file's "
-        "folder has an __init__.py and a sibling module X.py or package X/__init__.py exists, "
-        "and the file has neither `from __future__ import absolute_import` nor Python-3-only syntax "
-        "(`super()`, `-> T`, `nonlocal`, ...: such a file was written for absolute imports). When a "
-        "top-level X exists too (the standard library's logging, an installed package), Python 3 "
-        "imports that one, which the code may mean: a warning, not rewritten. Fix: `from . import X`, "
-        "`from .X import name` (exact: the module Python 2 imported). `import X.Y` is reported "
-        "but not rewritten (it binds the name X, which `from . import` cannot spell on one line); "
-        "a file that is also run as a script (`if __name__ == \"__main__\":`) is not rewritten "
-        "either, since a relative import fails there."
-    )
     bad_example = "import config\nfrom resnext101 import ResNeXt101\n"
     good_example = "from . import config\nfrom .resnext101 import ResNeXt101\n"
 
@@ -151,24 +159,31 @@ class ImplicitRelativeImport(_Blocker):
 
 
 class TrueDivisionAsSize(_Blocker):
+    """## What it does
+    Checks for `a / b` (or `/=`) whose value reaches, directly or through plain assignments and
+    arithmetic in the same function, an integer argument of an `nn` layer constructor (float
+    parameters such as `p`, `eps`, `momentum` and `scale_factor` excluded), `range()`,
+    `torch.zeros`/`ones`/`empty`/`rand`/`randn` sizes, `.view()`/`.reshape()`/`.expand()` or a
+    subscript. Not flagged inside `int()`, `round()` or `math.floor`/`ceil`, nor when an operand
+    is a float literal (a float was meant).
+
+    ## Why is this bad?
+    In Python 2, `/` on two ints is floor division; in Python 3 it is true division and gives a
+    float: `down_dim = in_dim / 2` makes `128.0`, and `nn.Conv2d(in_dim, down_dim, 1)` then
+    raises `TypeError` in current PyTorch ("empty(): argument 'size' must be tuple of ints"),
+    as do `range()`, `torch.zeros()`, `.view()` and tensor indices given a float.
+
+    ## Fix safety
+    `--fix` writes `//` (and `//=`): Python 2's meaning for int operands. Safe, and exact by
+    construction for the code as it ran under Python 2, so it applies without a model. Left
+    alone, with the reason: a file with `from __future__ import division`, where `/` already was
+    true division under Python 2 and `//` would change its other uses.
+    """
+
     code = "MC402"
     name = "true-division-as-size"
     kind = DIVISION
     summary = "`a / b` reaches a layer size, range() or an index: a float in Python 3, a TypeError in PyTorch"
-    rationale = (
-        "In Python 2, `/` on two ints is floor division; in Python 3 it is true division and "
-        "gives a float: `down_dim = in_dim / 2` makes 128.0, and `nn.Conv2d(in_dim, down_dim, 1)` "
-        "then raises TypeError in current PyTorch (\"empty(): argument 'size' must be tuple of "
-        "ints\"), as do range(), torch.zeros(), .view() and tensor indices given a float. Flagged: "
-        "a `/` (or `/=`) whose value reaches, directly or through plain assignments and "
-        "arithmetic in the same function, an integer argument of an nn layer constructor "
-        "(`nn.X`, `torch.nn.X`, a class imported from torch.nn; float parameters such as p, eps, "
-        "momentum and scale_factor excluded), range()/xrange(), torch.zeros/ones/empty/rand/randn "
-        "sizes, .view()/.reshape()/.expand() arguments or a subscript. Not flagged when wrapped in "
-        "int(), round() or math.floor/ceil, or when an operand is a float literal (a float was "
-        "meant). Fix: `//`, Python 2's meaning for int operands; with float operands the layer "
-        "fails either way."
-    )
     bad_example = ("import torch.nn as nn\n\n\ndef head(in_dim):\n    down_dim = in_dim / 2\n"
                    "    return nn.Conv2d(in_dim, down_dim, kernel_size=1)\n")
     good_example = ("import torch.nn as nn\n\n\ndef head(in_dim):\n    down_dim = in_dim // 2\n"
@@ -187,17 +202,24 @@ PY2_BUILTINS: dict[str, str | None] = {"xrange": "range", "unicode": "str", "lon
 
 
 class Python2Builtin(_Blocker):
+    """## What it does
+    Checks for the Python 2 builtins `xrange`, `unicode`, `long` and `basestring`, unless the
+    file binds the name itself (`xrange = range`, `from six.moves import xrange`).
+
+    ## Why is this bad?
+    They do not exist in Python 3: the code raises `NameError` when it runs (for `xrange` in a
+    layer-building loop, when the model is built).
+
+    ## Fix safety
+    `--fix` writes `range`, `str` and `int`, and `(str, bytes)` for `basestring` inside
+    `isinstance()`/`issubclass()`. Safe, and exact by construction, so it applies without a
+    model. `basestring` elsewhere has no one equivalent: it is reported, not rewritten.
+    """
+
     code = "MC403"
     name = "python2-builtin"
     kind = PY2_NAME
     summary = "xrange, unicode, long or basestring: NameError in Python 3"
-    rationale = (
-        "These builtins do not exist in Python 3: the code raises NameError when it runs (for "
-        "xrange in a layer-building loop, when the model is built). Not flagged when the file "
-        "binds the name itself (`xrange = range`, `from six.moves import xrange`). Fix: xrange → "
-        "range, unicode → str, long → int; basestring → (str, bytes) inside isinstance/issubclass "
-        "only (elsewhere there is no one equivalent, so it is reported, not rewritten)."
-    )
     bad_example = "layers = [2 * i for i in xrange(4)]\n"
     good_example = "layers = [2 * i for i in range(4)]\n"
 
@@ -250,22 +272,30 @@ def removed_entry(module: str, name: str) -> Removed | None:
 
 
 class RemovedApi(_Blocker):
+    """## What it does
+    Checks for imports of torch and torchvision APIs that current releases removed:
+    `torchvision.models.utils` (gone in torchvision 0.11), `torch._six` (`container_abcs` and
+    `int_classes` gone in torch 1.8, the module in torch 2.0) and the `model_urls` dicts of
+    `torchvision.models` (gone in torchvision 0.15, deprecated in 0.13). Imports guarded by
+    `try`/`except ImportError` or a version test are not flagged.
+
+    ## Why is this bad?
+    2018-2020 model code imports these helpers, so the module fails to import (`ImportError`)
+    and the model cannot be built at all.
+
+    ## Fix safety
+    `--fix` writes the exact replacement on the same line where there is one: `from torch.hub
+    import load_state_dict_from_url`, `import collections.abc as container_abcs`,
+    `string_classes = (str, bytes)`, `int_classes = int`, `from torch import inf`. Safe, and
+    exact by construction, so it applies without a model. `model_urls` and whole-module imports
+    have no replacement to import: reported, not rewritten.
+    """
+
     code = "MC404"
     name = "removed-api"
     kind = REMOVED_API
     import_time = True  # a module-level import: it fails when the file is imported
     summary = "imports a torch/torchvision API that current releases removed (torch._six, models.utils, model_urls)"
-    rationale = (
-        "2018-2020 model code imports helpers that later releases removed, so the module fails "
-        "to import: torchvision.models.utils (gone in torchvision 0.11; load_state_dict_from_url "
-        "lives in torch.hub), torch._six (container_abcs and int_classes gone in torch 1.8, the "
-        "module in torch 2.0) and the model_urls dicts of torchvision.models (gone in "
-        "torchvision 0.15, deprecated in 0.13). Fix where exact: `from torch.hub import "
-        "load_state_dict_from_url`, `import collections.abc as container_abcs`, `string_classes "
-        "= (str, bytes)`, `int_classes = int`, `from torch import inf`, on the same line; "
-        "model_urls has no replacement to import and is reported only. Imports guarded by "
-        "try/except ImportError or a version test are not flagged."
-    )
     bad_example = "from torchvision.models.utils import load_state_dict_from_url\n"
     good_example = "from torch.hub import load_state_dict_from_url\n"
 
@@ -279,17 +309,24 @@ DICT_METHODS = {"iteritems": "items", "iterkeys": "keys", "itervalues": "values"
 
 
 class Python2DictMethod(_Blocker):
+    """## What it does
+    Checks for calls of `iteritems()`, `iterkeys()` and `itervalues()`, unless the file defines
+    a method of that name.
+
+    ## Why is this bad?
+    Python 3 dicts have no such methods (nor has pandas 2), so the code raises `AttributeError`
+    when it runs, e.g. when a model is built from a config dict.
+
+    ## Fix safety
+    `--fix` writes `.items()` (and `keys`/`values`) where the call is iterated over (`for`
+    loops, comprehensions, `list()`, `dict()`, `sorted()`, ...), else `iter(d.items())`, which
+    is exactly the old iterator. Safe, and exact by construction, so it applies without a model.
+    """
+
     code = "MC405"
     name = "python2-dict-method"
     kind = DICT_METHOD
     summary = "d.iteritems()/iterkeys()/itervalues(): AttributeError in Python 3"
-    rationale = (
-        "Python 3 dicts have no iteritems, iterkeys or itervalues (nor has pandas 2), so the "
-        "code raises AttributeError when it runs, e.g. when a model is built from a config "
-        "dict. Not flagged when the file defines a method of that name. Fix: `.items()` (and "
-        "keys/values) where the call is iterated over (for loops, comprehensions, list(), "
-        "dict(), sorted(), ...), else `iter(d.items())`, which is exactly the old iterator."
-    )
     bad_example = "def channels(cfg):\n    return {k: v for k, v in cfg.iteritems()}\n"
     good_example = "def channels(cfg):\n    return {k: v for k, v in cfg.items()}\n"
 
@@ -693,7 +730,7 @@ class _Record:
         self.divides = False
 
 
-class _ScopeCollector(cst.CSTVisitor):
+class _ScopeCollector(Visitor):
     """One pass over the module: a record per scope (the module, each function, each class
     body; nested defs and classes are scopes of their own). Names are followed in functions
     only: the static pre-screen keeps module and class bodies only in part."""
@@ -800,10 +837,13 @@ def _short(text: str, limit: int = 60) -> str:
 
 # --- Python 2 names and dict methods (MC403, MC405) -------------------------------------------
 
-_BINDING_FIELDS: dict[type, str] = {
-    cst.AssignTarget: "target", cst.AnnAssign: "target", cst.AugAssign: "target", cst.For: "target",
-    cst.CompFor: "target", cst.NamedExpr: "target", cst.AsName: "name", cst.Global: "names",
-}
+@lru_cache(maxsize=1)
+def _binding_fields() -> dict[type, str]:
+    """Node type → its field that binds names (a function: libcst is imported on first use)."""
+    return {
+        cst.AssignTarget: "target", cst.AnnAssign: "target", cst.AugAssign: "target", cst.For: "target",
+        cst.CompFor: "target", cst.NamedExpr: "target", cst.AsName: "name", cst.Global: "names",
+    }
 
 
 def bound_names(module: cst.Module) -> set[str]:
@@ -826,7 +866,7 @@ def bound_names(module: cst.Module) -> set[str]:
                 bound.add((dotted_name(node.name) or "").split(".")[0])
 
         def on_visit(self, node: cst.CSTNode) -> bool:
-            field = _BINDING_FIELDS.get(type(node))
+            field = _binding_fields().get(type(node))
             if field is not None:
                 target = getattr(node, field)
                 for item in target if isinstance(target, (list, tuple)) else [target]:
@@ -898,3 +938,11 @@ def _contains(expr: cst.CSTNode, node: cst.CSTNode) -> bool:
     if isinstance(expr, cst.Tuple):
         return any(_contains(element.value, node) for element in expr.elements)
     return False
+
+
+def describe(facts: PortFacts) -> str:
+    return f"{facts.kind}: {facts.what}"
+
+
+FAMILY = Family(name="porting", rules=RULES, facts_type=PortFacts, trigger=TRIGGER, extract=extract,
+                describe=describe)

@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import libcst as cst
 from modelcheck.findings import Severity
 from modelcheck.rules.base import Match, Rule
-from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, walk
+from modelcheck.rules.family import Family, bind_call, is_layer, plain
+from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments, calls_with_facts, cst, walk
 from modelcheck.targets import Target
 
 LINEAR_MODES = frozenset({"linear", "bilinear", "bicubic", "trilinear"})
@@ -89,17 +89,35 @@ def _below_11(target: Target, severity: Severity) -> Severity | None:
 
 
 class LinearUpsampleBeforeOpset11(Rule):
+    """## What it does
+    Checks for linear, bilinear, bicubic or trilinear upsampling (`F.interpolate`,
+    `nn.Upsample`, the deprecated `F.upsample`) with `align_corners=False` when the target's
+    opset is below 11.
+
+    ## Why is this bad?
+    Before opset 11 ONNX has only `Upsample`, whose linear mode maps coordinates differently
+    from PyTorch's (`align_corners=False` samples at half-pixel centres). The export raises
+    nothing, yet the runtimes compute something else: a bilinear scale-2 upsample differs from
+    PyTorch by 0.93 in both ONNX Runtime and Caffe2 (measured, docs/evidence.md).
+
+    ## Fix safety
+    For the caffe2 target, `--fix` replaces a bilinear upsample on a 4-D input with
+    `_ExactBilinearUpsample`, a helper class inserted once per file. With a power-of-two
+    `scale_factor` (2, 4, 8) it is a depthwise transposed convolution with the fixed bilinear
+    kernel after repeating the edge pixels: safe, exact for every input size, and so is the
+    exported graph. With another factor or a `size=` it is a matrix product per axis with
+    PyTorch's own weights for the traced input size: unsafe (`--unsafe-fixes`), since the
+    exported graph holds those weights. Either way the result differs from `F.interpolate`
+    only in summation order, so a model built from the file must confirm it (outputs within
+    1e-6): without one it is held back. The `state_dict` does not change. Bicubic, trilinear
+    and modes not known statically are left alone; for `--target onnx`, export at opset 11 or
+    later instead (nothing is rewritten).
+    """
+
     code = "MC201"
+    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING))
     name = "linear-upsample-before-opset-11"
     summary = "linear/bilinear/bicubic upsampling before opset 11 exports but computes something else"
-    rationale = (
-        "Before opset 11 ONNX has only Upsample, whose linear mode uses a different coordinate "
-        "mapping from PyTorch's (align_corners=False uses half-pixel centres). The export raises "
-        "nothing, yet a bilinear scale-2 upsample measured here differs from PyTorch by 0.88 in "
-        "both ONNX Runtime and Caffe2. Fix: a fixed-kernel depthwise ConvTranspose2d that "
-        "reproduces bilinear interpolation exactly (modelcheck --fix), or opset >= 11 with a "
-        "runtime that has Resize (not Caffe2)."
-    )
     bad_example = (
         "import torch.nn.functional as F\n"
         "def up(x):\n    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n"
@@ -119,7 +137,7 @@ class LinearUpsampleBeforeOpset11(Rule):
         if certain:
             return Match(
                 f"{facts.what} before opset 11: ONNX Upsample computes something else than "
-                "PyTorch, silently (measured max diff 0.88 in ONNX Runtime and Caffe2)",
+                "PyTorch, silently (measured max diff 0.93 in ONNX Runtime and Caffe2)",
                 fixable=facts.mode == "bilinear",  # modelcheck.fixers.upsampling: safe or, with a size, unsafe
             )
         return Match(
@@ -130,15 +148,28 @@ class LinearUpsampleBeforeOpset11(Rule):
 
 
 class AlignCornersBeforeOpset11(Rule):
+    """## What it does
+    Checks for bilinear upsampling with `align_corners=True`, including `nn.UpsamplingBilinear2d`
+    and `F.upsample_bilinear`, which imply it, when the target's opset is below 11.
+
+    ## Why is this bad?
+    `torch.onnx` refuses to export it before opset 11 ("Unsupported: ONNX export of operator
+    upsample_bilinear2d, align_corners == True"), so the model does not export at all
+    (measured, docs/evidence.md).
+
+    ## Fix safety
+    For the caffe2 target, `--fix` replaces the upsample with `_ExactBilinearUpsample`, a
+    helper class inserted once per file that multiplies by PyTorch's own interpolation weights
+    along each axis (opset 9 exports a matrix product). Unsafe (`--unsafe-fixes`): the sampling
+    step `(in - 1) / (out - 1)` depends on the input size, so the exported graph holds the
+    weights for the traced size only; PyTorch itself computes the same for every size. A model
+    built from the file must confirm the outputs (within 1e-6); the `state_dict` does not change.
+    """
+
     code = "MC202"
+    predicts = (("export", "failed", Severity.WARNING),)
     name = "align-corners-before-opset-11"
     summary = "align_corners=True upsampling cannot be exported before opset 11"
-    rationale = (
-        "torch.onnx refuses upsample_bilinear2d with align_corners=True before opset 11 "
-        "(\"Unsupported: ONNX export of operator upsample_bilinear2d, align_corners == True\"). "
-        "nn.UpsamplingBilinear2d and F.upsample_bilinear imply align_corners=True. Fix: an exact "
-        "fixed-kernel equivalent (modelcheck --fix), or opset >= 11 where the runtime has Resize."
-    )
     bad_example = "import torch.nn as nn\nup = nn.UpsamplingBilinear2d(scale_factor=2)\n"
     good_example = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='nearest')\n"
 
@@ -165,19 +196,30 @@ class AlignCornersBeforeOpset11(Rule):
 
 
 class ShapeSizedUpsample(Rule):
+    """## What it does
+    Checks for upsampling to a size computed from a tensor's shape (`size=x.size()[2:]`,
+    `x.shape[-2:]`, or a variable holding one) when the target's opset is below 11.
+
+    ## Why is this bad?
+    The exporter turns such a size into scales through shape arithmetic in the graph, and
+    before opset 11 ONNX `Upsample` takes only scales. With a linear mode the runtimes then
+    compute something else than PyTorch, with no error: a bilinear resize from 16×16 to a
+    shape-derived 33×33 at opset 9 differs by 0.80 in ONNX Runtime and 1.48 in Caffe2. With
+    `mode='nearest'` the same graph is exact in both runtimes, so that case is only a note
+    (measured, docs/evidence.md). Use a constant `scale_factor` when the ratio is fixed by the
+    architecture, or opset 11 or later with a runtime that has `Resize`.
+
+    ## Fix safety
+    Rewritten only together with MC201 or MC202 on the same bilinear call, by the same
+    `_ExactBilinearUpsample` helper: unsafe (`--unsafe-fixes`), since with a `size=` the
+    interpolation weights depend on the input size and the exported graph holds them for the
+    traced size. A model built from the file must confirm the outputs (within 1e-6).
+    """
+
     code = "MC203"
+    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING))
     name = "shape-sized-upsample"
     summary = "upsampling to a size computed from a tensor's shape, before opset 11"
-    rationale = (
-        "size=x.size()[2:] (or x.shape[-2:], or a variable holding one) makes the exporter turn "
-        "the size into scales through shape arithmetic in the graph; before opset 11 ONNX "
-        "Upsample takes only scales. With a linear mode the runtimes then drift further from "
-        "PyTorch than with a constant scale: measured here with a bilinear resize at opset 9, "
-        "max diff 0.70 in ONNX Runtime and 1.29 in Caffe2 (1.42 when 16x16 goes to 33x33), no "
-        "error. With mode='nearest' the same graph was measured exact in both runtimes, so that "
-        "case is only a note. Fix: a constant scale_factor when the ratio is fixed by the "
-        "architecture, or opset >= 11 with a runtime that has Resize."
-    )
     bad_example = (
         "import torch.nn.functional as F\n"
         "def fuse(x, y):\n"
@@ -207,13 +249,13 @@ class ShapeSizedUpsample(Rule):
             return Match(
                 f"{facts.what} to a size computed from a tensor's shape: before opset 11 the "
                 "exported shape-derived scales compute something else than PyTorch (measured max "
-                "diff 0.70 in ONNX Runtime, 1.29 in Caffe2)"
+                "diff 0.80 in ONNX Runtime, 1.48 in Caffe2)"
             )
         mode = ", in a mode that may be linear" if facts.linear is UNKNOWN else ""
         return Match(
             f"{facts.what} to a size {_maybe(facts)}computed from a tensor's shape{mode} (not known "
             "statically); before opset 11 a linear resize to a shape-derived size differs from "
-            "PyTorch (measured max diff 0.70 in ONNX Runtime, 1.29 in Caffe2)",
+            "PyTorch (measured max diff 0.80 in ONNX Runtime, 1.48 in Caffe2)",
             certain=False,
         )
 
@@ -223,15 +265,25 @@ def _maybe(facts: UpsampleFacts) -> str:
 
 
 class ResizeInCaffe2(Rule):
+    """## What it does
+    Checks for any upsampling or resize (every mode) when the target is Caffe2 at opset 11 or
+    later.
+
+    ## Why is this bad?
+    From opset 11 `torch.onnx` exports every upsample as `Resize`, and the Caffe2 ONNX backend
+    has no `Resize`: conversion fails, for nearest and bilinear alike (measured,
+    docs/evidence.md).
+
+    ## Fix safety
+    There is no automatic fix: the cure is the export setting. Export the caffe2 target at
+    opset 9 (the default), where nearest upsampling with a constant scale works and `--fix` can
+    make bilinear upsampling exact (MC201), or use a fixed-kernel `nn.ConvTranspose2d`.
+    """
+
     code = "MC204"
+    predicts = (("caffe2", "failed", Severity.WARNING), ("caffe2", "crashed", Severity.WARNING))
     name = "resize-in-caffe2"
     summary = "any resize at opset >= 11 fails to convert to Caffe2 (no Resize operator)"
-    rationale = (
-        "From opset 11 torch.onnx exports every upsample as Resize. The Caffe2 ONNX backend has "
-        "no Resize, so conversion fails (measured for nearest and bilinear alike). Fix: export "
-        "the caffe2 target at opset 9, where nearest upsampling with a constant scale works, and "
-        "make linear upsampling exact with a fixed-kernel ConvTranspose2d (modelcheck --fix)."
-    )
     bad_example = "import torch.nn as nn\nup = nn.Upsample(scale_factor=2, mode='nearest')\n"
     good_example = "import torch.nn as nn\nup = nn.ConvTranspose2d(8, 8, 2, stride=2)\n"
     example_target = "caffe2@11"
@@ -247,14 +299,25 @@ class ResizeInCaffe2(Rule):
 
 
 class DeprecatedUpsample(Rule):
+    """## What it does
+    Checks for the deprecated aliases `F.upsample`, `F.upsample_bilinear` and
+    `F.upsample_nearest`.
+
+    ## Why is this bad?
+    They are deprecated aliases of `F.interpolate` and warn on every call; `upsample_bilinear`
+    silently means `align_corners=True`, which does not export before opset 11 (MC202).
+
+    ## Fix safety
+    `--fix` renames the call to `F.interpolate` and adds the mode and `align_corners` the alias
+    implied (`F.upsample_bilinear(x, ...)` becomes `F.interpolate(x, ..., mode="bilinear",
+    align_corners=True)`). Safe, and exact by construction: the alias calls exactly that, so it
+    applies without a model. Calls through another alias, a name imported by itself, or with
+    `*args`/`**kwargs` are left alone.
+    """
+
     code = "MC205"
     name = "deprecated-upsample"
     summary = "F.upsample, F.upsample_bilinear and F.upsample_nearest are deprecated"
-    rationale = (
-        "These names are deprecated aliases of F.interpolate and warn on every call; "
-        "upsample_bilinear silently means align_corners=True, which does not export before opset "
-        "11. Spell the call as F.interpolate with an explicit mode and align_corners."
-    )
     bad_example = (
         "import torch.nn.functional as F\n"
         "def up(x):\n    return F.upsample_nearest(x, scale_factor=2)\n"
@@ -357,3 +420,46 @@ def facts_from_call(
 def extract(source: SourceFile) -> Iterator[tuple[cst.Call, UpsampleFacts]]:
     """Every upsampling call in the file with its facts."""
     return calls_with_facts(source, facts_from_call)
+
+
+def describe(facts: UpsampleFacts) -> str:
+    """``Upsample(mode='nearest', align_corners=None)``: the live values the rules decided on."""
+    text = facts.what[:-1] + f", align_corners={facts.align_corners!r}"
+    if facts.size_from_shape is True:
+        text += ", size from a tensor's shape"
+    return text + ")"
+
+
+def layer_facts(module: Any, api: str) -> UpsampleFacts:
+    """UpsampleFacts of a built upsampling layer (its size is a constant)."""
+    return UpsampleFacts(api=api, mode=module.mode, align_corners=module.align_corners, size_from_shape=False,
+                         scale_factor=plain(module.scale_factor), size=plain(module.size))
+
+
+def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tracing: bool) -> UpsampleFacts:
+    """UpsampleFacts of one traced call; under tracing a size held as tensors came from a shape."""
+    spec = APIS[api]
+    bound = bind_call(spec.params, args, kwargs)
+    size = bound.get("size")
+    from_shape: Any = False if size is None else _holds_tensor(size) if tracing else UNKNOWN
+    return UpsampleFacts(
+        api=api,
+        mode=spec.mode if spec.mode is not None else bound.get("mode", "nearest"),
+        align_corners=spec.align_corners if spec.mode is not None else bound.get("align_corners"),
+        size_from_shape=from_shape, scale_factor=plain(bound.get("scale_factor")), size=plain(size),
+        deprecated=spec.deprecated,
+    )
+
+
+def _holds_tensor(value: Any) -> bool:
+    if hasattr(value, "dim") and hasattr(value, "numel"):  # a tensor (torch is not imported here)
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_tensor(v) for v in value)
+
+
+FAMILY = Family(
+    name="upsampling", rules=RULES, facts_type=UpsampleFacts, trigger=TRIGGER, extract=extract, describe=describe,
+    layer_apis=frozenset(api for api in APIS if is_layer(api)), layer_facts=layer_facts,
+    call_apis=frozenset(api for api in APIS if not is_layer(api)), call_facts=call_facts,
+    failing_ops=re.compile(r"upsampl|interpolat|resize", re.IGNORECASE),
+)

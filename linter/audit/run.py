@@ -63,6 +63,8 @@ from modelcheck.config import Config
 from modelcheck.findings import Finding, StageResult
 from modelcheck.jobs.run import ChildOutcome, run_job
 from modelcheck.targets import Target, make_target
+from modelcheck.text import one_line
+from modelcheck.text import read_json as _read_json
 
 CACHE_FORMAT = 2  # 2: rows have unreached findings and may be skipped
 #: what a cache entry must match besides the source files' hashes
@@ -473,14 +475,6 @@ def _import_status(error: str) -> str:
     return "network" if "network access to" in error else "import error"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def offline_env(scratch: Path) -> dict[str, str]:
     """No downloads: hubs offline, an empty torch cache, and the socket guard's log file."""
     torch_home = scratch / "torch-home"
@@ -536,7 +530,7 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
     import pkgutil
 
     from modelcheck.models import building
-    from modelcheck.models.specs import ModelSpec, load_module, one_line
+    from modelcheck.models.specs import ModelSpec, load_module
 
     skip = set(payload.get("skip", []))
     progress = Path(payload["progress"])
@@ -615,7 +609,7 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: li
     import inspect
 
     import torch.nn as nn
-    from modelcheck.models.specs import _class_verdict, factory_verdict
+    from modelcheck.models.specs import class_verdict, factory_verdict
 
     module_classes = {n: v for n, v in vars(module).items() if isinstance(v, type)}
     for name, obj in list(vars(module).items()):
@@ -628,7 +622,7 @@ def _candidates(module: Any, where: Callable[[str], dict[str, Any]], entries: li
             kind = "instance"
         elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
             kind, kwargs = "class", offline_kwargs(obj)
-            verdict = _class_verdict(obj)
+            verdict = class_verdict(obj)
         elif inspect.isfunction(obj) and obj.__module__ == module.__name__ and obj.__name__ != "<lambda>":
             kind, kwargs = "factory", offline_kwargs(obj)
             candidate = obj

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelcheck.cli.main import EXIT_OK, Exporter, TargetName, _parse_model_args, apply_flags, fail
+from modelcheck.cli.main import EXIT_OK, Exporter, TargetName, apply_flags, fail, parse_model_args
 from modelcheck.config import ConfigError, find_pyproject, load_config
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
@@ -104,16 +104,16 @@ def audit(
         apply_flags(config, target=target, opset=opset, exporter=exporter, input_shape=input_shape, timeout=timeout,
                     inputs=inputs)
         profile = make_target(config.target, config.opset, config.exporter)
-        kwargs = _parse_model_args(model_args)
+        kwargs = parse_model_args(model_args)
         if jobs is not None and jobs < 1:
             raise ValueError("--jobs must be at least 1")
         if ray_address and executor is not ExecutorName.ray:
             raise ValueError("--ray-address needs --executor ray")
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
-    from modelcheck.cli.main import _require_runtime
+    from modelcheck.cli.main import require_runtime
 
-    _require_runtime()
+    require_runtime()
     if executor is ExecutorName.ray:
         from modelcheck.audit.ray import DEFAULT_MEMORY_MB, ray_available
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from modelcheck import __version__
@@ -22,9 +22,14 @@ from modelcheck.config import (
     parse_inputs_ref,
     parse_shapes,
 )
-from modelcheck.findings import Severity
+from modelcheck.findings import Report, Severity
 from modelcheck.targets import TargetError, make_target
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from modelcheck.pipeline import Options
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -71,40 +76,33 @@ def _split_codes(values: list[str] | None) -> list[str] | None:
 
 
 def _list_rules(console: Console) -> None:
-    from modelcheck.rules import ALL_RULES
-    from modelcheck.targets import make_target as mk
+    """A table on a terminal; in a pipe, ``code<TAB>name<TAB>summary`` lines that nothing cuts."""
+    from modelcheck.report.rule_docs import PROFILES, rule_rows, tab_lines
+
+    if not console.is_terminal:
+        sys.stdout.write(tab_lines())
+        return
     from rich.table import Table
 
-    profiles = [
-        ("caffe2@9", mk("caffe2", 9)),
-        ("caffe2@11", mk("caffe2", 11)),
-        ("onnx@9", mk("onnx", 9)),
-        ("onnx@17", mk("onnx", 17)),
-    ]
-    table = Table(title="modelcheck rules (severity per target@opset; - = harmless there)")
+    table = Table(title="modelcheck rules (severity per target; - = harmless there)")
     table.add_column("code")
     table.add_column("name")
-    for label, _ in profiles:
+    for label, _, _ in PROFILES:
         table.add_column(label)
     table.add_column("summary")
-    for rule in ALL_RULES:
-        verdicts = [(rule.verdict(t).value if rule.verdict(t) else "-") for _, t in profiles]
-        table.add_row(rule.code, rule.name, *verdicts, rule.summary)
+    for row in rule_rows():
+        table.add_row(*row)
     console.print(table)
 
 
 def _explain(code: str, console: Console) -> None:
+    """The rule's documentation as markdown (what docs/rules.md and SARIF help show)."""
     from modelcheck.rules import RULES_BY_CODE
 
     rule = RULES_BY_CODE.get(code.upper())
     if rule is None:
         raise fail(f"unknown rule code {code!r} (see modelcheck --list-rules)")
-    console.print(f"[bold]{rule.code}[/bold] {rule.name}: {rule.summary}\n")
-    console.print(rule.rationale, markup=False)
-    console.print("\n[bold]Bad[/bold]")
-    console.print(rule.bad_example, markup=False, highlight=False, soft_wrap=True)  # code: never re-wrapped
-    console.print("[bold]Good[/bold]")
-    console.print(rule.good_example, markup=False, highlight=False, soft_wrap=True)
+    console.print(rule.markdown(), markup=False, highlight=False, soft_wrap=True)  # code blocks: never re-wrapped
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,9 +177,13 @@ def check(
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance for runtime vs PyTorch outputs.")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and exit.")] = False,
     explain: Annotated[str | None, typer.Option("--explain", help="Explain one rule code and exit.")] = None,
+    install: Annotated[
+        str | None,
+        typer.Option("--install", metavar="TARGET",
+                     help="Install TARGET's runtime (caffe2: Debian bullseye's torch 1.7.1) and exit; idempotent."),
+    ] = None,
     install_caffe2: Annotated[
-        bool,
-        typer.Option("--install-caffe2", help="Build the Caffe2 runtime (Debian bullseye's torch 1.7.1) and exit."),
+        bool, typer.Option("--install-caffe2", help="Same as --install caffe2.")
     ] = False,
     doctor: Annotated[
         bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")
@@ -203,8 +205,8 @@ def check(
 ) -> None:
     """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
     console = Console()
-    _run_info_command(version=version, list_rules=list_rules, explain=explain, install_caffe2=install_caffe2,
-                      doctor=doctor, console=console)
+    _run_info_command(version=version, list_rules=list_rules, explain=explain,
+                      install=_install_target(install, install_caffe2), doctor=doctor, console=console)
     paths = _check_usage(paths, model, no_paths_ok=no_paths_ok, fix=fix, diff=diff, unsafe_fixes=unsafe_fixes)
     try:
         config = load_config(find_pyproject(paths))
@@ -215,7 +217,7 @@ def check(
         if force_exclude:
             config.force_exclude = True
         the_target = make_target(config.target, config.opset, config.exporter)
-        kwargs = _parse_model_args(model_args)
+        kwargs = parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
             from modelcheck.models.specs import specs_from_config
 
@@ -223,7 +225,7 @@ def check(
     except (ConfigError, TargetError, ValueError) as exc:
         raise fail(str(exc)) from None
     if not static_only:
-        _require_runtime()
+        require_runtime()
 
     from modelcheck.pipeline import Options, exit_code, run
     from modelcheck.static.run import PathError
@@ -244,9 +246,9 @@ def check(
     raise typer.Exit(exit_code(report, threshold))
 
 
-def _run_info_command(*, version: bool, list_rules: bool, explain: str | None, install_caffe2: bool, doctor: bool,
+def _run_info_command(*, version: bool, list_rules: bool, explain: str | None, install: str | None, doctor: bool,
                       console: Console) -> None:
-    """``--version``, ``--list-rules``, ``--explain``, ``--install-caffe2``, ``--doctor``: each answers
+    """``--version``, ``--list-rules``, ``--explain``, ``--install TARGET``, ``--doctor``: each answers
     and exits without checking anything."""
     if version:
         typer.echo(f"modelcheck {__version__}")
@@ -257,8 +259,8 @@ def _run_info_command(*, version: bool, list_rules: bool, explain: str | None, i
     if explain:
         _explain(explain, console)
         raise typer.Exit(EXIT_OK)
-    if install_caffe2:
-        raise typer.Exit(_install_caffe2())
+    if install:
+        raise typer.Exit(_install(install))
     if doctor:
         raise typer.Exit(_doctor(console))
 
@@ -278,8 +280,10 @@ def _check_usage(paths: list[Path] | None, model: list[str] | None, *, no_paths_
 
 
 def apply_flags(
-    config: Config, *, target=None, opset=None, exporter=None, fail_on=None, select=None, ignore=None,
-    input_shape=None, timeout=None, atol=None, rtol=None, inputs=None,
+    config: Config, *, target: TargetName | None = None, opset: int | None = None, exporter: Exporter | None = None,
+    fail_on: FailOn | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
+    input_shape: str | None = None, timeout: float | None = None, atol: float | None = None,
+    rtol: float | None = None, inputs: str | None = None,
 ) -> None:
     """Command-line flags override pyproject values (shared by ``modelcheck`` and ``modelcheck audit``)."""
     if target is not None:
@@ -312,7 +316,7 @@ def apply_flags(
         config.rtol = rtol
 
 
-def _require_runtime() -> None:
+def require_runtime() -> None:
     """Tracing, smoke tests, fix verification and audits need torch (the ``runtime`` extra)."""
     from importlib.util import find_spec
 
@@ -324,7 +328,7 @@ def _require_runtime() -> None:
         )
 
 
-def _run_with_progress(options, run):
+def _run_with_progress(options: Options, run: Callable[[Options], Report]) -> Report:
     """Run the pipeline; on a terminal, a status line says which model and stage run now."""
     status_console = Console(stderr=True)
     if options.static_only or not status_console.is_terminal:
@@ -334,7 +338,8 @@ def _run_with_progress(options, run):
         return run(options)
 
 
-def _parse_model_args(text: str | None) -> dict:
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """``--model-args``: a JSON object of constructor keyword arguments (shared with ``modelcheck audit``)."""
     if not text:
         return {}
     import json
@@ -348,7 +353,7 @@ def _parse_model_args(text: str | None) -> dict:
     return value
 
 
-def _render(report, fmt: OutputFormat, console: Console) -> None:
+def _render(report: Report, fmt: OutputFormat, console: Console) -> None:
     from modelcheck.report import terminal as reporting
 
     if fmt is OutputFormat.json:
@@ -373,15 +378,31 @@ def _render(report, fmt: OutputFormat, console: Console) -> None:
         raise fail(f"--format {fmt.value} is not available yet")
 
 
-def _install_caffe2() -> int:
-    from modelcheck.runtimes.caffe2.run import Caffe2InstallError, install_runtime
+def _install_target(install: str | None, install_caffe2: bool) -> str | None:
+    """``--install TARGET``, or ``caffe2`` for its older spelling ``--install-caffe2``."""
+    if install_caffe2 and install not in (None, "caffe2"):
+        raise fail(f"--install-caffe2 and --install {install} name two targets: install one at a time")
+    return install or ("caffe2" if install_caffe2 else None)
+
+
+def _install(name: str) -> int:
+    """Install a target's runtime (idempotent: an installed one is only reported)."""
+    from modelcheck.targets import InstallError, get_profile
 
     try:
-        status = install_runtime(progress=lambda line: typer.echo(line, err=True))
-    except Caffe2InstallError as exc:
-        typer.echo(f"modelcheck: cannot install the Caffe2 runtime: {exc}", err=True)
+        profile = get_profile(name)
+    except TargetError as exc:
+        raise fail(str(exc)) from None
+    if profile.install is None:
+        typer.echo(f"the {name} target has nothing to install: {profile.runtime_label} comes with "
+                   f"{profile.install_hint}")
+        return EXIT_OK
+    try:
+        status = profile.install(None, lambda line: typer.echo(line, err=True))
+    except InstallError as exc:
+        typer.echo(f"modelcheck: cannot install the {profile.runtime_label} runtime: {exc}", err=True)
         return EXIT_USAGE
-    typer.echo(f"Caffe2 runtime ready: {status.version}")
+    typer.echo(f"{profile.runtime_label} runtime ready: {status.version}")
     return EXIT_OK
 
 

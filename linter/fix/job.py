@@ -11,8 +11,8 @@ line; the pooling fixer needs them where the padding depends on the input size).
 
 ``check`` (after the fix is written): build the fixed model, load the original ``state_dict``
 with ``strict=True`` (same keys, same shapes: pretrained checkpoints still load), run the same
-inputs, compare: bit-identical when every fix is exact by construction (MC1xx), else within
-``1e-6 * max(1, max|original|)``. Also reports whether ``torch.save(model)`` works now and
+inputs, compare: bit-identical when every fix's ``Exactness`` allows it (by construction, or
+bitwise), else within ``1e-6 * max(1, max|original|)``. Also reports whether ``torch.save(model)`` works now and
 whether the module tree is unchanged. Checkpoints go through ``torch.load(weights_only=True)``.
 With ``port_in_memory`` false (the parent's choice when MC4xx porting edits are checked), the
 fixed files are imported as written, without the in-memory Python 3 porting the reference had:
@@ -33,7 +33,8 @@ REFERENCE_FILE = "reference.pt"
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     """Payload: ``phase`` ("reference" | "check"), ``spec`` (ModelSpec JSON), ``workdir``;
-    for "check" also ``exactness`` ("bitwise" | "numeric"), ``tolerance`` and ``port_in_memory``
+    for "check" also ``exactness`` (``Exactness.check``'s value: "bitwise" | "numeric"), ``tolerance`` and
+    ``port_in_memory``
     (default true)."""
     if payload["phase"] == "reference":
         return reference(payload)
@@ -141,6 +142,7 @@ def reference(payload: dict[str, Any]) -> dict[str, Any]:
 def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the fixed model, load the original weights strictly, compare outputs."""
     import torch
+    from modelcheck.fixers.base import Exactness
     from modelcheck.models.specs import make_inputs
 
     saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
@@ -162,7 +164,7 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         return {"ok": False, "problems": [f"the original state_dict does not load with strict=True: {first}"]}
-    bitwise = payload.get("exactness") == "bitwise"
+    bitwise = Exactness(payload.get("exactness", Exactness.NUMERIC.value)) is Exactness.BITWISE
     tolerance = float(payload.get("tolerance", 1e-6))
     max_diff = 0.0
     identical = True
@@ -232,15 +234,15 @@ class ShapeRecorder:
         self.shapes.setdefault(key, set()).add(tuple(int(d) for d in value.shape))
 
     def __enter__(self) -> ShapeRecorder:
-        from modelcheck.trace.job import _capture_apis, _layer_api, frame_site, is_internal
+        from modelcheck.trace.job import capture_apis, frame_site, is_internal, layer_api
         from torch.overrides import TorchFunctionMode
 
         for module in self.model.modules():
-            if _layer_api(module) is not None:
+            if layer_api(module) is not None:
                 site = self.sites.get(module)
                 self.handles.append(module.register_forward_pre_hook(
                     lambda _m, args, site=site: self._add(site, args[0] if args else None)))
-        apis = _capture_apis()
+        apis = capture_apis()
         recorder = self
 
         class _Calls(TorchFunctionMode):

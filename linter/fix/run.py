@@ -9,9 +9,10 @@ Never imports torch: the fixers are libcst codemods and verification runs in chi
 - a fix that verification rejects is undone byte for byte, and the report says why;
 - a second ``--fix`` changes nothing (fixed code raises no finding a fixer would act on).
 
-Which edits apply: safe ones with ``--fix``, unsafe ones only with ``--unsafe-fixes``. An edit
-that is not exact by construction (``proven``) needs a model to verify it on; without one it is
-held back and the report says nothing could be verified.
+Which edits apply: by their :class:`~modelcheck.fixers.base.Applicability`, safe ones with
+``--fix``, unsafe ones only with ``--unsafe-fixes``, display-only ones never. By their
+:class:`~modelcheck.fixers.base.Exactness`, an edit that is not exact by construction needs a
+model to verify it on; without one it is held back and the report says nothing could be verified.
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libcst as cst
-from modelcheck.findings import Finding, Report
-from modelcheck.fixers import FIXABLE_CODES, FIXERS
+from modelcheck.findings import Evidence, Finding, Report
+from modelcheck.fix.records import (
+    DISPLAY_ONLY_REASON,
+    NEEDS_MODEL_REASON,
+    NO_AUTOMATIC_FIX,
+    UNSAFE_REASON,
+    FixRecord,
+    FixStatus,
+    summarize,
+)
+from modelcheck.fixers import EXPORT_CODES, FIXABLE_CODES, FIXERS, VERIFY_GROUPS
 from modelcheck.fixers.base import (
-    BITWISE,
-    NUMERIC,
-    UNSAFE,
+    Applicability,
     ApplyError,
     Decision,
     Decline,
@@ -45,8 +53,13 @@ from modelcheck.rules import SYNTAX_ERROR
 from modelcheck.static.run import _CODING, PathError, check_source
 from modelcheck.static.source import SourceFile
 
-APPLIED, HELD_BACK, ROLLED_BACK, NOT_FIXABLE, WOULD_APPLY = (
-    "applied", "held_back", "rolled_back", "not_fixable", "would_apply")
+if TYPE_CHECKING:
+    from modelcheck.jobs.run import ChildOutcome
+    from modelcheck.models.specs import ModelSpec
+    from modelcheck.pipeline import Options
+
+#: ``recheck(path, text)``: the static pass on a file's new text (its findings at the new lines)
+Recheck = Callable[[str, str], list[Finding]]
 
 
 class FixError(PathError):
@@ -90,13 +103,16 @@ def choose(decisions: Sequence[Decision], *, unsafe: bool, verifiable: bool) -> 
     """The edits to apply now, and why each other edit is held back (by id)."""
     chosen: list[Edit] = []
     held: dict[int, str] = {}
+    least = Applicability.least(unsafe_fixes=unsafe)
     for decision in decisions:
         if not isinstance(decision, Edit):
             continue
-        if decision.safety == UNSAFE and not unsafe:
-            held[id(decision)] = f"unsafe: {decision.reason}; apply with --unsafe-fixes"
-        elif not decision.proven and not verifiable:
-            held[id(decision)] = ("needs a model to verify it on: no model built from this file (pass "
+        if decision.applicability is Applicability.DISPLAY_ONLY:
+            held[id(decision)] = f"{DISPLAY_ONLY_REASON}: {decision.reason}; not written, apply it by hand"
+        elif decision.applicability < least:
+            held[id(decision)] = f"{UNSAFE_REASON}: {decision.reason}; apply with --unsafe-fixes"
+        elif decision.exactness.needs_model and not verifiable:
+            held[id(decision)] = (f"{NEEDS_MODEL_REASON}: no model built from this file (pass "
                                   "--model file.py:Name, and run without --static-only)")
         else:
             chosen.append(decision)
@@ -252,41 +268,20 @@ def write_atomic(path: str, data: bytes) -> None:
 
 # ----- records for the report ------------------------------------------------------------------
 
-def _record(path: str, code: str, line: int, status: str, reason: str = "", summary: str = "",
-            safety: str | None = None, verified: bool = False) -> dict[str, Any]:
-    return {"path": path, "code": code, "line": line, "status": status, "reason": reason,
-            "summary": summary, "safety": safety, "verified": verified}
-
-
 def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: bool,
-            verified: set[int], rolled_back: dict[int, str]) -> list[dict[str, Any]]:
+            verified: set[int], rolled_back: dict[int, str]) -> list[FixRecord]:
     """One record per decision, plus one per finding no fixer decided on."""
-    out: list[dict[str, Any]] = []
+    out: list[FixRecord] = []
     covered: set[tuple[str, str, int]] = set()
     for plan in plans:
-        chosen = {id(edit) for edit in plan.chosen}
         for decision in plan.decisions:
             covered.add((plan.path, decision.code, decision.line))
             if isinstance(decision, Decline):
-                out.append(_record(plan.path, decision.code, decision.line, NOT_FIXABLE, decision.reason))
+                out.append(FixRecord(plan.path, decision.code, decision.line, FixStatus.NOT_FIXABLE, decision.reason))
                 continue
-            for code in decision.also:
-                covered.add((plan.path, code, decision.line))
-            key = id(decision)
-            if plan.error and key not in chosen:
-                status, reason = NOT_FIXABLE, plan.error
-            elif key in rolled_back:
-                status, reason = ROLLED_BACK, rolled_back[key]
-            elif key in chosen:
-                status, reason = (WOULD_APPLY if dry_run else APPLIED), decision.reason
-            else:
-                status, reason = HELD_BACK, plan.held.get(key, "")
-            out.append(_record(plan.path, decision.code, decision.line, status, reason, decision.summary,
-                               decision.safety, key in verified))
-            for code in decision.also:
-                out.append(_record(plan.path, code, decision.line, status,
-                                   f"with {decision.code} on this line" + (f"; {reason}" if reason else ""),
-                                   decision.summary, decision.safety, key in verified))
+            covered.update((plan.path, code, decision.line) for code in decision.also)
+            out.extend(_edit_records(plan, decision, dry_run=dry_run, verified=id(decision) in verified,
+                                     rolled_back=rolled_back))
     errors = {plan.path: plan.error for plan in plans if plan.error}
     for finding in findings:
         loc = finding.location
@@ -294,49 +289,28 @@ def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: 
             continue
         reason = errors.get(loc.path) or (
             "modelcheck found the construct but could not rewrite it exactly" if finding.fixable
-            else f"no automatic fix for {finding.code} (see modelcheck --explain {finding.code})")
-        out.append(_record(loc.path, finding.code, loc.line, NOT_FIXABLE, reason))
-    out.sort(key=lambda r: (r["path"], r["line"], r["code"]))
+            else f"{NO_AUTOMATIC_FIX} for {finding.code} (see modelcheck --explain {finding.code})")
+        out.append(FixRecord(loc.path, finding.code, loc.line, FixStatus.NOT_FIXABLE, reason))
+    out.sort(key=lambda r: (r.path, r.line, r.code))
     return out
 
 
-def summarize(fixes: Sequence[dict[str, Any]], *, dry_run: bool, verifiable: bool) -> list[str]:
-    """The notes a user reads: what was fixed, what was held back and how to apply it, and why
-    each fix that was not made was not."""
-    def count(status: str) -> int:
-        return sum(1 for r in fixes if r["status"] == status)
-
-    if not any(r["status"] in (APPLIED, WOULD_APPLY, HELD_BACK, ROLLED_BACK) for r in fixes):
-        declined = [r for r in fixes if r["status"] == NOT_FIXABLE and r["summary"] == "" and r["reason"]
-                    and not r["reason"].startswith("no automatic fix")]
-        return ["nothing to fix" if not declined else "no fix to apply", *_item_notes(declined, "not fixed")]
-    verified = sum(1 for r in fixes if r["status"] == APPLIED and r["verified"])
-    if dry_run:
-        notes = [f"--diff: {count(WOULD_APPLY)} fix(es) would be applied; nothing was written"]
+def _edit_records(plan: FilePlan, edit: Edit, *, dry_run: bool, verified: bool,
+                  rolled_back: dict[int, str]) -> list[FixRecord]:
+    """The record of one planned edit, and one per other code on its line it resolves too."""
+    key = id(edit)
+    chosen = any(key == id(other) for other in plan.chosen)
+    if plan.error and not chosen:
+        status, reason = FixStatus.NOT_FIXABLE, plan.error
+    elif key in rolled_back:
+        status, reason = FixStatus.ROLLED_BACK, rolled_back[key]
+    elif chosen:
+        status, reason = (FixStatus.WOULD_APPLY if dry_run else FixStatus.APPLIED), edit.reason
     else:
-        notes = [f"--fix: {count(APPLIED)} fix(es) applied" + (f", {verified} verified on a model" if verified else "")]
-    unsafe_held = [r for r in fixes if r["status"] == HELD_BACK and r["reason"].startswith("unsafe")]
-    if unsafe_held:
-        notes.append(f"{len(unsafe_held)} unsafe fix(es) held back (exact only for the configured input shape(s), "
-                     "or the exported graph is tied to the traced input size); apply them with "
-                     "--fix --unsafe-fixes")
-    if not verifiable:
-        waiting = count(HELD_BACK) - len(unsafe_held)
-        notes.append("nothing was verified: no model to build and compare the fixed code on, so only fixes "
-                     "exact by construction were applied"
-                     + (f", {waiting} that need verifying were held back" if waiting else "")
-                     + "; give one with --model file.py:Name (without --static-only)")
-    notes.extend(_item_notes([r for r in fixes if r["status"] == ROLLED_BACK], "rolled back"))
-    notes.extend(_item_notes([r for r in fixes if r["status"] == NOT_FIXABLE and r["reason"]
-                              and not r["reason"].startswith("no automatic fix")], "not fixed"))
-    return notes
-
-
-def _item_notes(items: Sequence[dict[str, Any]], what: str, limit: int = 20) -> list[str]:
-    notes = [f"{what}: {r['path']}:{r['line']} {r['code']}: {r['reason']}" for r in items[:limit]]
-    if len(items) > limit:
-        notes.append(f"{what}: {len(items) - limit} more (see --format json)")
-    return notes
+        status, reason = FixStatus.HELD_BACK, plan.held.get(key, "")
+    first = FixRecord(plan.path, edit.code, edit.line, status, reason, edit.summary, edit.applicability, verified)
+    along = f"with {edit.code} on this line" + (f"; {reason}" if reason else "")
+    return [first, *(replace(first, code=code, reason=along) for code in edit.also)]
 
 
 # ----- the step ---------------------------------------------------------------------------------
@@ -356,7 +330,7 @@ def fix_step(
     unsafe: bool,
     covered: Callable[[str], bool] | None = None,
     verifier: Verifier | None = None,
-    recheck: Callable[[str, str], list[Finding]] | None = None,
+    recheck: Recheck | None = None,
 ) -> None:
     """Plan, choose and (with ``write``) apply fixes; fill ``report.fixes`` and notes.
 
@@ -423,7 +397,7 @@ def _materializer(changed: list[FilePlan]) -> Materialize:
     return materialize
 
 
-def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Callable[[str, str], list[Finding]]) -> None:
+def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Recheck) -> None:
     """Findings of fixed files come from a fresh static check of their new text.
 
     Dynamic sightings in those files stay if no kept edit fixed them, moved to their new line.
@@ -441,14 +415,14 @@ def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Callable[[str, 
         seen = {(f.code, f.location.line) for f in fresh}
         for finding in report.findings:
             loc = finding.location
-            if loc.path != path or finding.evidence == "static" or (finding.code, loc.line) in done:
+            if loc.path != path or finding.evidence is Evidence.STATIC or (finding.code, loc.line) in done:
                 continue
             line = moved.get(loc.line)
             if line is None or (finding.code, line) in seen:
                 continue
             shift = line - loc.line
             kept.append(finding.with_(
-                evidence="dynamic",
+                evidence=Evidence.DYNAMIC,
                 location=replace(loc, line=line, end_line=None if loc.end_line is None else loc.end_line + shift)))
     kept.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
     report.findings = kept
@@ -464,7 +438,8 @@ def _line_map(before: str, after: str) -> dict[int, int]:
     return mapping
 
 
-def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: Sequence[Any] = ()) -> list[str]:
+def run_fix_step(options: Options, report: Report, sources: dict[str, str],
+                 specs: Sequence[ModelSpec] = ()) -> list[str]:
     """The pipeline's fix step (``options``: a ``pipeline.Options`` with --fix or --diff).
 
     ``specs`` are the models of the run (the dynamic pass resolved them). With ``--fix`` and a
@@ -497,8 +472,28 @@ def run_fix_step(options: Any, report: Report, sources: dict[str, str], specs: S
 # ----- verification, parent side ------------------------------------------------------------------
 
 #: fix families in the order they are retried one by one when the whole set fails verification
-_GROUPS = (("MC4",), ("MC1", "MC205"), ("MC3",), ("MC2",))  # porting first: the rest may not build without it
-_EXPORT_FAMILIES = ("MC2", "MC3")  # edits that change the exported graph: the smoke test checks them
+
+
+#: id(edit) → (its file's plan, the edit): the chosen edits of the changed files
+Edits = dict[int, tuple[FilePlan, Edit]]
+
+
+@dataclass(frozen=True)
+class VerifyingModel:
+    """A model that verifies the edits in the files it is built from, and its reference build."""
+
+    spec: ModelSpec
+    folder: Path  # the reference's state_dict, inputs and outputs (the verify job's work folder)
+    reference: dict[str, Any]  # what the reference build recorded: files, tree, call shapes, pickling
+
+    @property
+    def files(self) -> set[str]:
+        return set(self.reference["files"])
+
+    def mine(self, edits: Edits, keep: set[int]) -> list[Edit]:
+        """The kept edits in the files this model is built from."""
+        return [edit for key, (plan, edit) in edits.items()
+                if key in keep and os.path.realpath(plan.path) in self.files]
 
 
 class Verification:
@@ -511,11 +506,10 @@ class Verification:
     remaining finding explains rejects them too.
     """
 
-    def __init__(self, options: Any, report: Report, specs: list[Any],
-                 recheck: Callable[[str, str], list[Finding]]) -> None:
+    def __init__(self, options: Options, report: Report, specs: list[ModelSpec], recheck: Recheck) -> None:
         self.options, self.report, self.specs, self.recheck = options, report, specs, recheck
         self.workdir = Path(tempfile.mkdtemp(prefix="modelcheck-verify-"))
-        self.models: list[tuple[Any, Path, dict[str, Any]]] = []  # spec, work folder, reference result
+        self.models: list[VerifyingModel] = []
         self.call_shapes: dict[tuple[str, int], list[tuple[int, ...]]] = {}
         self.notes: list[str] = []
         self.smoked: list[str] = []
@@ -526,13 +520,12 @@ class Verification:
 
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _job(self, payload: dict[str, Any]) -> Any:
+    def _job(self, payload: dict[str, Any]) -> ChildOutcome:
         from modelcheck.jobs.run import run_job
 
-        progress = getattr(self.options, "progress", None)
-        if progress is not None:
+        if self.options.progress is not None:
             what = "before the fix" if payload["phase"] == "reference" else "after the fix, comparing"
-            progress(f"fix verification: building {payload['spec']['text']} {what}")
+            self.options.progress(f"fix verification: building {payload['spec']['text']} {what}")
         return run_job("verify_fix", payload, self.options.config.timeout)
 
     def reference(self) -> None:
@@ -545,44 +538,48 @@ class Verification:
                 self.notes.append(f"fix verification: cannot build {spec.text} ({outcome.describe()}); "
                                   "it cannot verify fixes")
                 continue
-            self.models.append((spec, folder, outcome.value))
+            self.models.append(VerifyingModel(spec, folder, outcome.value))
             for path, line, shapes in outcome.value["call_shapes"]:
                 self.call_shapes.setdefault((path, line), []).extend(tuple(shape) for shape in shapes)
 
-    def _files(self, reference: dict[str, Any]) -> set[str]:
-        return set(reference["files"])
-
     def covers(self, path: str) -> bool:
         real = os.path.realpath(path)
-        return any(real in self._files(reference) for _, _, reference in self.models)
+        return any(real in model.files for model in self.models)
 
     def verify(self, changed: list[FilePlan], materialize: Materialize) -> tuple[set[int], dict[int, str]]:
         """Check the written edits; undo the ones that fail; return (verified ids, rejected → why)."""
-        edits = {id(edit): (plan, edit) for plan in changed for edit in plan.chosen}
+        edits: Edits = {id(edit): (plan, edit) for plan in changed for edit in plan.chosen}
         tested = {key for key, (plan, _) in edits.items() if self.covers(plan.path)}
         kept = set(edits)
         rejected: dict[int, str] = {}
-        problem = self._check(edits, kept)
-        if problem:
-            kept = set(edits) - tested  # edits exact by construction in files no model loads
-            for codes in _GROUPS:
-                group = {key for key in tested if edits[key][1].code.startswith(codes)}
-                if not group:
-                    continue
-                materialize(kept | group)
-                problem = self._check(edits, kept | group)
-                if problem:
-                    rejected.update({key: f"verification failed: {problem}" for key in group})
-                else:
-                    kept |= group
-            materialize(kept)
+        if self._check(edits, kept):
+            kept, rejected = self._retry_by_family(edits, tested, materialize)
         self._smoke(edits, kept, rejected, materialize)
         self._update_pickle_results()
         return kept & tested, rejected
 
+    def _retry_by_family(self, edits: Edits, tested: set[int],
+                         materialize: Materialize) -> tuple[set[int], dict[int, str]]:
+        """The whole set failed: add the fixers group by group (``VERIFY_GROUPS``), keeping those that pass."""
+        kept = set(edits) - tested  # edits exact by construction in files no model loads
+        rejected: dict[int, str] = {}
+        for codes in VERIFY_GROUPS:
+            group = {key for key in tested if edits[key][1].code in codes}
+            if not group:
+                continue
+            materialize(kept | group)
+            problem = self._check(edits, kept | group)
+            if problem:
+                rejected.update({key: f"verification failed: {problem}" for key in group})
+            else:
+                kept |= group
+        materialize(kept)
+        return kept, rejected
+
     def _update_pickle_results(self) -> None:
         """The dynamic pass probed pickling before the fix; say what holds for the fixed files."""
-        for spec, _, reference in self.models:
+        for verifying in self.models:
+            spec, reference = verifying.spec, verifying.reference
             value = self.passed.get(spec.text)
             if value is None:
                 continue
@@ -592,67 +589,62 @@ class Verification:
                 self.notes.append(f"fix verification: {spec.text}: torch.save(model) failed before the fix "
                                   f"({reference.get('pickle_error')}) and works now")
 
-    def _check(self, edits: dict[int, tuple[FilePlan, Edit]], keep: set[int]) -> str:
+    def _check(self, edits: Edits, keep: set[int]) -> str:
         """'' when every model built from the changed files matches its reference, else why not."""
-        problems = []
-        for spec, folder, reference in self.models:
-            files = self._files(reference)
-            mine = [edit for key, (plan, edit) in edits.items()
-                    if key in keep and os.path.realpath(plan.path) in files]
-            if not mine:
-                continue
-            bitwise = all(edit.exactness == BITWISE for edit in mine)
-            # the reference was ported in memory; porting edits are proven only if the written files
-            # build as they are, so the check of those imports them without porting
-            porting = any(code.startswith("MC4") for edit in mine for code in (edit.code, *edit.also))
-            outcome = self._job({"phase": "check", "spec": spec.to_json(), "workdir": str(folder),
-                                 "exactness": BITWISE if bitwise else NUMERIC, "tolerance": 1e-6,
-                                 "port_in_memory": not porting})
-            if not outcome.ok:
-                problems.append(f"{spec.text}: the fixed model could not be checked ({outcome.describe()})")
-                continue
-            value = outcome.value
-            found = list(value.get("problems", []))
-            if all(edit.code.startswith("MC1") for edit in mine) and value.get("tree") != reference["tree"]:
-                found.append("the module tree changed")
-            if found:
-                more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
-                problems.append(f"{spec.text}: " + "; ".join(found[:2]) + more)
-            else:
-                self.passed[spec.text] = value
-                how = "bit-identical outputs" if value.get("bit_identical") else \
-                    f"outputs within 1e-6 (max abs diff {value.get('max_abs_diff', 0):.2g})"
-                init = " (the same keys and values when built with the same seed)" if value.get("same_init") else ""
-                self.notes.append(f"fix verification: {spec.text}: the original state_dict loads with "
-                                  f"strict=True{init}; {how}")
+        problems = [problem for model in self.models
+                    if (mine := model.mine(edits, keep)) and (problem := self._check_model(model, mine))]
         return " | ".join(problems)
 
-    def _smoke(self, edits: dict[int, tuple[FilePlan, Edit]], kept: set[int], rejected: dict[int, str],
-               materialize: Materialize) -> None:
+    def _check_model(self, model: VerifyingModel, mine: list[Edit]) -> str:
+        """Build the fixed ``model`` and compare it with its reference; '' when it matches, else why not."""
+        spec, reference = model.spec, model.reference
+        exactness = min(edit.exactness.check for edit in mine)  # bitwise only if every edit is
+        # the reference was ported in memory; porting edits are proven only if the written files
+        # build as they are, so the check of those imports them without porting
+        porting = any(code.startswith("MC4") for edit in mine for code in (edit.code, *edit.also))
+        outcome = self._job({"phase": "check", "spec": spec.to_json(), "workdir": str(model.folder),
+                             "exactness": exactness.value, "tolerance": 1e-6, "port_in_memory": not porting})
+        if not outcome.ok:
+            return f"{spec.text}: the fixed model could not be checked ({outcome.describe()})"
+        value = outcome.value
+        found = list(value.get("problems", []))
+        if all(edit.code.startswith("MC1") for edit in mine) and value.get("tree") != reference["tree"]:
+            found.append("the module tree changed")
+        if found:
+            more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+            return f"{spec.text}: " + "; ".join(found[:2]) + more
+        self.passed[spec.text] = value
+        how = "bit-identical outputs" if value.get("bit_identical") else \
+            f"outputs within 1e-6 (max abs diff {value.get('max_abs_diff', 0):.2g})"
+        init = " (the same keys and values when built with the same seed)" if value.get("same_init") else ""
+        self.notes.append(f"fix verification: {spec.text}: the original state_dict loads with "
+                          f"strict=True{init}; {how}")
+        return ""
+
+    def _smoke(self, edits: Edits, kept: set[int], rejected: dict[int, str], materialize: Materialize) -> None:
         """Smoke-test models whose export the kept edits change; undo those edits on a bad stage."""
         from modelcheck.jobs.run import JOBS
 
         if not self.options.smoke or "smoke" not in JOBS:
-            if any(edit.code.startswith(_EXPORT_FAMILIES) for key, (_, edit) in edits.items() if key in kept):
+            if any(edit.code in EXPORT_CODES for key, (_, edit) in edits.items() if key in kept):
                 self.notes.append("fix verification: the smoke test did not run (--no-smoke): the fixed "
                                   "export was not tried")
             return
-        for spec, _, reference in self.models:
-            files = self._files(reference)
-            exported = {key for key in kept if edits[key][1].code.startswith(_EXPORT_FAMILIES)
-                        and os.path.realpath(edits[key][0].path) in files}
+        for model in self.models:
+            exported = {key for key in kept if edits[key][1].code in EXPORT_CODES
+                        and os.path.realpath(edits[key][0].path) in model.files}
             if not exported:
                 continue
-            bad = self._smoke_once(spec, edits)
+            bad = self._smoke_once(model.spec, edits)
             if bad:
                 for key in exported:
                     rejected[key] = f"smoke test of the fixed model failed: {bad}"
                 kept -= exported
                 materialize(kept)
-                self._smoke_once(spec, edits)  # the report shows the files as they are now
-            self.smoked.append(spec.text)
+                self._smoke_once(model.spec, edits)  # the report shows the files as they are now
+            self.smoked.append(model.spec.text)
 
-    def _smoke_once(self, spec: Any, edits: dict[int, tuple[FilePlan, Edit]]) -> str:
+    def _smoke_once(self, spec: ModelSpec, edits: Edits) -> str:
         """Run the smoke test on the files as they are; a bad stage no remaining finding explains."""
         from modelcheck.smoke.run import smoke_step
 

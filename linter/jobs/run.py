@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcheck.text import signal_name
+
 #: job kind → "module:function"; the function takes the payload dict and returns JSON data
 JOBS: dict[str, str] = {
     "echo": "modelcheck.jobs.worker:echo_job",
@@ -33,6 +35,7 @@ JOBS: dict[str, str] = {
     "doctor": "modelcheck.doctor:doctor_job",
     "audit_list": "modelcheck.audit.run:list_job",
     "audit_model": "modelcheck.audit.run:audit_model_job",
+    "optable": "modelcheck.ops.job:run",
 }
 
 
@@ -71,7 +74,7 @@ class ChildOutcome:
         if self.status == "timeout":
             return f"timed out after {self.seconds:.0f} s"
         if self.status == "crashed":
-            name = signal.Signals(self.signal).name if self.signal else "unknown signal"
+            name = signal_name(self.signal)
             last = self.traceback_tail.strip().splitlines()[-1:] or [""]
             return f"crashed ({name}){': ' + last[0] if last[0] else ''}"
         return self.error

@@ -183,9 +183,9 @@ def user_site(depth: int = 2) -> str | None:
 def _unsafe_root(folder: Path) -> bool:
     """A filesystem root or the home directory: as a project root, every file outside
     site-packages would count as the project's (ported in memory, its imports stubbed)."""
-    from modelcheck.models.specs import _top_folder
+    from modelcheck.models.specs import top_folder
 
-    return _top_folder(Path(folder))
+    return top_folder(Path(folder))
 
 
 def project_roots(spec: Any) -> list[Path]:
@@ -194,11 +194,11 @@ def project_roots(spec: Any) -> list[Path]:
 
     Never a filesystem root or the home directory (:func:`_unsafe_root`): such a package root gives
     way to the file's folder, and a file right in ``/`` or ``~`` is its own (one-file) root."""
-    from modelcheck.models.specs import _package_name
+    from modelcheck.models.specs import package_name
 
     if getattr(spec, "path", None):
         path = Path(spec.path).resolve()
-        root, _ = _package_name(path)
+        root, _ = package_name(path)
         roots = [folder for folder in dict.fromkeys([root, path.parent]) if not _unsafe_root(folder)]
         return roots or [path]
     module = getattr(spec, "module", None)

@@ -446,18 +446,18 @@ def _is_main_guard(node: ast.If) -> bool:
 
 def _does_work(tree: ast.Module) -> bool:
     """Would importing this file run work (a loop, a bare call, a with block) at the top level?"""
-    from modelcheck.models.specs import _SETUP_CALLS, _dotted
+    from modelcheck.models.specs import SETUP_CALLS, dotted
 
     for node in tree.body:
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith)):
             return True
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            callee = _dotted(node.value.func)
-            if callee is None or not _SETUP_CALLS.match(callee):
+            callee = dotted(node.value.func)
+            if callee is None or not SETUP_CALLS.match(callee):
                 return True
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             for call in ast.walk(node.value):  # ``net = Net(); net.load_state_dict(...)`` style scripts
-                if isinstance(call, ast.Call) and _dotted(call.func) in ("torch.load", "parser.parse_args",
+                if isinstance(call, ast.Call) and dotted(call.func) in ("torch.load", "parser.parse_args",
                                                                           "main", "train", "test"):
                     return True
     return False

@@ -29,6 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelcheck.text import one_line  # re-exported: trace.job imports it from here
+
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
 DEFAULT_SHAPE = (1, 3, 224, 224)
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", re.MULTILINE)
@@ -239,7 +241,7 @@ def spec_files(texts: list[str]) -> list[Path]:
 _RELATIVE_LEVEL = re.compile(r"^[ \t]*from[ \t]+(\.+)", re.MULTILINE)
 
 
-def _package_name(path: Path) -> tuple[Path, str]:
+def package_name(path: Path) -> tuple[Path, str]:
     """(sys.path root, dotted name) for a file: inside a package, the name from the package root.
 
     A folder without ``__init__.py`` whose file still uses relative imports (``from .resnet import
@@ -259,14 +261,14 @@ def _package_name(path: Path) -> tuple[Path, str]:
         except OSError:
             levels = []
         for _ in range(max(levels, default=0)):
-            if not root.name.isidentifier() or _top_folder(root) or _top_folder(root.parent):
+            if not root.name.isidentifier() or top_folder(root) or top_folder(root.parent):
                 break  # never up to (or out of) a filesystem root or the home directory
             parts.insert(0, root.name)
             root = root.parent
     return root, ".".join(parts)
 
 
-def _top_folder(folder: Path) -> bool:
+def top_folder(folder: Path) -> bool:
     """A filesystem root or the user's home directory: no namespace package climbs to it."""
     if folder.parent == folder:
         return True
@@ -291,7 +293,7 @@ def load_module(spec: ModelSpec) -> ModuleType:
         return importlib.import_module(spec.module)
     assert spec.path is not None
     path = Path(spec.path).resolve()
-    root, name = _package_name(path)
+    root, name = package_name(path)
     for folder in (str(root), str(path.parent)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
@@ -789,7 +791,7 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
             if isinstance(obj, nn.Module) and name in assigned:
                 candidates.append(_Candidate(spec, "instance", obj))
             elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
-                candidates.append(_build_candidate(spec, "class", obj, _class_verdict(obj), _call_site(sites, obj)))
+                candidates.append(_build_candidate(spec, "class", obj, class_verdict(obj), _call_site(sites, obj)))
             elif inspect.isfunction(obj) and obj.__module__ == module.__name__:
                 if obj.__name__ == "<lambda>" or name.startswith("_"):
                     continue
@@ -803,7 +805,7 @@ def discover_job(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _class_verdict(cls: type) -> str | None:
+def class_verdict(cls: type) -> str | None:
     import torch.nn as nn
 
     if cls.forward is nn.Module.forward:
@@ -902,12 +904,6 @@ def _pick_roots(candidates: list[_Candidate]) -> None:
             break
 
 
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``: what a report shows of an exception from user code."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def discovery_files(sources: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """Which checked files discovery may import (parent side: reads text, imports nothing).
 
@@ -932,7 +928,7 @@ def discovery_files(sources: dict[str, str]) -> tuple[dict[str, str], list[str]]
 
 
 #: top-level calls that set things up rather than run work; any other bare call blocks discovery
-_SETUP_CALLS = re.compile(
+SETUP_CALLS = re.compile(
     r"^(sys\.path\.|warnings\.|logging\.|print$|torch\.(manual_seed|set_|backends\.|hub\.set_dir)|"
     r"(np|numpy)\.random\.seed|random\.seed|os\.environ|matplotlib\.use|cv2\.set|"
     r"[A-Za-z_]\w*\.register)"
@@ -948,17 +944,17 @@ def _runs_at_import(text: str) -> str | None:
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             return f"line {node.lineno} runs a loop at import time"
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            callee = _dotted(node.value.func)
-            if callee is None or not _SETUP_CALLS.match(callee):
+            callee = dotted(node.value.func)
+            if callee is None or not SETUP_CALLS.match(callee):
                 return f"line {node.lineno} calls {callee or 'a function'}() at import time"
     return None
 
 
-def _dotted(node: ast.expr) -> str | None:
+def dotted(node: ast.expr) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
+        base = dotted(node.value)
         return f"{base}.{node.attr}" if base else None
     return None
 

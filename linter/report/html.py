@@ -111,7 +111,7 @@ def verdict(status: str, stages: Iterable[StageResult], pickle: dict[str, Any] |
 
 def page_from_report(report: Report) -> Page:
     """The page of one check run (one target)."""
-    from modelcheck.report.terminal import _summary_line
+    from modelcheck.report.terminal import summary_line
 
     label = target_label(report.target, report.opset)
     rows = []
@@ -122,7 +122,7 @@ def page_from_report(report: Report) -> Page:
         rows.append(MatrixRow(model.spec, {label: result}, pickle=model.pickle, findings=mine,
                               notes=list(model.notes), parameters=model.parameters))
     findings = [PageFinding(f, label, [f.model] if f.model else []) for f in report.findings]
-    return Page("modelcheck report", [label], rows, findings, [], list(report.notes), [_summary_line(report)],
+    return Page("modelcheck report", [label], rows, findings, [], list(report.notes), [summary_line(report)],
                 ("pickle", "findings", "notes"), report.diff)
 
 
@@ -425,7 +425,7 @@ def _findings_table(entries: Sequence[PageFinding], table_id: str, several_targe
             _td(_code(f.code)),
             _td(f"<code>{esc(place)}</code>", "loc", f"{_short(loc.path)}:{loc.line:08d}:{loc.column:05d}"),
             _td(f'<div class="msg">{esc(f.message)}{maybe}</div>{where}{excerpt(f, sources)}', "message"),
-            _td(esc(f.evidence)),
+            _td(esc(f.evidence.value)),
             _td('<span class="fixable" title="modelcheck --fix rewrites it">[*] fixable</span>' if f.fixable
                 else '<span class="none">–</span>', "", 0 if f.fixable else 1),
         ]

@@ -65,23 +65,20 @@ def _text(value: str) -> str:
 
 
 def rule_descriptor(rule: Rule, default_level: str | None) -> dict[str, Any]:
-    """A SARIF reportingDescriptor: summary, rationale and the bad/good examples as help."""
-    help_text = (
-        f"{rule.rationale}\n\nBad:\n{rule.bad_example.rstrip()}\n\nGood:\n{rule.good_example.rstrip()}\n\n"
-        f"Explain locally: modelcheck --explain {rule.code}"
-    )
-    help_markdown = (
-        f"**{rule.code} {rule.name}**: {rule.summary}\n\n{rule.rationale}\n\n"
-        f"Bad:\n\n```python\n{rule.bad_example.rstrip()}\n```\n\n"
-        f"Good:\n\n```python\n{rule.good_example.rstrip()}\n```\n\n"
-        f"Explain locally: `modelcheck --explain {rule.code}`"
-    )
+    """A SARIF reportingDescriptor: the rule's summary, and its documentation as help.
+
+    ``help`` is :meth:`Rule.markdown` (what ``--explain`` prints), in both forms: the markdown
+    reads as plain text too.
+    """
+    doc = rule.doc()
+    command = f"modelcheck --explain {rule.code}"
     descriptor: dict[str, Any] = {
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": _text(rule.summary)},
-        "fullDescription": {"text": _text(rule.rationale)},
-        "help": {"text": help_text, "markdown": help_markdown},
+        "fullDescription": {"text": _text(f"{doc['What it does']} {doc['Why is this bad?']}")},
+        "help": {"text": f"{rule.markdown()}\nExplain locally: {command}",
+                 "markdown": f"{rule.markdown()}\nExplain locally: `{command}`"},
         "properties": {"tags": ["pytorch", "onnx", "export"]},
     }
     # "none" says: this rule does not fire for the run's target at all
@@ -141,7 +138,7 @@ def _result(finding: Finding, rule_index: int, base: Path, fix: list[dict[str, A
         "level": LEVELS[finding.severity],
         "message": {"text": finding.message},
         "locations": [sarif_location],
-        "properties": {"evidence": finding.evidence, "fixable": finding.fixable},
+        "properties": {"evidence": finding.evidence.value, "fixable": finding.fixable},
     }
     if finding.model:
         result["properties"]["model"] = finding.model

@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from modelcheck.findings import Finding, Report, Severity, StageResult
+from modelcheck.findings import Evidence, Finding, ModelResult, Report, Severity, StageResult, StageStatus
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -18,11 +18,12 @@ JSON_VERSION = 1
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 #: a bad smoke stage no finding predicted: a gap in the rules, said loudly
 UNPREDICTED = "UNPREDICTED by any finding"
-_STATUS_STYLE = {"passed": "green", "skipped": "dim", "failed": "bold red", "mismatch": "bold red",
-                 "crashed": "bold red", "timeout": "bold red"}
+_STATUS_STYLE = {StageStatus.PASSED: "green", StageStatus.SKIPPED: "dim", StageStatus.FAILED: "bold red",
+                 StageStatus.MISMATCH: "bold red", StageStatus.CRASHED: "bold red", StageStatus.TIMEOUT: "bold red"}
 
 
 def summary(report: Report) -> dict[str, Any]:
+    """The counts ``--format json`` writes under ``summary`` (and the summary line is made of)."""
     by_severity = Counter(f.severity.value for f in report.findings)
     by_code = Counter(f.code for f in report.findings)
     return {
@@ -32,7 +33,7 @@ def summary(report: Report) -> dict[str, Any]:
         "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
         "by_code": dict(sorted(by_code.items())),
         "fixable": sum(f.fixable for f in report.findings),
-        "stages": dict(Counter(s.status for s in report.stages)),
+        "stages": dict(Counter(s.status.value for s in report.stages)),
     }
 
 
@@ -45,7 +46,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "findings": [f.to_json() for f in report.findings],
         "models": [m.to_json() for m in report.models],
         "stages": [s.to_json() for s in report.stages],
-        "fixes": report.fixes,
+        "fixes": [record.to_json() for record in report.fixes],
         "diff": report.diff,
         "notes": report.notes,
         "summary": summary(report),
@@ -59,7 +60,7 @@ def render_json(report: Report) -> str:
 def _finding_head(finding: Finding) -> str:
     loc = finding.location
     marker = " [*]" if finding.fixable else ""
-    extra = f" ({finding.evidence})" if finding.evidence != "static" else ""
+    extra = f" ({finding.evidence})" if finding.evidence is not Evidence.STATIC else ""
     where = f" in {finding.model}:{finding.module_path}" if finding.module_path else ""
     return f"{loc.path}:{loc.line}:{loc.column}: {finding.code}{marker} {finding.message}{where}{extra}"
 
@@ -95,7 +96,7 @@ def render_text(report: Report) -> str:
                 out.append(f"    {failure['path']}: {failure['type']} defined at {failure.get('defined_at')}")
         for stage in model.stages:
             out.append("  " + _stage_line(stage))
-    out.append(_summary_line(report))
+    out.append(summary_line(report))
     return "\n".join(out) + "\n"
 
 
@@ -109,7 +110,8 @@ def _stage_line(stage: StageResult) -> str:
     return f"{stage.name}: {stage.status}{seconds}{diff}{predicted}{detail}"
 
 
-def _summary_line(report: Report) -> str:
+def summary_line(report: Report) -> str:
+    """The last line of every report: counts by severity, what --fix can fix, the target."""
     data = summary(report)
     sev = data["by_severity"]
     parts = [f"{data['findings']} finding(s) in {data['files']} file(s)"]
@@ -142,7 +144,7 @@ def render_rich(report: Report, console: Console) -> None:
         head.append(f" {finding.message}")
         if finding.module_path:
             head.append(f" in {finding.model}:{finding.module_path}", style="magenta")
-        if finding.evidence != "static":
+        if finding.evidence is not Evidence.STATIC:
             head.append(f" ({finding.evidence})", style="dim")
         console.print(head)
         under = _underline(finding)
@@ -163,10 +165,10 @@ def render_rich(report: Report, console: Console) -> None:
         console.print()
         console.print(table)
     console.print()
-    console.print(Text(_summary_line(report), style="bold"))
+    console.print(Text(summary_line(report), style="bold"))
 
 
-def _render_model(model: Any, console: Console) -> None:
+def _render_model(model: ModelResult, console: Console) -> None:
     console.print()
     title = f"model {model.spec}: {model.status}"
     if model.parameters is not None:

@@ -3,13 +3,13 @@
 Never imports torch (the child, :mod:`modelcheck.smoke.job`, does the work). A job that crashes or
 times out becomes stage results: the stages it finished keep their results, the one it was in
 becomes ``crashed``/``timeout`` and the rest ``skipped``. Each bad stage then names the
-findings that predicted it (``PREDICTED_BY``); a bad stage that no finding predicted is a gap
+findings that predicted it (each rule's ``predicts``); a bad stage that no finding predicted is a gap
 in modelcheck's rules and is said so loudly.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -18,32 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.config import Config
-from modelcheck.findings import Finding, Location, ModelResult, Report, Severity, StageResult
+from modelcheck.findings import Finding, Location, ModelResult, Report, StageResult
 from modelcheck.models.specs import ModelSpec
-from modelcheck.targets import Target
+from modelcheck.rules import FAMILIES, codes_predicting
+from modelcheck.targets import ARTIFACTS, STAGES, Target
+from modelcheck.text import read_json, write_json
 
-STAGES = ("export", "onnx_check", "onnxruntime", "caffe2")  # as in modelcheck.smoke.job
 DEFAULT_ARTIFACTS = Path(".modelcheck")
 #: seconds the parent waits beyond the job's own budget before it kills the child
 _GRACE = 5.0
-
-#: (stage, status) → the rule codes whose findings predict that outcome, each with the least
-#: severity at which it does (docs/evidence.md, re-measured by tests/test_evidence.py):
-#: align_corners=True fails the export before opset 11 (MC202); linear and shape-sized resizes
-#: before opset 11 compute something else (MC201, MC203); Caffe2 ignores ceil_mode from opset 10,
-#: where MC301 is an error (at opset 9 it is a warning about other input sizes, not the traced
-#: one); Caffe2 has no Resize (MC204).
-PREDICTED_BY: dict[tuple[str, str], dict[str, Severity]] = {
-    ("export", "failed"): {"MC202": Severity.WARNING},
-    ("onnxruntime", "mismatch"): {"MC201": Severity.WARNING, "MC203": Severity.WARNING},
-    ("caffe2", "mismatch"): {"MC201": Severity.WARNING, "MC203": Severity.WARNING, "MC301": Severity.ERROR},
-    ("caffe2", "failed"): {"MC204": Severity.WARNING},
-    ("caffe2", "crashed"): {"MC204": Severity.WARNING},
-}
-#: an operator named in an error → the rule family about it (for the source line of a failure)
-_OP_FAMILY = ((re.compile(r"upsampl|interpolat|resize", re.IGNORECASE), "MC2"),
-              (re.compile(r"pool", re.IGNORECASE), "MC3"))
-
 
 @dataclass
 class SmokeOutcome:
@@ -79,7 +62,7 @@ def run_smoke(
     findings: Iterable[Finding],
     artifacts: Path,
     progress: Callable[[str], None] | None = None,
-    caffe2_home: Path | None = None,
+    runtime_home: Path | None = None,
 ) -> SmokeOutcome:
     """Smoke-test one model in a child job; every way the job can end becomes stage results."""
     from modelcheck.jobs.run import run_job
@@ -100,7 +83,7 @@ def run_smoke(
         "rtol": config.rtol,
         "artifacts": str(artifacts),
         "budget": config.timeout,
-        "caffe2_home": str(caffe2_home) if caffe2_home else None,
+        "runtime_home": str(runtime_home) if runtime_home else None,
     }
     (artifacts / "report.json").unlink(missing_ok=True)
     watcher = _Watcher(artifacts / "report.json", name, progress) if progress else None
@@ -117,7 +100,7 @@ def run_smoke(
                               {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb",
                                                          "input_names")})
     else:
-        partial = _read_progress(artifacts / "report.json")
+        partial = read_json(artifacts / "report.json")
         ops = {data["name"]: (data.get("op"), data.get("node")) for data in partial.get("stages", [])}
         stages = _after_death(name, partial, outcome)
         result = SmokeOutcome(stages, artifacts)
@@ -166,21 +149,13 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
 
 
 def skipped_stages(model_name: str, reason: str) -> list[StageResult]:
-    """All four stages skipped, e.g. when the dynamic pass could not build the model."""
+    """Every stage skipped, e.g. when the dynamic pass could not build the model."""
     return [StageResult(model_name, name, "skipped", detail=reason) for name in STAGES]
 
 
 def _stage(data: dict[str, Any]) -> StageResult:
     data = {k: v for k, v in data.items() if k not in ("op", "node")}
     return StageResult.from_json(data)
-
-
-def _read_progress(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _after_death(model_name: str, partial: dict[str, Any], outcome: Any) -> list[StageResult]:
@@ -226,7 +201,7 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
     if not stage.bad:
         return stage
     mine = _findings_of(model_name, source_files, findings)
-    codes = PREDICTED_BY.get((stage.name, stage.status), {})
+    codes = codes_predicting(stage.name, stage.status)  # each rule's own ``predicts``
     predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
     # prefer what tracing saw in this very model over a static finding elsewhere in its files (another
     # model's), then, "/up/Resize" being the node of module "up", the finding about that module
@@ -234,8 +209,7 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
     predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope))
     location: Location | None = predicting[0].location if predicting else None
     if location is None and op:
-        family = next((prefix for pattern, prefix in _OP_FAMILY if pattern.search(op)), None)
-        about_op = [f for f in mine if family and f.code.startswith(family)]
+        about_op = [f for f in mine if f.code in _codes_about(op)]
         location = about_op[0].location if about_op else None
     detail = stage.detail
     if location is not None:
@@ -244,10 +218,15 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
                    detail=detail)
 
 
+def _codes_about(op: str) -> frozenset[str]:
+    """The codes of the rule families whose construct is the operator named in a runtime error."""
+    return frozenset(code for family in FAMILIES if family.failing_ops and family.failing_ops.search(op)
+                     for code in family.codes)
+
+
 def _write_report(result: SmokeOutcome, spec: ModelSpec, target: Target) -> None:
     """``report.json`` next to the artifacts: the final stage results of this model."""
-    files = [name for name in ("model.onnx", "init_net.pb", "predict_net.pb", "caffe2.log", "smoke.log")
-             if (result.artifacts / name).exists()]
+    files = [name for name in (*ARTIFACTS, "smoke.log") if (result.artifacts / name).exists()]
     data = {
         "model": spec.text,
         "target": target.name,
@@ -264,13 +243,9 @@ def _write_report(result: SmokeOutcome, spec: ModelSpec, target: Target) -> None
         "notes": result.notes,
         **result.info,
     }
-    path = result.artifacts / "report.json"
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
-    except OSError:
-        pass  # the artifacts folder vanished or is read-only: the run's report still has it all
+    # the artifacts folder may have vanished or be read-only: the run's report still has it all
+    with contextlib.suppress(OSError):
+        write_json(result.artifacts / "report.json", data)
 
 
 class _Watcher:
@@ -286,7 +261,7 @@ class _Watcher:
 
     def _loop(self) -> None:
         while not self.done.wait(0.3):
-            running = _read_progress(self.path).get("running") or []
+            running = read_json(self.path).get("running") or []
             text = f"smoke test: {', '.join(running)} ({self.model_name})" if running else ""
             if text and text != self.last:
                 self.last = text

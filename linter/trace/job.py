@@ -50,6 +50,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,6 @@ _MAX_WALK = 500_000  # objects visited by the unpicklable-object walk before it 
 
 # ----- facts as JSON (used by both sides) -----------------------------------------------------
 
-def _facts_classes() -> dict[str, type]:
-    from modelcheck.rules.pickling import StoredObjectFacts
-    from modelcheck.rules.pooling import PoolFacts
-    from modelcheck.rules.upsampling import UpsampleFacts
-
-    return {"upsampling": UpsampleFacts, "pooling": PoolFacts, "pickling": StoredObjectFacts}
-
-
 def encode_value(value: Any) -> Any:
     """A facts value as JSON: UNKNOWN becomes ``{"$unknown": true}``, tuples become lists."""
     if value is UNKNOWN:
@@ -103,14 +96,18 @@ def decode_value(value: Any) -> Any:
 
 def encode_facts(facts: Any) -> dict[str, Any]:
     """``{"family": "pooling", "facts": {...}}`` for a rules facts dataclass."""
-    family = next(name for name, cls in _facts_classes().items() if isinstance(facts, cls))
+    from modelcheck.rules import FAMILIES
+
+    family = next(family.name for family in FAMILIES if isinstance(facts, family.facts_type))
     return {"family": family,
             "facts": {f.name: encode_value(getattr(facts, f.name)) for f in dataclasses.fields(facts)}}
 
 
 def decode_facts(data: dict[str, Any]) -> tuple[str, Any]:
     """(family name, facts dataclass) from :func:`encode_facts` output."""
-    cls = _facts_classes()[data["family"]]
+    from modelcheck.rules import FAMILIES
+
+    cls = next(family.facts_type for family in FAMILIES if family.name == data["family"])
     names = {f.name for f in dataclasses.fields(cls)}
     return data["family"], cls(**{k: decode_value(v) for k, v in data["facts"].items() if k in names})
 
@@ -268,69 +265,51 @@ def _construction_site(module: Any, frame: types.FrameType | None) -> dict[str, 
 
 # ----- module walk --------------------------------------------------------------------------------
 
-def _layer_api(module: Any) -> tuple[str, str] | None:
-    """("upsampling"|"pooling", torch API name) for a torch upsampling or pooling layer."""
-    from modelcheck.rules.pooling import SIGNATURES
-    from modelcheck.rules.upsampling import APIS
+def layer_api(module: Any) -> tuple[Any, str] | None:
+    """(rule family, torch API name) for a torch layer some family is about (``torch.nn.MaxPool2d``)."""
+    from modelcheck.rules import FAMILIES
 
     for cls in type(module).__mro__:
         if cls.__module__.startswith("torch.nn.modules."):
             name = f"torch.nn.{cls.__name__}"
-            if name in APIS:
-                return "upsampling", name
-            if name in SIGNATURES:
-                return "pooling", name
-            return None
+            return next(((family, name) for family in FAMILIES if name in family.layer_apis), None)
     return None
 
 
-def _plain(value: Any) -> Any:
-    """Tensors and torch.Size to plain numbers and tuples, for facts."""
-    import torch
+@dataclass
+class ModuleWalk:
+    """What the module walk found: constructs with facts, every module's path, and the construction
+    sites of the layers whose facts come from their calls (``Family.layer_calls``), by path."""
 
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else tuple(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
-    return value
+    constructs: list[dict[str, Any]]
+    paths: dict[int, str]
+    layer_sites: dict[str, dict[str, Any] | None]
 
 
-def walk_modules(model: Any, sites: ConstructionSites) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """Facts for every upsampling and pooling layer, by module path, at its construction site."""
-    from modelcheck.rules.pooling import PoolFacts
-    from modelcheck.rules.upsampling import UpsampleFacts
-
-    constructs: list[dict[str, Any]] = []
-    paths: dict[int, str] = {}
+def walk_modules(model: Any, sites: ConstructionSites) -> ModuleWalk:
+    """Facts for every layer a rule family is about, by module path, at its construction site."""
+    walk = ModuleWalk([], {}, {})
     site_by_path: dict[str, dict[str, Any] | None] = {}
     for path, module in model.named_modules():
-        paths[id(module)] = path or ROOT_PATH
-        site = sites.get(module)
-        site_by_path[path] = site
-        found = _layer_api(module)
+        walk.paths[id(module)] = path or ROOT_PATH
+        site = site_by_path[path] = sites.get(module)
+        found = layer_api(module)
         if found is None:
             continue
-        family, api = found
-        if family == "upsampling":
-            facts: Any = UpsampleFacts(
-                api=api, mode=module.mode, align_corners=module.align_corners, size_from_shape=False,
-                scale_factor=_plain(module.scale_factor), size=_plain(module.size),
-            )
-        else:
-            facts = PoolFacts(
-                api=api, ceil_mode=bool(module.ceil_mode), kernel_size=_plain(module.kernel_size),
-                stride=_plain(module.stride), padding=_plain(module.padding),
-                dilation=_plain(getattr(module, "dilation", 1)),
-            )
         if site is None:  # built without __init__ (deepcopy): the nearest ancestor's site
             parts = path.split(".")
             site = next((site_by_path.get(".".join(parts[:i])) for i in range(len(parts) - 1, -1, -1)
                          if site_by_path.get(".".join(parts[:i]))), None)
-        constructs.append({
+        family, api = found
+        facts = family.layer_facts(module, api)
+        if facts is None:
+            walk.layer_sites[path or ROOT_PATH] = site
+            continue
+        walk.constructs.append({
             **encode_facts(facts), "origin": "module", "module_path": path or ROOT_PATH,
             "location": site, "source": _source_line(site),
         })
-    return constructs, paths
+    return walk
 
 
 # ----- pickle probe -------------------------------------------------------------------------------
@@ -619,37 +598,51 @@ def _assignment_site(cls: type, attribute: str) -> dict[str, Any] | None:
 
 # ----- graph capture ------------------------------------------------------------------------------
 
-def _capture_apis() -> dict[Any, str]:
-    """The functions whose calls are captured, by identity → their public name."""
+def capture_apis() -> dict[Any, tuple[Any, str]]:
+    """The functions whose calls are traced, by identity → (their rule family, public name)."""
     import torch
     import torch.nn.functional as F
-    from modelcheck.rules.pooling import SIGNATURES
-    from modelcheck.rules.upsampling import APIS
+    from modelcheck.rules import FAMILIES
 
-    apis: dict[Any, str] = {}
-    for name in (*APIS, *SIGNATURES):
-        if name.startswith("torch.nn.functional."):
-            fn = getattr(F, name.rsplit(".", 1)[1], None)
-        elif name.startswith("torch.") and not name.startswith("torch.nn."):
-            fn = getattr(torch, name.rsplit(".", 1)[1], None)
-        else:
-            continue
-        if fn is not None:
-            apis.setdefault(fn, name)
+    apis: dict[Any, tuple[Any, str]] = {}
+    for family in FAMILIES:
+        for name in sorted(family.call_apis):
+            owner, _, attr = name.rpartition(".")
+            fn = getattr(F if owner == "torch.nn.functional" else torch if owner == "torch" else None, attr, None)
+            if fn is not None:
+                apis.setdefault(fn, (family, name))
     return apis
 
 
-def _make_recorder(apis: dict[Any, str], paths: dict[int, str]) -> Any:
-    import torch
+def _walk_to_user(frame: Any, functional_file: str, names: set[str]) -> tuple[Any, Any, str | None]:
+    """From a torch call up to the user's frame: (that frame or None, the torch layer whose forward
+    made the call or None, the public ``torch.nn.functional`` wrapper the call went through or None:
+    ``F.upsample_bilinear(...)`` reaches the recorder as ``interpolate``)."""
     import torch.nn as nn
-    from modelcheck.rules.pooling import PoolFacts
-    from modelcheck.rules.upsampling import APIS, UpsampleFacts
+
+    via_module = wrapper = None
+    while frame is not None and is_internal(frame.f_code.co_filename):
+        code = frame.f_code
+        if via_module is None and code.co_name == "forward" and code.co_argcount:
+            owner = frame.f_locals.get(code.co_varnames[0])
+            if isinstance(owner, nn.Module):
+                via_module = owner
+        if code.co_filename == functional_file and f"torch.nn.functional.{code.co_name}" in names:
+            wrapper = f"torch.nn.functional.{code.co_name}"
+        frame = frame.f_back
+    return frame, via_module, wrapper
+
+
+def _make_recorder(apis: dict[Any, tuple[Any, str]], paths: dict[int, str],
+                   layer_sites: dict[str, dict[str, Any] | None]) -> Any:
+    import torch
     from torch.overrides import TorchFunctionMode
 
     functional_file = str(Path(torch.nn.functional.__file__).resolve())
+    names = {name for _, name in apis.values()}
 
     class Recorder(TorchFunctionMode):
-        """Sees every torch call of the forward; keeps the upsampling and pooling ones."""
+        """Sees every torch call of the forward; keeps those a rule family is about, once per site and facts."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -664,40 +657,37 @@ def _make_recorder(apis: dict[Any, str], paths: dict[int, str]) -> Any:
             kwargs = kwargs or {}
             self.calls += 1
             try:
-                api = apis.get(func)
+                found = apis.get(func)
             except TypeError:
-                api = None
-            if api is not None:
+                found = None
+            if found is not None:
                 try:
-                    self.record(api, args, kwargs, sys._getframe(1))
+                    self.record(*found, args, kwargs, sys._getframe(1))
                 except Exception as exc:  # a capture bug must not fail the user's forward
                     self.errors.append(one_line(exc))
             return func(*args, **kwargs)
 
-        def record(self, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
-            via_module = None
-            wrapper = None
-            while frame is not None and is_internal(frame.f_code.co_filename):
-                code = frame.f_code
-                if via_module is None and code.co_name == "forward" and code.co_argcount:
-                    owner = frame.f_locals.get(code.co_varnames[0])
-                    if isinstance(owner, nn.Module):
-                        via_module = owner
-                if code.co_filename == functional_file and f"torch.nn.functional.{code.co_name}" in APIS:
-                    wrapper = f"torch.nn.functional.{code.co_name}"
-                frame = frame.f_back
+        def record(self, family: Any, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
+            frame, via_module, wrapper = _walk_to_user(frame, functional_file, names)
             if via_module is not None:  # inside a torch layer: the module walk has its facts
-                self.called_modules.add(paths.get(id(via_module), "?"))
+                path = paths.get(id(via_module), "?")
+                self.called_modules.add(path)
+                if family.layer_calls and layer_sites.get(path):
+                    facts = family.call_facts(api, args, kwargs, self.tracing)
+                    layer = layer_api(via_module)
+                    if facts is not None and layer is not None:
+                        facts = dataclasses.replace(facts, api=layer[1])
+                        self.keep(layer[1], facts, layer_sites[path], path)
                 return
             if frame is None:
                 return
-            if wrapper is not None and api.startswith("torch.nn.functional.interpolate"):
-                api = wrapper  # F.upsample_bilinear(...) reaches us as interpolate
-            site = frame_site(frame)
-            module_path = _enclosing_module_path(frame, paths)
-            facts = self.facts(api, args, kwargs)
-            if facts is None:
-                return
+            if wrapper in family.call_apis:
+                api = wrapper
+            facts = family.call_facts(api, args, kwargs, self.tracing)
+            if facts is not None:
+                self.keep(api, facts, frame_site(frame), _enclosing_module_path(frame, paths))
+
+        def keep(self, api: str, facts: Any, site: dict[str, Any], module_path: str) -> None:
             encoded = encode_facts(facts)
             key = (api, site["path"], site["line"], site["column"], module_path, json.dumps(encoded, sort_keys=True))
             if key in self.ops:
@@ -707,45 +697,6 @@ def _make_recorder(apis: dict[Any, str], paths: dict[int, str]) -> Any:
                              "args": encoded["facts"], "count": 1}
             self.constructs.append({**encoded, "origin": "call", "module_path": module_path,
                                     "location": site, "source": _source_line(site)})
-
-        def facts(self, api: str, args: Any, kwargs: dict[str, Any]) -> Any:
-            from modelcheck.rules.pooling import SIGNATURES
-
-            if api in APIS:
-                spec = APIS[api]
-                bound = {**dict(zip(spec.params, args, strict=False)), **kwargs}
-                size = bound.get("size")
-                if size is None:
-                    from_shape: Any = False
-                elif self.tracing:
-                    from_shape = _holds_tensor(size)
-                else:
-                    from_shape = UNKNOWN
-                return UpsampleFacts(
-                    api=api,
-                    mode=spec.mode if spec.mode is not None else bound.get("mode", "nearest"),
-                    align_corners=spec.align_corners if spec.mode is not None else bound.get("align_corners"),
-                    size_from_shape=from_shape,
-                    scale_factor=_plain(bound.get("scale_factor")),
-                    size=_plain(size),
-                    deprecated=spec.deprecated,
-                )
-            params = SIGNATURES.get(api)
-            if params is None:
-                return None
-            bound = {**dict(zip(params, args, strict=False)), **kwargs}
-            kernel = _plain(bound.get("kernel_size"))
-            stride = _plain(bound.get("stride"))
-            return PoolFacts(
-                api=api, ceil_mode=bool(bound.get("ceil_mode", False)), kernel_size=kernel,
-                stride=kernel if stride in (None, ()) else stride, padding=_plain(bound.get("padding", 0)),
-                dilation=_plain(bound.get("dilation", 1)),
-            )
-
-    def _holds_tensor(value: Any) -> bool:
-        if isinstance(value, torch.Tensor):
-            return True
-        return isinstance(value, (list, tuple)) and any(_holds_tensor(v) for v in value)
 
     return Recorder()
 
@@ -762,7 +713,7 @@ def _enclosing_module_path(frame: Any, paths: dict[int, str]) -> str:
     return ROOT_PATH
 
 
-def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, Any]:
+def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     """Run forward once under torch.jit.trace with the recorder; fall back to a plain forward.
 
     ``example`` is an :class:`~modelcheck.models.specs.ExampleInputs` (or one tensor): every tensor is a
@@ -773,7 +724,7 @@ def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, 
 
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
-    recorder = _make_recorder(_capture_apis(), paths)
+    recorder = _make_recorder(capture_apis(), walk.paths, walk.layer_sites)
     graph: dict[str, Any] = {"method": "torch.jit.trace", "ok": True, "input_shapes": example.shapes()}
     if example.constants:
         graph["constants"] = {name: repr(value)[:80] for name, value in example.constants.items()}
@@ -787,7 +738,7 @@ def capture_graph(model: Any, example: Any, paths: dict[int, str]) -> dict[str, 
         except Exception as exc:  # tracing refused (outputs, control flow...): run it plainly
             graph["trace_error"] = one_line(exc)
             graph["method"] = "forward (no shape provenance)"
-            recorder = _make_recorder(_capture_apis(), paths)
+            recorder = _make_recorder(capture_apis(), walk.paths, walk.layer_sites)
             recorder.tracing = False
             with recorder:
                 example.call(model)  # an exception here is the forward's own failure
@@ -891,7 +842,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     model: Any = None
     obj: Any = None
     sites = ConstructionSites()
-    paths: dict[int, str] = {}
+    walk = ModuleWalk([], {}, {})
     for stage in _reaching(_stages(result, progress), ReachedCode.from_env()):
         started = time.monotonic()
         try:
@@ -907,9 +858,9 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 result["model_type"] = f"{type(model).__module__}.{type(model).__qualname__}"
                 result["parameters"] = sum(p.numel() for p in model.parameters())
             elif stage == "walk":
-                constructs, paths = walk_modules(model, sites)
-                result["constructs"].extend(constructs)
-                result["modules"] = len(paths)
+                walk = walk_modules(model, sites)
+                result["constructs"].extend(walk.constructs)
+                result["modules"] = len(walk.paths)
             elif stage == "pickle":
                 probe, constructs = probe_pickle(model, sites)
                 result["pickle"] = probe
@@ -918,7 +869,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 inputs = make_inputs(spec, 0, model)
                 result["input_shapes"] = inputs.shapes()
                 check_single_input(model, inputs)
-                graph = capture_graph(model, inputs, paths)
+                graph = capture_graph(model, inputs, walk)
                 result["constructs"].extend(graph.pop("constructs"))
                 result["graph"] = graph
         except BaseException as exc:  # user code may raise anything, SystemExit included

@@ -11,7 +11,6 @@ the live models showed to be harmless is refuted (``refute``): dropped, with a n
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sysconfig
@@ -26,13 +25,11 @@ from modelcheck import own_code_dirs
 from modelcheck.findings import Finding, Location, ModelResult
 from modelcheck.jobs.run import ChildOutcome, run_job
 from modelcheck.models.specs import ModelSpec, discovery_files, specs_from_config
-from modelcheck.rules import pickling, pooling, upsampling
+from modelcheck.rules import FAMILIES, FAMILY_OF_CODE
 from modelcheck.rules.base import matches_for
 from modelcheck.static.run import _SKIP_DIRS, StaticResult, check_paths, suppressed
+from modelcheck.text import read_json, signal_name
 from modelcheck.trace.job import ROOT_PATH, decode_facts
-
-FAMILIES = {"upsampling": upsampling, "pooling": pooling, "pickling": pickling}
-_FAMILY_OF = {rule.code: name for name, family in FAMILIES.items() for rule in family.RULES}
 
 _KIND_WORDS = {
     "instance": "module-level nn.Module instance",
@@ -265,16 +262,9 @@ def inspect_spec(spec: ModelSpec, timeout: float, paths: _Paths) -> tuple[ModelR
         payload = {"spec": spec.to_json(), "progress": str(progress), "crash_log": str(crash_log),
                    "deadline": time.time() + timeout}
         outcome = run_job("inspect", payload, timeout)
-        partial = _read_json(progress)
+        partial = read_json(progress)
         stack = crash_log.read_text(errors="replace") if crash_log.exists() else ""
     return model_result(spec, outcome, partial, paths, stack)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def model_result(
@@ -297,7 +287,7 @@ def model_result(
         frames = _dumped_stack(stack)
         where = _innermost_user_frame(frames, paths)
         model.detail = f"{model.stage or 'start'}: {outcome.describe()}" if outcome.status != "crashed" else (
-            f"{model.stage or 'start'}: crashed ({_signal_name(outcome.signal)})")
+            f"{model.stage or 'start'}: crashed ({signal_name(outcome.signal)})")
         if where:
             model.detail += f", at {where}"
         model.traceback = "\n".join(frames[:12]) if frames else outcome.traceback_tail
@@ -328,15 +318,6 @@ def _innermost_user_frame(frames: list[str], paths: _Paths) -> str | None:
             continue
         return f"{paths.show(file)}:{match['line']} in {match['func']}"
     return None
-
-
-def _signal_name(number: int | None) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name if number else "no result"
-    except ValueError:
-        return f"signal {number}"
 
 
 def _site(location: dict[str, Any] | None, paths: _Paths) -> dict[str, Any] | None:
@@ -382,14 +363,14 @@ def findings_from_constructs(
     """The rules' verdicts on live facts, located at the user's source lines."""
     findings = []
     for construct in constructs:
-        family_name, facts = decode_facts(construct)
+        family, facts = _decoded(construct)
         site = _site(construct.get("location"), paths)
         if site is None:  # nothing on the stack was the user's: point at the spec itself
             site = {"path": spec.path or spec.module or spec.text, "line": 1, "column": 1}
         location = Location(site["path"], site["line"], site.get("column", 1),
                             site.get("end_line"), site.get("end_column"))
         lines = paths.lines(location.path)
-        for rule, match, severity in matches_for(FAMILIES[family_name].RULES, facts, target):
+        for rule, match, severity in matches_for(family.rules, facts, target):
             finding = Finding(
                 code=rule.code, message=match.message, severity=severity, location=location,
                 fixable=match.fixable, evidence="dynamic", model=spec.text,
@@ -413,26 +394,20 @@ def observations(constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: 
         site = construct.get("location")
         if not site:
             continue
-        family_name, facts = decode_facts(construct)
-        fires = frozenset(rule.code for rule, _, _ in matches_for(FAMILIES[family_name].RULES, facts, target))
+        family, facts = _decoded(construct)
+        fires = frozenset(rule.code for rule, _, _ in matches_for(family.rules, facts, target))
         seen.append(Observation(
-            family=family_name, path=_resolve(site["path"]), line=site["line"], column=site.get("column", 1),
+            family=family.name, path=_resolve(site["path"]), line=site["line"], column=site.get("column", 1),
             end_line=site.get("end_line"), end_column=site.get("end_column"), model=spec.text,
-            facts=_describe_facts(facts), fires=fires,
+            facts=family.describe(facts), fires=fires,
         ))
     return seen
 
 
-def _describe_facts(facts: Any) -> str:
-    """The live values a rule decided on, short: ``Upsample(mode='nearest', align_corners=None)``."""
-    if isinstance(facts, upsampling.UpsampleFacts):
-        text = facts.what[:-1] + f", align_corners={facts.align_corners!r}"
-        if facts.size_from_shape is True:
-            text += ", size from a tensor's shape"
-        return text + ")"
-    if isinstance(facts, pooling.PoolFacts):
-        return f"{facts.api.rsplit('.', 1)[-1]}(ceil_mode={facts.ceil_mode!r})"
-    return f"{facts.kind} {getattr(facts, 'name', None) or ''}".rstrip()
+def _decoded(construct: dict[str, Any]) -> tuple[Any, Any]:
+    """(rule family, facts) of a construct the child reported."""
+    name, facts = decode_facts(construct)
+    return next(family for family in FAMILIES if family.name == name), facts
 
 
 def refute(static: list[Finding], observed: list[Observation]) -> tuple[list[Finding], list[str]]:
@@ -446,8 +421,8 @@ def refute(static: list[Finding], observed: list[Observation]) -> tuple[list[Fin
     kept: list[Finding] = []
     notes: list[str] = []
     for finding in static:
-        family = _FAMILY_OF.get(finding.code)
-        seen = [o for o in observed if o.family == family and o.covers(finding.location)] if family else []
+        family = FAMILY_OF_CODE.get(finding.code)
+        seen = [o for o in observed if o.family == family.name and o.covers(finding.location)] if family else []
         if finding.certain or not seen or any(finding.code in o.fires for o in seen):
             kept.append(finding)
             continue
