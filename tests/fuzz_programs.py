@@ -464,7 +464,7 @@ def _full_parse(path: str, text: str, target: Target) -> set[tuple]:
     out = set()
     for family in FAMILIES:
         for node, facts in family.extract(source):
-            for rule, match, severity in matches_for(family.RULES, facts, target):
+            for rule, match, severity in matches_for(family.rules, facts, target):
                 location = source.location(node)
                 finding = Finding(code=rule.code, message=match.message, severity=severity, location=location)
                 if not suppressed(finding, source.lines):

@@ -251,7 +251,7 @@ def test_the_project_root_is_never_the_filesystem_root_or_home(tmp_path, monkeyp
     import tempfile
     from types import SimpleNamespace
 
-    from modelcheck.models.specs import _package_name
+    from modelcheck.models.specs import package_name
 
     home = tmp_path / "home"
     project = home / "proj"
@@ -259,10 +259,10 @@ def test_the_project_root_is_never_the_filesystem_root_or_home(tmp_path, monkeyp
     monkeypatch.setenv("HOME", str(home))
     (project / "model.py").write_text("from .x import y\n")
     (project / "nets" / "deep.py").write_text("from ..x import y\n")
-    assert _package_name(project / "model.py") == (project, "model")  # not (home, "proj.model")
-    assert _package_name(project / "nets" / "deep.py") == (project, "nets.deep")
+    assert package_name(project / "model.py") == (project, "model")  # not (home, "proj.model")
+    assert package_name(project / "nets" / "deep.py") == (project, "nets.deep")
     (home / "lone.py").write_text("from .x import y\n")
-    assert _package_name(home / "lone.py") == (home, "lone")
+    assert package_name(home / "lone.py") == (home, "lone")
 
     temp = Path(tempfile.gettempdir())
     if temp.parent == temp.parent.parent:  # /tmp: climbing from /tmp/model.py would reach /
@@ -270,7 +270,7 @@ def test_the_project_root_is_never_the_filesystem_root_or_home(tmp_path, monkeyp
         os.close(handle)
         try:
             Path(name).write_text("from .x import y\n")
-            root, _ = _package_name(Path(name))
+            root, _ = package_name(Path(name))
             assert root == temp.resolve() or root == temp
         finally:
             os.unlink(name)
@@ -280,9 +280,9 @@ def test_the_project_root_is_never_the_filesystem_root_or_home(tmp_path, monkeyp
     (home / "__init__.py").write_text("")
     (project / "__init__.py").write_text("")
     (project / "plain.py").write_text("x = 1\n")
-    assert _package_name(project / "plain.py")[0] == home.parent  # the package chain, as written
+    assert package_name(project / "plain.py")[0] == home.parent  # the package chain, as written
     (home / "__init__.py").unlink()
-    assert _package_name(project / "plain.py") == (home, "proj.plain")
+    assert package_name(project / "plain.py") == (home, "proj.plain")
     roots = building.project_roots(SimpleNamespace(path=str(project / "plain.py")))
     assert roots == [project.resolve()]
     assert building.project_roots(SimpleNamespace(path=str(home / "lone.py"))) == [(home / "lone.py").resolve()]

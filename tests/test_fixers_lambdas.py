@@ -218,7 +218,8 @@ def test_a_lifted_lambda_keeps_the_other_fixes_made_inside_it(tmp_path):
 
 @pytest.mark.slow
 def test_fix_on_a_lua_converted_file_verifies_on_the_discovered_model(tmp_path):
-    """The design card's first line, small: ``modelcheck resnext.py --fix`` with no --model."""
+    """The seed's own command, small: ``modelcheck resnext.py --fix`` with no --model finds the model
+    in the file and verifies the fix on it."""
     import json
     import shutil
     import subprocess

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
 from modelcheck.fix.run import make_plans
-from modelcheck.fixers.base import FixContext
+from modelcheck.fixers.base import Applicability, Exactness, FixContext
 from modelcheck.fixers.pooling import always_exact, extra_padding, never_matters, output_size
 from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
@@ -118,7 +118,8 @@ def test_size_dependent_padding_uses_the_sizes_seen_and_is_unsafe(tmp_path):
     seen = {(os.path.realpath(path), 7): [(1, 8, height, width)]}
     plans = _plans(path, text, FixContext("caffe2", 9, call_shapes=seen))
     edit = plans[0].decisions[0]
-    assert edit.safety == "unsafe" and f"1×8×{height}×{width}" in edit.reason
+    assert edit.applicability is Applicability.UNSAFE and f"1×8×{height}×{width}" in edit.reason
+    assert edit.exactness is Exactness.BITWISE  # exact for the sizes seen only: a model must confirm it
     assert f'nn.ConstantPad2d({pads}, float("-inf"))' in plans[0].fixed
     held = _plans(path, text, FixContext("caffe2", 9, call_shapes=seen), unsafe=False)
     assert held[0].fixed == text and "--unsafe-fixes" in held[0].held[id(held[0].decisions[0])]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelcheck.config import Config
 from modelcheck.fix.run import make_plans
-from modelcheck.fixers.base import Edit, FixContext
+from modelcheck.fixers.base import Applicability, Edit, Exactness, FixContext
 from modelcheck.fixers.upsampling import HELPER
 from modelcheck.static.run import check_source
 from modelcheck.targets import make_target
@@ -98,9 +98,12 @@ def test_fixture_before_after_and_second_run(tmp_path):
     fixed = plans[0].fixed
     assert fixed == (FIXTURES / "upsampling_after.py").read_text()
     assert fixed.count("class _ExactBilinearUpsample(") == 1  # one helper per file
-    safety = {(d.code, d.line): d.safety for d in plans[0].decisions}
-    assert safety == {("MC201", 10): "safe", ("MC202", 11): "unsafe", ("MC205", 15): "safe",
-                      ("MC201", 15): "safe", ("MC205", 16): "safe"}
+    safe, unsafe = Applicability.SAFE, Applicability.UNSAFE
+    applicability = {(d.code, d.line): d.applicability for d in plans[0].decisions}
+    assert applicability == {("MC201", 10): safe, ("MC202", 11): unsafe, ("MC205", 15): safe,
+                             ("MC201", 15): safe, ("MC205", 16): safe}
+    exactness = {(d.code, d.line): d.exactness for d in plans[0].decisions}
+    assert exactness[("MC201", 10)] is Exactness.NUMERIC and exactness[("MC205", 15)] is Exactness.BY_CONSTRUCTION
     assert "modelcheck" not in "".join(line for line in fixed.splitlines() if line.startswith(("import", "from")))
     assert _plans(tmp_path / "up.py", fixed) == []  # nothing left to fix
 

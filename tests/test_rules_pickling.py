@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from modelcheck.rules import pickling
-from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found
+from static_helpers import FIXTURES, expected, findings, findings_in, found
 
 STORED = FIXTURES / "pickling_stored.py"
 TRANSIENT = FIXTURES / "pickling_transient.py"
-
-
-@pytest.mark.parametrize("rule", [r for r in pickling.RULES if r.static], ids=lambda r: r.code)
-def test_examples(rule):
-    check_examples(rule)
-
-
-def test_unpicklable_attribute_is_left_to_the_dynamic_pass():
-    """A lock on a module is invisible in source: the static pass must not claim to see it."""
-    rule = pickling.UnpicklableAttribute()
-    assert not rule.static
-    assert not [f for f in findings_in(rule.bad_example) if f.code == rule.code]
 
 
 def test_every_stored_lambda_and_local_def_is_found_at_its_line():

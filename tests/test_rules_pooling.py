@@ -7,14 +7,9 @@ from collections import Counter
 
 import pytest
 from modelcheck.rules import pooling
-from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found
+from static_helpers import FIXTURES, expected, findings, findings_in, found
 
 POOLING = FIXTURES / "pooling.py"
-
-
-@pytest.mark.parametrize("rule", pooling.RULES, ids=lambda r: r.code)
-def test_examples(rule):
-    check_examples(rule)
 
 
 def test_every_ceil_mode_pool_is_found_at_its_line_and_nothing_else():

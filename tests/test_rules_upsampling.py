@@ -6,15 +6,10 @@ from collections import Counter
 
 import pytest
 from modelcheck.rules import upsampling
-from static_helpers import FIXTURES, check_examples, expected, findings, findings_in, found
+from static_helpers import FIXTURES, expected, findings, findings_in, found
 
 FLAGGED = FIXTURES / "upsampling_flagged.py"
 FINE = FIXTURES / "upsampling_fine.py"
-
-
-@pytest.mark.parametrize("rule", upsampling.RULES, ids=lambda r: r.code)
-def test_examples(rule):
-    check_examples(rule)
 
 
 def test_every_import_style_and_argument_form_is_found_at_its_line():

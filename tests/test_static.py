@@ -129,7 +129,7 @@ def _full_parse_findings(path: str, text: str, target: str = "caffe2") -> set[tu
     out = set()
     for family in FAMILIES:
         for node, facts in family.extract(source):
-            for rule, match, severity in matches_for(family.RULES, facts, target_of(target)):
+            for rule, match, severity in matches_for(family.rules, facts, target_of(target)):
                 loc = source.location(node)
                 out.add((rule.code, loc.line, loc.column, loc.end_line, loc.end_column, severity.value,
                          match.message))
@@ -156,7 +156,7 @@ def test_pre_screen_keeps_little_of_a_file_with_one_hot_spot():
     text = "import torch.nn as nn\n\n\n" + body + "class M(nn.Module):\n    def __init__(self):\n" \
         "        super().__init__()\n        self.f = lambda x: x\n\n    def forward(self, x):\n        return x\n"
     families, code, line_map = reduce_source(text, FAMILIES)
-    assert [family.__name__.rsplit(".", 1)[-1] for family in families] == ["pickling"]
+    assert [family.name for family in families] == ["pickling"]
     assert len(code.splitlines()) < 10
     assert [text.splitlines()[n - 1] for n in line_map] == code.splitlines()
     [finding] = check_source("m.py", text, target_of("caffe2"), Config())

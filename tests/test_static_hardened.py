@@ -199,7 +199,7 @@ def test_finding_locations_equal_the_old_per_finding_ones(name: str, text: str) 
         old = []
         for family in families:
             for node, facts in family.extract(source):
-                for rule, match, _ in static.matches_for(family.RULES, facts, target_of(target)):
+                for rule, match, _ in static.matches_for(family.rules, facts, target_of(target)):
                     loc = source.location(node)  # the lazy per-node path
                     old.append((rule.code, loc.line, loc.column, loc.end_line, loc.end_column, match.message))
         config = Config()
