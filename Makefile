@@ -54,3 +54,8 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz.py --minutes 10
+
+# The operator compatibility table (linter/ops/table.json), measured again on ONNX Runtime and the real Caffe2.
+.PHONY: optable
+optable: caffe2
+	$(BIN)/python -m modelcheck.ops
