@@ -8,6 +8,8 @@
 - bench_smoke.py: the smoke test vs the bare export, ONNX Runtime and Caffe2 steps (ResNeXt-101 size)
 - bench_audit.py: seconds per audited architecture (a bundled R3Net-style repo, torchvision modules)
   and ``audit --jobs 2`` vs ``--jobs 1``
+- bench_tolerance.py: the smoke test's default tolerance between the float noise of right models
+  (torchvision and timm backbones, random init) and the smallest difference of known export bugs
 
 Each benchmark fetches what it needs from the package registries into ``benchmarks/.cache``
 or the venv. Exit status: the number of benchmarks that missed a goal or failed.
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_static.py", "bench_hard_inputs.py", "bench_smoke.py", "bench_audit.py")
+BENCHMARKS = ("bench_static.py", "bench_hard_inputs.py", "bench_smoke.py", "bench_audit.py", "bench_tolerance.py")
 
 
 def main() -> int:

@@ -173,8 +173,8 @@ def check(
         Path | None,
         typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/)."),
     ] = None,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance for runtime vs PyTorch outputs.")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Relative tolerance for runtime vs PyTorch outputs.")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute floor of the runtime-vs-PyTorch tolerance.")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Tolerance relative to each output's max |value|.")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and exit.")] = False,
     explain: Annotated[str | None, typer.Option("--explain", help="Explain one rule code and exit.")] = None,
     install: Annotated[

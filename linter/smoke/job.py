@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.findings import StageResult
-from modelcheck.smoke.stages import Outcome, StageContext, failing_op, shape_text
+from modelcheck.smoke.stages import ATOL, RTOL, Outcome, StageContext, failing_op, shape_text
 from modelcheck.targets import ARTIFACTS, MODEL_FILE, STAGES, Profile, Stage, get_profile
 from modelcheck.text import one_line, write_json
 
@@ -117,8 +117,8 @@ def _context(payload: dict[str, Any], exported: _Exported, started: float) -> St
     artifacts, home = Path(payload["artifacts"]), payload.get("runtime_home")
     return StageContext(
         payload["model"], payload["target"], artifacts / MODEL_FILE, exported.feeds, artifacts,
-        deadline=started + float(payload.get("budget", 120.0)), atol=float(payload.get("atol", 1e-4)),
-        rtol=float(payload.get("rtol", 1e-3)), home=Path(home) if home else None,
+        deadline=started + float(payload.get("budget", 120.0)), atol=float(payload.get("atol", ATOL)),
+        rtol=float(payload.get("rtol", RTOL)), home=Path(home) if home else None,
     )
 
 

@@ -3,7 +3,7 @@
 A target profile (:mod:`modelcheck.targets`) lists stages; each is a function
 ``run(ctx: StageContext) -> Outcome`` that the smoke child (:mod:`modelcheck.smoke.job`) calls
 after the export. This module is the whole toolkit such a function needs, so a target module
-imports this and nothing of the job's machinery. Torch-free; numpy only inside :func:`compare`.
+imports this and nothing of the job's machinery. Torch-free; numpy only inside :func:`comparison`.
 """
 
 from __future__ import annotations
