@@ -10,18 +10,37 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import re
 import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from functools import cached_property
-from typing import Any, TypeVar
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import libcst as cst
-from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 from modelcheck.findings import Location
 
+if TYPE_CHECKING:
+    import libcst as cst
+    from libcst.metadata import CodePosition, CodeRange, MetadataWrapper
+
 T = TypeVar("T")
+
+
+class _LazyModule(types.ModuleType):
+    """A module imported at its first attribute look-up. libcst takes 0.12 s to import, more than
+    the rest of a pre-commit run on a file the ``ast`` path (``static.fast``) covers or that has
+    no trigger; the rules modules take ``cst`` from here, so importing them does not import it."""
+
+    def __getattr__(self, name: str) -> Any:
+        module = importlib.import_module(self.__name__)
+        self.__dict__.update(module.__dict__)  # later look-ups are plain attribute hits
+        return getattr(module, name)
+
+
+if not TYPE_CHECKING:
+    cst = _LazyModule("libcst")
 
 
 class _Unknown:
@@ -107,6 +126,7 @@ class SourceFile:
         """A position-recording code generator over the module, run one top-level statement
         at a time (``_position``). What ``MetadataWrapper.resolve(PositionProvider)`` computes,
         without its extra pass over the tree, and only as far as the findings need."""
+        from libcst.metadata import PositionProvider
         from libcst.metadata.position_provider import PositionProvidingCodegenState
 
         provider = PositionProvider()
@@ -126,6 +146,8 @@ class SourceFile:
                 next(statements)._codegen(state)
             return computed[node]
         except (ImportError, AttributeError, TypeError, StopIteration):  # libcst internals moved
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
             if self._wrapper is None:
                 self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
             return self._wrapper.resolve(PositionProvider)[node]
@@ -384,7 +406,23 @@ def _alternatives(expr: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
         yield expr
 
 
-class ScopedVisitor(cst.CSTVisitor):
+class Visitor:
+    """A visitor for ``walk``: ``visit_<Node>`` before a node's children (False skips them),
+    ``leave_<Node>`` after, dispatched as ``libcst.CSTVisitor`` does, but defined without
+    importing libcst (the rules modules subclass it at import). libcst's own ``node.visit``
+    needs a real ``CSTVisitor``."""
+
+    def on_visit(self, node: Any) -> bool:
+        visit = getattr(self, "visit_" + type(node).__name__, None)
+        return visit is None or visit(node) is not False
+
+    def on_leave(self, original_node: Any) -> None:
+        leave = getattr(self, "leave_" + type(original_node).__name__, None)
+        if leave is not None:
+            leave(original_node)
+
+
+class ScopedVisitor(Visitor):
     """A visitor that knows what each name in the current function was assigned.
 
     ``assigned`` maps a local name to every value assigned to it so far in the innermost
@@ -445,8 +483,10 @@ def _walk_imports(module: cst.Module) -> Iterator[cst.Import | cst.ImportFrom]:
     return _imports_in(module.body)
 
 
-_BLOCKS = (cst.BaseCompoundStatement, cst.BaseSuite, cst.ExceptHandler, cst.ExceptStarHandler,
-           cst.Else, cst.Finally, cst.MatchCase)
+@cache
+def _blocks() -> tuple[type, ...]:
+    return (cst.BaseCompoundStatement, cst.BaseSuite, cst.ExceptHandler, cst.ExceptStarHandler,
+            cst.Else, cst.Finally, cst.MatchCase)
 
 
 def _imports_in(nodes: Sequence[cst.CSTNode]) -> Iterator[cst.Import | cst.ImportFrom]:
@@ -455,21 +495,32 @@ def _imports_in(nodes: Sequence[cst.CSTNode]) -> Iterator[cst.Import | cst.Impor
             yield node
         elif isinstance(node, cst.SimpleStatementLine):
             yield from _imports_in(node.body)
-        elif isinstance(node, _BLOCKS):
+        elif isinstance(node, _blocks()):
             for name in ("body", "handlers", "orelse", "finalbody", "cases"):
                 part = getattr(node, name, None)
                 if part is not None:
                     yield from _imports_in(part if isinstance(part, (list, tuple)) else [part])
 
 
-#: nodes that hold only whitespace or punctuation: no rule looks inside them
-_TRIVIA = (
-    cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline,
-    cst.Comment, cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
-    cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.Comma, cst.Dot, cst.Semicolon, cst.AssignEqual,
-    cst.Colon, cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp, cst.BaseUnaryOp,
-    cst.BaseAugOp, cst.Asynchronous, cst.ImportStar,
-)
+@cache
+def _trivia() -> tuple[type, ...]:
+    """Nodes that hold only whitespace or punctuation: no rule looks inside them."""
+    return (
+        cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline,
+        cst.Comment, cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
+        cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.Comma, cst.Dot, cst.Semicolon, cst.AssignEqual,
+        cst.Colon, cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp, cst.BaseUnaryOp,
+        cst.BaseAugOp, cst.Asynchronous, cst.ImportStar,
+    )
+def __getattr__(name: str) -> Any:
+    """``_TRIVIA`` and ``_BLOCKS``, the tuples of libcst classes, made when first asked for."""
+    if name == "_TRIVIA":
+        return _trivia()
+    if name == "_BLOCKS":
+        return _blocks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
 _WALKED: dict[type, bool] = {}  # per type: a node worth walking into (cached: ABC checks are slow)
 
@@ -477,11 +528,11 @@ _WALKED: dict[type, bool] = {}  # per type: a node worth walking into (cached: A
 def _walked(kind: type) -> bool:
     verdict = _WALKED.get(kind)
     if verdict is None:
-        verdict = _WALKED[kind] = issubclass(kind, cst.CSTNode) and not issubclass(kind, _TRIVIA)
+        verdict = _WALKED[kind] = issubclass(kind, cst.CSTNode) and not issubclass(kind, _trivia())
     return verdict
 
 
-def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
+def walk(node: cst.CSTNode, visitor: Any) -> None:
     """``node.visit(visitor)`` for visitors that only read: the same ``visit_*``/``leave_*``
     calls, parents before children, but about 10x faster, because libcst's own traversal
     rebuilds every node it passes and this one skips whitespace and punctuation nodes."""
@@ -502,7 +553,7 @@ def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     visitor.on_leave(node)
 
 
-class ReadsVisitor(cst.CSTVisitor):
+class ReadsVisitor(Visitor):
     """Visits the names code reads: attribute names (``x.view``), keyword names (``dim=``) and the
     dotted paths of import statements are not visited as names. Subclasses add ``visit_Name``."""
 
@@ -539,12 +590,13 @@ def bind_arguments(
     """Map a call's arguments (or an argument list) onto a signature's parameter names.
 
     Returns the bound expressions and whether ``*args``/``**kwargs`` make unbound parameters
-    unknowable (rather than their defaults).
+    unknowable (rather than their defaults). An argument list may also be ``static.fast``'s
+    (``AstSource.api_call``): the same fields on ``ast`` expressions.
     """
     bound: dict[str, cst.BaseExpression] = {}
     opaque = False
     position = 0
-    for arg in call.args if isinstance(call, cst.Call) else call:
+    for arg in call if isinstance(call, Sequence) else call.args:
         if arg.star:
             opaque = True
             continue
@@ -648,6 +700,8 @@ _NEWLINES = re.compile(r"\r\n?|\n")
 
 def _positions_of(module: cst.Module, nodes: set[cst.CSTNode]) -> dict[cst.CSTNode, CodeRange]:
     """The ``PositionProvider`` ranges of ``nodes``, found by one code-generation pass."""
+    from libcst.metadata import CodePosition, CodeRange
+
     targets = {id(node) for node in nodes}  # the tree holds every node: ids stay unique
     wanted = set(targets)
     state = _recording_state(module, wanted)
