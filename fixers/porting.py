@@ -271,7 +271,7 @@ def _import(source: SourceFile, statement: cst.Import | cst.ImportFrom,
 
 # ----- in-memory porting for the build step -------------------------------------------------
 
-_IMPORT_MATCH = re.compile(r"[;:]?[ \t]*(?:from|import)[ \t]")
+_IMPORT_MATCH = re.compile(r"[;:]?[ \t\f]*(?:from|import)[ \t]")
 
 
 def _may_need_porting(text: str, path: str, relative: bool) -> bool:

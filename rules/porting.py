@@ -49,7 +49,7 @@ PY3_ONLY = re.compile(
 _NOT_SIBLINGS = (r"(?:torch|torchvision|numpy|typing|typing_extensions|functools|itertools|collections|"
                  r"dataclasses|math|os|sys|re|warnings|abc|enum|copy|timm|scipy|cv2|PIL|six|json|time|argparse|"
                  r"pathlib|__future__)\b")
-_IMPORT = rf"[ \t]*(?:from[ \t]+(?!{_NOT_SIBLINGS})|import[ \t]+(?!{_NOT_SIBLINGS}(?![^\n;#]*,)))[A-Za-z_]"
+_IMPORT = rf"[ \t\f]*(?:from[ \t]+(?!{_NOT_SIBLINGS})|import[ \t]+(?!{_NOT_SIBLINGS}(?![^\n;#]*,)))[A-Za-z_]"
 _WORDS = re.compile(
     r"xrange|iter(?:items|keys|values)\b|basestring|unicode|long(?<![\w.]long)(?!\w)"
     rf"|_six\b|models\.utils|model_urls|^{_IMPORT}",

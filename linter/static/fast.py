@@ -153,23 +153,14 @@ class AstSource:
         return offset if text.isascii() else len(text.encode("utf-8")[:offset].decode("utf-8"))
 
     def segment(self, node: Any) -> str:
-        """The node's source text, as libcst's ``code_for_node`` writes it; a node in parentheses
-        of its own is Unsupported (libcst's text has them, ``ast``'s span not)."""
-        lines = self.code_lines
-        first, last = node.lineno - 1, node.end_lineno - 1
-        start, end = self._column(first + 1, node.col_offset), self._column(last + 1, node.end_col_offset)
-        after = lines[last][end:].lstrip(" \t\\\r")
-        number = last
-        while not after or after.startswith("#"):  # the next token: past comments and line ends
-            number += 1
-            if number >= len(lines):
-                break
-            after = lines[number].lstrip(" \t\\\r")
-        if after.startswith(")"):
-            raise Unsupported("a parenthesized target")
-        if first == last:
-            return lines[first][start:end]
-        return "\n".join([lines[first][start:], *lines[first + 1:last], lines[last][:end]])
+        """The source text of a node on one line, as libcst's ``code_for_node`` writes it. A node
+        over several lines (libcst writes its continuation lines less the block's indent) or in
+        parentheses of its own (libcst's text has them, the ``ast`` span not) is Unsupported."""
+        line = self.code_lines[node.lineno - 1]
+        start, end = self._column(node.lineno, node.col_offset), self._column(node.lineno, node.end_col_offset)
+        if node.end_lineno != node.lineno or line[end:].lstrip(" \t").startswith((")", "\\")) or not line[end:].strip():
+            raise Unsupported("a target over lines or in parentheses")
+        return line[start:end]
 
     # ----- names -----------------------------------------------------------------------
     @cached_property
