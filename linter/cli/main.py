@@ -23,7 +23,7 @@ from modelcheck.config import (
     parse_shapes,
 )
 from modelcheck.findings import Report, Severity
-from modelcheck.targets import TargetError, make_target
+from modelcheck.targets import Target, TargetError, make_target
 from rich.console import Console
 
 if TYPE_CHECKING:
@@ -208,12 +208,28 @@ def check(
     _run_info_command(version=version, list_rules=list_rules, explain=explain,
                       install=_install_target(install, install_caffe2), doctor=doctor, console=console)
     paths = _check_usage(paths, model, no_paths_ok=no_paths_ok, fix=fix, diff=diff, unsafe_fixes=unsafe_fixes)
+    config, the_target, kwargs = _configure(
+        paths, model, model_args, dtype, static_only=static_only, force_exclude=force_exclude,
+        flags={"target": target, "opset": opset, "exporter": exporter, "fail_on": fail_on, "select": select,
+               "ignore": ignore, "input_shape": input_shape, "timeout": timeout, "atol": atol, "rtol": rtol,
+               "inputs": inputs})
+
+    from modelcheck.pipeline import Options
+
+    options = Options(
+        paths=paths, target=the_target, config=config, static_only=static_only, fix=fix, diff=diff,
+        unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []), model_args=kwargs,
+        artifacts=artifacts, dtype=dtype, weight_free=not no_weight_free,
+    )
+    _run_and_exit(options, output_format, console)
+
+
+def _configure(paths: list[Path], model: list[str] | None, model_args: str | None, dtype: Any, *, static_only: bool,
+               force_exclude: bool, flags: dict[str, Any]) -> tuple[Config, Target, dict[str, Any]]:
+    """pyproject plus flags, the target, and --model-args; a bad value of any is a usage error."""
     try:
         config = load_config(find_pyproject(paths))
-        apply_flags(
-            config, target=target, opset=opset, exporter=exporter, fail_on=fail_on, select=select, ignore=ignore,
-            input_shape=input_shape, timeout=timeout, atol=atol, rtol=rtol, inputs=inputs,
-        )
+        apply_flags(config, **flags)
         if force_exclude:
             config.force_exclude = True
         the_target = make_target(config.target, config.opset, config.exporter)
@@ -226,23 +242,21 @@ def check(
         raise fail(str(exc)) from None
     if not static_only:
         require_runtime()
+    return config, the_target, kwargs
 
-    from modelcheck.pipeline import Options, exit_code, run
+
+def _run_and_exit(options: Options, output_format: OutputFormat | None, console: Console) -> None:
+    """Run the pipeline, render the report, and exit with the code the findings and stages call for."""
+    from modelcheck.pipeline import exit_code, run
     from modelcheck.static.run import PathError
 
-    options = Options(
-        paths=paths, target=the_target, config=config, static_only=static_only, fix=fix, diff=diff,
-        unsafe_fixes=unsafe_fixes, smoke=not no_smoke, model_specs=list(model or []), model_args=kwargs,
-        artifacts=artifacts, dtype=dtype, weight_free=not no_weight_free,
-    )
     try:
         report = _run_with_progress(options, run)
     except PathError as exc:
         raise fail(str(exc)) from None
-
     fmt = output_format or (OutputFormat.rich if sys.stdout.isatty() else OutputFormat.text)
     _render(report, fmt, console)
-    threshold = None if config.fail_on == "never" else Severity(config.fail_on)
+    threshold = None if options.config.fail_on == "never" else Severity(options.config.fail_on)
     raise typer.Exit(exit_code(report, threshold))
 
 
