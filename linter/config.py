@@ -31,7 +31,7 @@ KNOWN_KEYS = {
 class Config:
     """Every setting one run needs; command-line values override the pyproject ones."""
 
-    target: str = "caffe2"
+    target: str = "caffe2"  # one target name, or several joined by commas ("caffe2,executorch")
     opset: int | None = None
     exporter: str | None = None
     select: list[str] = field(default_factory=lambda: ["MC"])
@@ -133,8 +133,9 @@ def load_config(pyproject: Path | None) -> Config:
         raise ConfigError(f"{pyproject}: unknown [tool.modelcheck] key(s): {', '.join(sorted(unknown))}")
     config.root = pyproject.parent
     try:
-        if "target" in table:
-            config.target = _choice(table["target"], "target", TARGET_NAMES)
+        if "target" in table:  # one name, or a list of them
+            names = table["target"] if isinstance(table["target"], list) else [table["target"]]
+            config.target = ",".join(_choice(name, "target", TARGET_NAMES) for name in names)
         if "opset" in table:
             config.opset = _int(table["opset"], "opset")
         if "exporter" in table:

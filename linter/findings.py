@@ -91,6 +91,8 @@ class Finding:
     source_line: str | None = None
     #: False when a value the claim depends on was not known ("may ..."); tracing can settle it
     certain: bool = True
+    #: the run's targets this finding matters for (empty: not tied to a target, e.g. a syntax error)
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.evidence) is not Evidence:  # "dynamic" from a caller that spells it as text
@@ -112,6 +114,7 @@ class Finding:
             "model": self.model,
             "module_path": self.module_path,
             "certain": self.certain,
+            "targets": list(self.targets),
         }
 
     @classmethod
@@ -130,6 +133,7 @@ class Finding:
             model=data.get("model"),
             module_path=data.get("module_path"),
             certain=data.get("certain", True),
+            targets=tuple(data.get("targets", ())),
         )
 
     def with_(self, **changes: Any) -> Finding:
@@ -151,6 +155,8 @@ class StageResult:
     location: Location | None = None
     #: max |PyTorch value| of the output ``max_rel_diff`` is relative to (the output judged worst)
     scale: float | None = None
+    #: the target whose smoke test this stage belongs to (``caffe2``, ``executorch``)
+    target: str = ""
 
     def __post_init__(self) -> None:
         if type(self.status) is not StageStatus:  # "passed" from a caller that spells it as text
@@ -176,6 +182,7 @@ class StageResult:
             max_rel_diff=data.get("max_rel_diff"), detail=data.get("detail", ""),
             predicted_by=tuple(data.get("predicted_by", ())),
             location=Location(**loc) if loc else None, scale=data.get("scale"),
+            target=data.get("target", ""),
         )
 
 
@@ -227,7 +234,7 @@ class ModelResult:
 class Report:
     """Everything one run found; the reporter renders it, the CLI turns it into an exit code."""
 
-    target: str
+    target: str  # the primary target (the first of ``targets``)
     opset: int
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # skipped files and the like
@@ -236,6 +243,7 @@ class Report:
     also_checked: list[str] = field(default_factory=list)  # files the dynamic pass led to (counted above)
     fixes: list[FixRecord] = field(default_factory=list)  # one record per fix (modelcheck.fix.records)
     diff: str = ""  # --diff: the unified diff --fix would write
+    targets: list[str] = field(default_factory=list)  # every target of the run, primary first (else [target])
 
     @property
     def stages(self) -> list[StageResult]:

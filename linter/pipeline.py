@@ -15,7 +15,7 @@ from typing import Any
 from modelcheck.config import Config
 from modelcheck.findings import Report, Severity
 from modelcheck.static.run import check_paths
-from modelcheck.targets import Target
+from modelcheck.targets import Target, TargetSet
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Options:
     """What one ``modelcheck`` invocation asked for, after config and flags are merged."""
 
     paths: list[Path]
-    target: Target
+    target: Target | TargetSet  # several with --target a,b: rules weigh every one, the smoke test runs each
     config: Config
     static_only: bool = False
     fix: bool = False
@@ -44,6 +44,7 @@ def run(options: Options) -> Report:
     report = Report(
         target=options.target.name,
         opset=options.target.opset,
+        targets=[t.name for t in options.target.members],
         findings=static.findings,
         notes=static.notes,
         files_checked=static.files_checked,
@@ -75,7 +76,7 @@ def run(options: Options) -> Report:
 
         smoked = run_fix_step(options, report, sources, [] if options.static_only else dynamic.specs)
 
-    # ----- smoke test: export, ONNX checker, ONNX Runtime and Caffe2 per model, in child processes -----
+    # ----- smoke test: per model and target, export and the target's runtimes, in child processes -----
     if options.smoke and not options.static_only:
         from modelcheck.smoke.run import smoke_step
 

@@ -152,7 +152,7 @@ class AdaptivePoolNotDividing(Rule):
     static = False
 
     def verdict(self, target: Target) -> Severity | None:
-        return Severity.ERROR if target.exporter == "torchscript" else None
+        return Severity.ERROR if target.onnx and target.exporter == "torchscript" else None
 
     def match(self, facts: AdaptivePoolFacts) -> Match | None:
         outputs, inputs = facts.outputs, facts.input_size

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from modelcheck.findings import Severity
-from modelcheck.targets import Target
+from modelcheck.targets import Target, TargetSet
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Match:
     #: the construct is measured to work at the targets the rule flags, so it is only worth a
     #: note (a nearest resize to a shape-derived size): caps the finding at this severity
     at_most: Severity | None = None
+    #: the targets of the run the claim matters for (set by :func:`matches_for`)
+    targets: tuple[str, ...] = ()
 
 
 #: The sections of a rule's docstring, in this order (ruff's): the one place a rule is documented.
@@ -112,15 +114,19 @@ class Rule:
         )
 
 
-def matches_for(rules: Iterable[Rule], facts: Any, target: Target) -> Iterator[tuple[Rule, Match, Severity]]:
-    """Every rule that fires on ``facts`` at ``target``, with the severity it fires at."""
+def matches_for(rules: Iterable[Rule], facts: Any,
+                target: Target | TargetSet) -> Iterator[tuple[Rule, Match, Severity]]:
+    """Every rule that fires on ``facts`` at ``target`` (at any member of a set), with the severity it
+    fires at: the worst over the members it matters for, which the match names."""
     for rule in rules:
-        severity = rule.verdict(target)
-        if severity is None:
+        verdicts = [(t.name, s) for t in target.members if (s := rule.verdict(t)) is not None]
+        if not verdicts:
             continue
         match = rule.match(facts)
         if match is None:
             continue
+        severity = max((s for _, s in verdicts), key=lambda s: s.rank)
+        match = replace(match, targets=tuple(name for name, _ in verdicts))
         if not match.certain:
             severity = severity.lowered()
         if match.at_most is not None and match.at_most.rank < severity.rank:

@@ -102,7 +102,7 @@ class CeilModePooling(Rule):
     def verdict(self, target: Target) -> Severity | None:
         if target.name == "caffe2":
             return Severity.ERROR if target.opset >= 10 else Severity.WARNING
-        return Severity.WARNING if target.opset < 10 else None
+        return Severity.WARNING if target.onnx and target.opset < 10 else None
 
     def match(self, facts: PoolFacts) -> Match | None:
         short = facts.api.rsplit(".", 1)[-1]

@@ -23,7 +23,7 @@ from modelcheck.config import (
     parse_shapes,
 )
 from modelcheck.findings import Report, Severity
-from modelcheck.targets import Target, TargetError, make_target
+from modelcheck.targets import PROFILES, TARGET_NAMES, TargetError, TargetSet, make_targets
 from rich.console import Console
 
 if TYPE_CHECKING:
@@ -50,9 +50,10 @@ class FailOn(str, Enum):
     never = "never"
 
 
-class TargetName(str, Enum):
-    caffe2 = "caffe2"
-    onnx = "onnx"
+#: one target name (``modelcheck audit --target``), from the target profiles
+TargetName = Enum("TargetName", {name.replace("-", "_"): name for name in TARGET_NAMES}, type=str)  # type: ignore[misc]
+_TARGET_HELP = ("Where the model goes; several with commas or the flag repeated (caffe2,executorch): "
+                + ", ".join(f"{p.name} ({p.runtime_label})" for p in PROFILES.values()) + ". Default caffe2.")
 
 
 class Exporter(str, Enum):
@@ -116,10 +117,10 @@ def check(
     unsafe_fixes: Annotated[
         bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")
     ] = False,
-    target: Annotated[
-        TargetName | None, typer.Option(help="Where the model goes: caffe2 (opset 9) or onnx (ONNX Runtime).")
+    target: Annotated[list[str] | None, typer.Option(help=_TARGET_HELP)] = None,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset of the ONNX targets (default: 9 for caffe2, 17 for onnx).")
     ] = None,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 9 for caffe2, 17 for onnx).")] = None,
     exporter: Annotated[Exporter | None, typer.Option(help="torch.onnx exporter for the onnx target.")] = None,
     output_format: Annotated[
         OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif, github or html.")
@@ -225,14 +226,14 @@ def check(
 
 
 def _configure(paths: list[Path], model: list[str] | None, model_args: str | None, dtype: Any, *, static_only: bool,
-               force_exclude: bool, flags: dict[str, Any]) -> tuple[Config, Target, dict[str, Any]]:
+               force_exclude: bool, flags: dict[str, Any]) -> tuple[Config, TargetSet, dict[str, Any]]:
     """pyproject plus flags, the target, and --model-args; a bad value of any is a usage error."""
     try:
         config = load_config(find_pyproject(paths))
         apply_flags(config, **flags)
         if force_exclude:
             config.force_exclude = True
-        the_target = make_target(config.target, config.opset, config.exporter)
+        the_target = make_targets([config.target], config.opset, config.exporter)
         kwargs = parse_model_args(model_args)
         if not static_only:  # a bad --model or [tool.modelcheck.models] entry is a usage error
             from modelcheck.models.specs import specs_from_config
@@ -294,14 +295,16 @@ def _check_usage(paths: list[Path] | None, model: list[str] | None, *, no_paths_
 
 
 def apply_flags(
-    config: Config, *, target: TargetName | None = None, opset: int | None = None, exporter: Exporter | None = None,
+    config: Config, *, target: Any = None, opset: int | None = None, exporter: Exporter | None = None,
     fail_on: FailOn | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
     input_shape: str | None = None, timeout: float | None = None, atol: float | None = None,
     rtol: float | None = None, inputs: str | None = None,
 ) -> None:
     """Command-line flags override pyproject values (shared by ``modelcheck`` and ``modelcheck audit``)."""
-    if target is not None:
-        config.target = target.value
+    if target:  # one TargetName (audit) or the list --target gave (check)
+        from modelcheck.targets import split_names
+
+        config.target = ",".join(split_names([target.value] if isinstance(target, Enum) else target))
         if opset is None and config.opset is not None:
             config.opset = None  # a new target brings its own default opset
     if opset is not None:

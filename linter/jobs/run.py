@@ -36,6 +36,7 @@ JOBS: dict[str, str] = {
     "audit_list": "modelcheck.audit.run:list_job",
     "audit_model": "modelcheck.audit.run:audit_model_job",
     "optable": "modelcheck.ops.job:run",
+    "env_doctor": "modelcheck.runtimes.envs:doctor_job",
 }
 
 
@@ -92,8 +93,14 @@ def run_job(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     memory_limit_mb: int | None = None,
+    python: Path | None = None,
 ) -> ChildOutcome:
-    """Run job ``kind`` with ``payload`` in a child interpreter and wait at most ``timeout`` s."""
+    """Run job ``kind`` with ``payload`` in a child interpreter and wait at most ``timeout`` s.
+
+    ``python``: another environment's interpreter (a target's own, :mod:`modelcheck.runtimes.envs`);
+    it imports this very modelcheck from where it lives here (:func:`worker_argv`), so the two
+    never drift apart, and needs only the packages the job itself imports.
+    """
     if kind not in JOBS:
         raise KeyError(f"unknown job kind {kind!r}")
     with tempfile.TemporaryDirectory(prefix="modelcheck-job-") as tmp:
@@ -108,7 +115,7 @@ def run_job(
         started = time.monotonic()
         with open(Path(tmp) / "stdout", "w+b") as out, open(Path(tmp) / "stderr", "w+b") as err:
             process = subprocess.Popen(
-                _dies_with_parent([sys.executable, "-m", "modelcheck.jobs.worker", str(job_file), str(result_file)]),
+                _dies_with_parent([*worker_argv(python), str(job_file), str(result_file)]),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -153,6 +160,35 @@ def run_job(
             seconds=seconds,
             stdout_tail=_tail(stdout),
         )
+
+
+#: run in another environment's interpreter: make ``modelcheck`` (and its ``rules``/``fixers``, which may live
+#: in other folders in an editable install) importable from this environment's folders, then run the worker
+_BOOTSTRAP = """
+import importlib.abc, importlib.util, json, runpy, sys
+roots = json.loads(sys.argv.pop(1))
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in roots:
+            return importlib.util.spec_from_file_location(
+                name, roots[name] + "/__init__.py", submodule_search_locations=[roots[name]])
+        return None
+sys.meta_path.insert(0, Finder())
+runpy.run_module("modelcheck.jobs.worker", run_name="__main__", alter_sys=True)
+"""
+
+
+def worker_argv(python: Path | None = None) -> list[str]:
+    """The command that starts a worker: this interpreter's ``-m``, or another's with the bootstrap."""
+    if python is None or Path(python) == Path(sys.executable):
+        return [sys.executable, "-m", "modelcheck.jobs.worker"]
+    import importlib.util
+
+    roots = {}
+    for name in ("modelcheck", "modelcheck.rules", "modelcheck.fixers"):  # found, not imported
+        spec = importlib.util.find_spec(name)
+        roots[name] = (spec.submodule_search_locations or [""])[0] if spec else ""
+    return [str(python), "-c", _BOOTSTRAP, json.dumps(roots)]
 
 
 def _dies_with_parent(argv: list[str]) -> list[str]:

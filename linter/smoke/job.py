@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.findings import StageResult
-from modelcheck.smoke.stages import ATOL, RTOL, Outcome, StageContext, failing_op, shape_text
-from modelcheck.targets import ARTIFACTS, MODEL_FILE, STAGES, Profile, Stage, get_profile
+from modelcheck.smoke.stages import ATOL, RTOL, ExportContext, Outcome, StageContext, failing_op, shape_text
+from modelcheck.targets import ARTIFACTS, MODEL_FILE, Profile, Stage, get_profile
 from modelcheck.text import one_line, write_json
 
 SEED = 0
@@ -40,8 +40,9 @@ _JOIN_GRACE = 5.0
 class _Progress:
     """``report.json`` in the artifacts folder: finished stages and the ones running now."""
 
-    def __init__(self, path: Path, model: str) -> None:
-        self.path, self.model = path, model
+    def __init__(self, path: Path, model: str, profile: Profile) -> None:
+        self.path, self.model, self.target = path, model, profile.name
+        self.names = profile.all_stages()
         self.done: dict[str, Outcome] = {}
         self.running: set[str] = set()
         self.lock = threading.Lock()
@@ -60,22 +61,23 @@ class _Progress:
 
     def skip_rest(self, reason: str) -> None:
         """Every stage without a result yet is ``skipped`` for ``reason``."""
-        for name in STAGES:
+        for name in self.names:
             if name not in self.done:
                 self.finish(Outcome(StageResult(self.model, name, "skipped", detail=reason)))
 
     def stages(self) -> list[dict[str, Any]]:
-        return [self.done[name].to_json() for name in STAGES if name in self.done]
+        return [{**self.done[name].to_json(), "target": self.target} for name in self.names if name in self.done]
 
     def _write(self) -> None:
-        write_json(self.path, {"model": self.model, "status": "running", "running": sorted(self.running),
-                               "stages": self.stages()})
+        write_json(self.path, {"model": self.model, "target": self.target, "status": "running",
+                               "running": sorted(self.running), "stages": self.stages()})
 
 
 @dataclass
 class _Exported:
-    """The export's yield: the model (dropped once PyTorch's reference exists) and its inputs."""
+    """The export's yield: its file, the model (dropped once PyTorch's reference exists) and its inputs."""
 
+    path: Path
     model: Any
     inputs: Any  # specs.ExampleInputs
     feeds: dict[str, Any]
@@ -96,15 +98,13 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     artifacts.mkdir(parents=True, exist_ok=True)
     for stale in ARTIFACTS:
         (artifacts / stale).unlink(missing_ok=True)
-    progress = _Progress(artifacts / "report.json", payload["model"])
+    progress = _Progress(artifacts / "report.json", payload["model"], profile)
     result: dict[str, Any] = {"source_files": [], "timings": {}}
     exported = _build_and_export(payload, profile, progress, result)
     if exported is None:
         progress.skip_rest("export failed")
     else:
         _run_stages(profile, _context(payload, exported, started), exported, progress, result)
-        labels = [stage.label for stage in profile.stages]
-        progress.skip_rest(f"the {profile.name} target is checked with {_and(labels)} only")
     result["stages"] = progress.stages()
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["children_max_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -116,7 +116,7 @@ def _context(payload: dict[str, Any], exported: _Exported, started: float) -> St
     """What the target's stages get: the exported file, its feeds, the tolerances and the budget left."""
     artifacts, home = Path(payload["artifacts"]), payload.get("runtime_home")
     return StageContext(
-        payload["model"], payload["target"], artifacts / MODEL_FILE, exported.feeds, artifacts,
+        payload["model"], payload["target"], exported.path, exported.feeds, artifacts,
         deadline=started + float(payload.get("budget", 120.0)), atol=float(payload.get("atol", ATOL)),
         rtol=float(payload.get("rtol", RTOL)), home=Path(home) if home else None,
     )
@@ -143,27 +143,36 @@ def _build_and_export(payload: dict[str, Any], profile: Profile, progress: _Prog
         progress.finish(Outcome(StageResult(model_name, "export", "failed",
                                             detail=f"cannot build the model: {one_line(exc)}")))
         return None
-    onnx_path = Path(payload["artifacts"]) / MODEL_FILE
+    artifacts = Path(payload["artifacts"])
     t0 = time.monotonic()
     try:
         inputs = make_inputs(spec, SEED, model)
         result["input_shapes"] = inputs.shapes()
+        input_names = inputs.names(model)
         with torch.no_grad():
-            input_names = _export(model, inputs, onnx_path, target, profile.export_options)
+            path = _export_for(profile, ExportContext(model, inputs, input_names, artifacts, target))
     except Exception as exc:  # exporter and user forward raise anything
         seconds = time.monotonic() - t0
         progress.finish(Outcome(StageResult(model_name, "export", "failed", seconds, detail=one_line(exc)),
                                 op=failing_op(str(exc))))
         return None
     result["timings"]["export"] = seconds = time.monotonic() - t0
+    how = profile.export_label if not profile.onnx else f"{target['exporter']} exporter, opset {target['opset']}"
     progress.finish(Outcome(StageResult(
-        model_name, "export", "passed", seconds,
-        detail=(f"{target['exporter']} exporter, opset {target['opset']}"
-                f"{_inputs_text(input_names, inputs)}: {onnx_path}"),
+        model_name, "export", "passed", seconds, detail=f"{how}{_inputs_text(input_names, inputs)}: {path}",
     )))
     result["input_names"] = input_names
     feeds = {name: tensor.detach().cpu().numpy() for name, tensor in zip(input_names, inputs.tensors, strict=True)}
-    return _Exported(model, inputs, feeds)
+    return _Exported(path, model, inputs, feeds)
+
+
+def _export_for(profile: Profile, ctx: ExportContext) -> Path:
+    """The target's own exporter, or torch.onnx.export with its settings; the file written."""
+    if profile.export is not None:
+        return profile.export(ctx)
+    path = ctx.artifacts / MODEL_FILE
+    _export(ctx.model, ctx.inputs, path, ctx.target, profile.export_options)
+    return path
 
 
 def _export(model: Any, inputs: Any, path: Path, target: dict[str, Any], options: Any = None) -> list[str]:
@@ -280,11 +289,6 @@ def _collect(stage: Stage, ctx: StageContext, progress: _Progress, thread: threa
     if not out:
         return ctx.outcome(stage.name, "timeout", detail=f"no {stage.label} result in time")
     return out[0]
-
-
-def _and(items: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _flatten(value: Any) -> list[Any]:

@@ -21,7 +21,7 @@ from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, ModelResult, Report, StageResult
 from modelcheck.models.specs import ModelSpec
 from modelcheck.rules import FAMILIES, codes_predicting
-from modelcheck.targets import ARTIFACTS, STAGES, Target
+from modelcheck.targets import ARTIFACTS, Target, TargetSet
 from modelcheck.text import read_json, write_json
 
 DEFAULT_ARTIFACTS = Path(".modelcheck")
@@ -49,7 +49,10 @@ def artifact_name(model_name: str) -> str:
 
 
 def artifacts_for(model_name: str, artifacts: Path | None, many: bool) -> Path:
-    """``--artifacts DIR`` holds one model's files directly; with several models, one folder each."""
+    """``--artifacts DIR`` holds one model's files directly; with several models, one folder each.
+
+    Each target's files go into a folder of its own under that one (:func:`run_smoke`).
+    """
     if artifacts is None:
         return DEFAULT_ARTIFACTS / artifact_name(model_name)
     return artifacts / artifact_name(model_name) if many else artifacts
@@ -64,17 +67,18 @@ def run_smoke(
     progress: Callable[[str], None] | None = None,
     runtime_home: Path | None = None,
 ) -> SmokeOutcome:
-    """Smoke-test one model in a child job; every way the job can end becomes stage results."""
-    from modelcheck.jobs.run import run_job
+    """Smoke-test one model for one target in a child job (in the target's own environment when it
+    has one), its files in ``artifacts/<target>/``; every way the job can end becomes stage results."""
+    from modelcheck.runtimes.envs import EnvMissing, job_python
 
-    artifacts = artifacts.resolve()
-    try:
-        artifacts.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from modelcheck.static.run import PathError
-
-        raise PathError(f"{artifacts}: cannot create the artifacts folder ({exc.strerror or exc})") from None
+    artifacts = _target_folder(artifacts, target)
     name = spec.text
+    try:
+        python = job_python(target.profile, runtime_home)
+    except EnvMissing as exc:
+        result = SmokeOutcome(skipped_stages(name, str(exc), target), artifacts, notes=[f"{name}: {exc}"])
+        _write_report(result, spec, target)
+        return result
     payload = {
         "model": name,
         "spec": spec.to_json(),
@@ -85,31 +89,12 @@ def run_smoke(
         "budget": config.timeout,
         "runtime_home": str(runtime_home) if runtime_home else None,
     }
-    (artifacts / "report.json").unlink(missing_ok=True)
-    watcher = _Watcher(artifacts / "report.json", name, progress) if progress else None
-    try:
-        outcome = run_job("smoke", payload, timeout=config.timeout + _GRACE)
-    finally:
-        if watcher:
-            watcher.stop()
-    if outcome.ok:
-        value = outcome.value or {}
-        stages = [_stage(data) for data in value.get("stages", [])]
-        ops = {data["name"]: (data.get("op"), data.get("node")) for data in value.get("stages", [])}
-        result = SmokeOutcome(stages, artifacts, value.get("source_files", []), value.get("parameters"),
-                              {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb",
-                                                         "input_names")})
-    else:
-        partial = read_json(artifacts / "report.json")
-        ops = {data["name"]: (data.get("op"), data.get("node")) for data in partial.get("stages", [])}
-        stages = _after_death(name, partial, outcome)
-        result = SmokeOutcome(stages, artifacts)
-        if outcome.status == "crashed" and outcome.traceback_tail.strip():
-            (artifacts / "smoke.log").write_text(outcome.traceback_tail + "\n")
-    result.stages = [_with_prediction(stage, *ops.get(stage.name, (None, None)), name, result.source_files, findings)
+    result, ops = _run_child(payload, python, config.timeout, target, progress)
+    result.stages = [replace(_with_prediction(stage, *ops.get(stage.name, (None, None)), name, result.source_files,
+                                              findings, target.name), target=target.name)
                      for stage in result.stages]
     result.notes = [
-        f"{name}: the {stage.name} stage {stage.status} and no finding predicted it: a gap in "
+        f"{name}: the {target.name} {stage.name} stage {stage.status} and no finding predicted it: a gap in "
         "modelcheck's rules (please report it with the model)"
         for stage in result.stages if stage.bad and not stage.predicted_by
     ]
@@ -117,17 +102,56 @@ def run_smoke(
     return result
 
 
-def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
-    """The pipeline's smoke step: each spec's stages onto its ModelResult in ``report``.
+def _target_folder(artifacts: Path, target: Target) -> Path:
+    """``artifacts/<target>/``, created; a one-line PathError when it cannot be."""
+    folder = (artifacts / target.name).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from modelcheck.static.run import PathError
 
-    ``options`` is a ``pipeline.Options`` (its target, config, artifacts and progress callback).
-    A model the dynamic pass could not import, build or run forward on, or that crashed or hung
-    there, is not run again (the export runs that very forward): its stages are skipped with that
-    reason, not reported as an unpredicted export failure.
+        raise PathError(f"{folder}: cannot create the artifacts folder ({exc.strerror or exc})") from None
+    return folder
+
+
+def _run_child(payload: dict[str, Any], python: Path | None, timeout: float, target: Target,
+               progress: Callable[[str], None] | None) -> tuple[SmokeOutcome, dict[str, tuple[Any, Any]]]:
+    """The ``smoke`` job, watched; its stages (or what a crash or hang left) and each stage's op/node."""
+    from modelcheck.jobs.run import run_job
+
+    artifacts, name = Path(payload["artifacts"]), payload["model"]
+    (artifacts / "report.json").unlink(missing_ok=True)
+    watcher = _Watcher(artifacts / "report.json", f"{name} → {target.name}", progress) if progress else None
+    try:
+        outcome = run_job("smoke", payload, timeout=timeout + _GRACE, python=python)
+    finally:
+        if watcher:
+            watcher.stop()
+    if outcome.ok:
+        value = outcome.value or {}
+        ops = {data["name"]: (data.get("op"), data.get("node")) for data in value.get("stages", [])}
+        info = {k: value.get(k) for k in ("timings", "max_rss_mb", "children_max_rss_mb", "input_names")}
+        stages = [_stage(data) for data in value.get("stages", [])]
+        return SmokeOutcome(stages, artifacts, value.get("source_files", []), value.get("parameters"), info), ops
+    partial = read_json(artifacts / "report.json")
+    ops = {data["name"]: (data.get("op"), data.get("node")) for data in partial.get("stages", [])}
+    if outcome.status == "crashed" and outcome.traceback_tail.strip():
+        (artifacts / "smoke.log").write_text(outcome.traceback_tail + "\n")
+    return SmokeOutcome(_after_death(name, partial, outcome, target), artifacts), ops
+
+
+def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
+    """The pipeline's smoke step: each spec's stages, for every target, onto its ModelResult in ``report``.
+
+    ``options`` is a ``pipeline.Options`` (its target or targets, config, artifacts and progress
+    callback). A model the dynamic pass could not import, build or run forward on, or that crashed
+    or hung there, is not run again (the export runs that very forward): its stages are skipped
+    with that reason, not reported as an unpredicted export failure.
     """
     many = len(specs) > 1
     progress = getattr(options, "progress", None)
     used: set[Path] = set()
+    targets = options.target.members
     for spec in specs:
         folder = artifacts_for(spec.text, options.artifacts, many)
         while folder in used:  # a.py:Net and pkg/a.py:Net: one folder each
@@ -139,18 +163,22 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
             report.models.append(model)
         not_run = model.status == "failed" and model.stage in ("import", "build", "forward")
         if model.status in ("crashed", "timeout") or not_run:
-            model.stages = skipped_stages(spec.text, f"not run: the dynamic pass {model.status} ({model.detail})")
+            reason = f"not run: the dynamic pass {model.status} ({model.detail})"
+            model.stages = [stage for target in targets for stage in skipped_stages(spec.text, reason, target)]
             continue
-        outcome = run_smoke(spec, options.target, options.config, report.findings, folder, progress)
-        model.stages = outcome.stages
-        report.notes.extend(outcome.notes)
-        if model.parameters is None:
-            model.parameters = outcome.parameters
+        model.stages = []
+        for target in targets:
+            outcome = run_smoke(spec, target, options.config, report.findings, folder, progress)
+            model.stages += outcome.stages
+            report.notes.extend(outcome.notes)
+            if model.parameters is None:
+                model.parameters = outcome.parameters
 
 
-def skipped_stages(model_name: str, reason: str) -> list[StageResult]:
-    """Every stage skipped, e.g. when the dynamic pass could not build the model."""
-    return [StageResult(model_name, name, "skipped", detail=reason) for name in STAGES]
+def skipped_stages(model_name: str, reason: str, target: Target | TargetSet) -> list[StageResult]:
+    """Every stage of every target skipped, e.g. when the dynamic pass could not build the model."""
+    return [StageResult(model_name, name, "skipped", detail=reason, target=member.name)
+            for member in target.members for name in member.profile.all_stages()]
 
 
 def _stage(data: dict[str, Any]) -> StageResult:
@@ -158,16 +186,17 @@ def _stage(data: dict[str, Any]) -> StageResult:
     return StageResult.from_json(data)
 
 
-def _after_death(model_name: str, partial: dict[str, Any], outcome: Any) -> list[StageResult]:
+def _after_death(model_name: str, partial: dict[str, Any], outcome: Any, target: Target) -> list[StageResult]:
     """Stage results for a job that crashed, hung or raised: from what its progress file says."""
+    names = target.profile.all_stages()
     done = {data["name"]: _stage(data) for data in partial.get("stages", [])}
     running = [name for name in partial.get("running", []) if name not in done]
     if not running:  # died before the first stage began, or between two
-        running = [next((name for name in STAGES if name not in done), STAGES[-1])]
+        running = [next((name for name in names if name not in done), names[-1])]
     status = {"crashed": "crashed", "timeout": "timeout"}.get(outcome.status, "failed")
     detail = outcome.describe() if outcome.status != "error" else f"modelcheck smoke job: {outcome.error}"
     stages = []
-    for name in STAGES:
+    for name in names:
         if name in done:
             stages.append(done[name])
         elif name in running:
@@ -196,11 +225,12 @@ def _findings_of(model_name: str, source_files: list[str], findings: Iterable[Fi
 
 
 def _with_prediction(stage: StageResult, op: str | None, node: str | None, model_name: str,
-                     source_files: list[str], findings: Iterable[Finding]) -> StageResult:
-    """Name the findings that predicted a bad stage, and the source line of a failure."""
+                     source_files: list[str], findings: Iterable[Finding], target: str = "") -> StageResult:
+    """Name the findings that predicted a bad stage of ``target``, and the source line of a failure."""
     if not stage.bad:
         return stage
-    mine = _findings_of(model_name, source_files, findings)
+    mine = [f for f in _findings_of(model_name, source_files, findings)
+            if not target or not f.targets or target in f.targets]
     codes = codes_predicting(stage.name, stage.status)  # each rule's own ``predicts``
     predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
     # prefer what tracing saw in this very model over a static finding elsewhere in its files (another

@@ -53,13 +53,30 @@ class Outcome:
 
 
 @dataclass
+class ExportContext:
+    """What a non-ONNX target's ``export`` gets in the smoke child: the live model and its inputs.
+
+    ``inputs`` is a :class:`~modelcheck.models.specs.ExampleInputs`: ``inputs.tensors`` are the
+    graph inputs (named ``names``), ``inputs.bound(model)`` binds the constant arguments. The
+    function writes its file (``.pte``, ``.tflite``) into ``artifacts`` and returns its path, or
+    raises with the converter's error.
+    """
+
+    model: Any
+    inputs: Any
+    names: list[str]
+    artifacts: Path
+    target: dict[str, Any]  # name, opset, exporter
+
+
+@dataclass
 class StageContext:
     """What a stage function gets: the exported file and its inputs, the budget, and (through
     :meth:`reference`) PyTorch's outputs, which a background stage may ask for before they exist."""
 
     model: str
     target: dict[str, Any]  # name, opset, exporter
-    onnx_path: Path
+    path: Path  # the export stage's file: model.onnx, or the target's own (model.pte)
     feeds: dict[str, Any]  # graph input name → numpy array
     artifacts: Path
     deadline: float  # time.monotonic() by which the whole job must be done
@@ -70,6 +87,11 @@ class StageContext:
     reference_error: str = "no PyTorch reference in time"
     _expected: list[Any] | None = None
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def onnx_path(self) -> Path:
+        """The exported ONNX file (the ONNX-based targets' name for :attr:`path`)."""
+        return self.path
 
     def remaining(self, at_least: float = 1.0) -> float:
         """Seconds left of the job's budget, at least ``at_least`` (a runtime given 0 s learns nothing)."""
@@ -106,6 +128,17 @@ class StageContext:
         done = comparison(outputs, expected, self.atol, self.rtol)
         return self.outcome(stage, done.status, seconds, done.detail, max_abs=done.max_abs, max_rel=done.max_rel,
                             scale=done.scale)
+
+
+def run_compared(ctx: StageContext, stage: str, run_file: Any) -> Outcome:
+    """A runtime stage of a non-ONNX target: ``run_file(ctx.path, ctx.feeds)``, compared with PyTorch;
+    an exception of the runtime is the stage failing (with the op its text names)."""
+    t0 = time.monotonic()
+    try:
+        outputs = run_file(ctx.path, ctx.feeds)
+    except Exception as exc:  # the runtime refuses the file or an operator
+        return ctx.failed(stage, exc, time.monotonic() - t0)
+    return ctx.compared(stage, outputs, time.monotonic() - t0)
 
 
 def failing_op(text: str) -> str | None:

@@ -193,7 +193,7 @@ def _check_source(path: str, text: str, target: Target, config: Config) -> list[
     findings = [
         Finding(code=rule.code, message=match.message, severity=severity, location=location,
                 fixable=match.fixable, source_line=lines[location.line - 1] if 0 < location.line <= len(lines) else "",
-                certain=match.certain)
+                certain=match.certain, targets=match.targets)
         for family in families for location, hits in located.get(family.name, ())
         for rule, match, severity in hits
     ]

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from modelcheck.smoke.stages import Outcome, StageContext
+    from modelcheck.smoke.stages import ExportContext, Outcome, StageContext
 
 EXPORTERS = ("torchscript", "dynamo")
 DYNAMO_MIN_OPSET = 18
@@ -79,6 +79,21 @@ class Stage:
     background: bool = False  # starts right after the export, in a thread, while the others run
 
 
+@dataclass(frozen=True)
+class TargetEnv:
+    """A target whose converter and runtime live in a virtual environment of their own.
+
+    Used where a target's packages pin a torch other than the user's (ExecuTorch 1.4.1 pins
+    torch 2.13.0) or are heavy: ``modelcheck --install NAME`` creates the environment with
+    ``requirements`` (pins for a machine come from pip's own ``PIP_CONSTRAINT``) and the smoke job
+    of that target runs in its interpreter (:mod:`modelcheck.runtimes.envs`).
+    """
+
+    requirements: tuple[str, ...]  # what pip installs there, e.g. ("torch", "executorch")
+    imports: tuple[str, ...]  # modules that must import there for the target to count as installed
+    version_of: str  # the distribution whose version the doctor shows
+
+
 @dataclass(frozen=True, eq=False)
 class Profile:
     """Everything a target name means; one per module of this package, as its ``PROFILE``."""
@@ -97,9 +112,23 @@ class Profile:
     exporter_reason: str = ""  # why only those exporters, for the error message
     export_options: Mapping[str, Any] = field(default_factory=dict)  # TorchScript torch.onnx.export keywords
     artifacts: tuple[str, ...] = ()  # files its stages write into the artifacts folder
+    #: False for targets that do not go through ONNX (ExecuTorch, LiteRT, ncnn): no opset, and the
+    #: ``export`` stage is their own converter
+    onnx: bool = True
+    #: the ``export`` stage of a non-ONNX target, run in the smoke child: model → its file (``.pte``)
+    export: Callable[[ExportContext], Path] | None = None
+    export_label: str = ""  # "torch.export + XNNPACK": how a non-ONNX target exports, for labels
+    env: TargetEnv | None = None  # its own virtual environment, when it has one
+    #: runs the export's file on the target's runtime: (file, feeds by input name) → outputs (numpy);
+    #: what a non-ONNX target's stage and its doctor check call
+    run_file: Callable[[Path, dict[str, Any]], list[Any]] | None = None
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(stage.name for stage in self.stages)
+
+    def all_stages(self) -> tuple[str, ...]:
+        """Every stage a smoke report of this target lists, ``export`` first."""
+        return ("export", *self.stage_names())
 
 
 @dataclass(frozen=True)
@@ -123,8 +152,71 @@ class Target:
         return self.profile.runtime
 
     @property
+    def onnx(self) -> bool:
+        """Whether the target exports ONNX (and so has an opset rules can read)."""
+        return self.profile.onnx
+
+    @property
+    def members(self) -> tuple[Target, ...]:
+        return (self,)
+
+    @property
     def label(self) -> str:
+        if not self.onnx:
+            return f"{self.name} ({self.profile.export_label or self.exporter})"
         return f"{self.name} (opset {self.opset}, {self.exporter} exporter)"
+
+
+@dataclass(frozen=True)
+class TargetSet:
+    """Several targets checked in one run (``--target caffe2,executorch``).
+
+    Rules see every member: a finding's severity is its worst over the members and it names the
+    members it matters for. Code that needs one target (the fixers' choice of rewrite, labels)
+    reads the first, the primary, through the same attributes a :class:`Target` has.
+    """
+
+    members: tuple[Target, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise TargetError("no target given")
+
+    @property
+    def primary(self) -> Target:
+        return self.members[0]
+
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    @property
+    def opset(self) -> int:
+        return self.primary.opset
+
+    @property
+    def exporter(self) -> str:
+        return self.primary.exporter
+
+    @property
+    def onnx(self) -> bool:
+        return self.primary.onnx
+
+    @property
+    def profile(self) -> Profile:
+        return self.primary.profile
+
+    @property
+    def runtime(self) -> str:
+        return self.primary.runtime
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.members)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(t.label for t in self.members)
 
 
 def discover(package: ModuleType) -> dict[str, Profile]:
@@ -160,6 +252,11 @@ def get_profile(name: str) -> Profile:
 def make_target(name: str = "caffe2", opset: int | None = None, exporter: str | None = None) -> Target:
     """Build a target, filling in the profile's defaults and refusing impossible combinations."""
     profile = get_profile(name)
+    if not profile.onnx:
+        if opset is not None or (exporter is not None and exporter not in profile.exporters):
+            flag = "--opset" if opset is not None else "--exporter"
+            raise TargetError(f"the {name} target does not export ONNX ({profile.export_label}): {flag} does not apply")
+        return Target(name, 0, profile.exporters[0])
     exporter = exporter or profile.exporters[0]
     if exporter not in EXPORTERS:
         raise TargetError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
@@ -173,6 +270,26 @@ def make_target(name: str = "caffe2", opset: int | None = None, exporter: str | 
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise TargetError(f"the dynamo exporter needs opset >= {DYNAMO_MIN_OPSET}, not {opset}")
     return Target(name, opset, exporter)
+
+
+def split_names(values: Iterable[str]) -> list[str]:
+    """``["caffe2,executorch", "ncnn"]`` (the flag given twice, or a list) → each name once, in order."""
+    names: list[str] = []
+    for value in values:
+        names += [n.strip() for n in str(value).split(",") if n.strip() and n.strip() not in names]
+    return names
+
+
+def make_targets(names: Iterable[str], opset: int | None = None, exporter: str | None = None) -> TargetSet:
+    """Targets for ``--target a,b``: ``--opset``/``--exporter`` go to the ONNX ones (an error if none is)."""
+    names = split_names(names) or ["caffe2"]
+    for name in names:
+        get_profile(name)
+    onnx_names = [n for n in names if PROFILES[n].onnx]
+    if (opset is not None or exporter is not None) and not onnx_names:
+        raise TargetError(f"--opset and --exporter apply to ONNX targets; {', '.join(names)} export no ONNX")
+    return TargetSet(tuple(make_target(n, opset if n in onnx_names else None,
+                                       exporter if n in onnx_names else None) for n in names))
 
 
 PROFILES: dict[str, Profile] = discover(sys.modules[__name__])

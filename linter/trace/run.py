@@ -376,7 +376,7 @@ def findings_from_constructs(
                 fixable=match.fixable, evidence="dynamic", model=spec.text,
                 module_path=construct.get("module_path") or ROOT_PATH,
                 source_line=lines[location.line - 1] if 0 < location.line <= len(lines) else None,
-                certain=match.certain,
+                certain=match.certain, targets=match.targets,
             )
             if config.code_enabled(finding.code, location.path) and not suppressed(finding, lines):
                 findings.append(finding)
