@@ -11,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcheck-installed
 
-.PHONY: demo test test-fast caffe2 browser venv lint bench fuzz
+.PHONY: demo test test-fast caffe2 browser targets venv lint bench fuzz
 
 venv: $(STAMP)
 
@@ -35,12 +35,22 @@ browser:
 	  if [ "$$MODELCHECK_REQUIRE_BROWSER" = 1 ]; then exit 1; fi; \
 	  echo "chromium unavailable: the HTML report's browser tests will be skipped (CI requires it)"; }
 
+# The mobile targets that live in environments of their own (ExecuTorch, LiteRT, ncnn, Core ML: one venv
+# each under ~/.cache/modelcheck/envs/, beside torch 2.13.0), pinned by constraints-targets.txt.
+# Idempotent: complete environments return at once.
+targets: $(STAMP)
+	@for name in $$($(BIN)/python -c "from modelcheck.targets import PROFILES; print(*(n for n, p in PROFILES.items() if p.env))"); do \
+	  PIP_CONSTRAINT=$(CURDIR)/constraints-targets.txt $(BIN)/modelcheck --install $$name || { \
+	    if [ "$$MODELCHECK_REQUIRE_TARGETS" = 1 ]; then exit 1; fi; \
+	    echo "the $$name target is unavailable: its stages and tests will be skipped (CI requires it)"; }; \
+	done
+
 demo: caffe2
 	@$(BIN)/modelcheck examples/seed_model.py; status=$$?; \
 	  if [ $$status -gt 1 ]; then exit $$status; fi; \
 	  echo; echo "modelcheck exited $$status (1 = it found problems that break deployment: the example has them on purpose)"
 
-test: caffe2 browser
+test: caffe2 browser targets
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

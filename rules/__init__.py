@@ -23,6 +23,10 @@ SYNTAX_ERROR = "MC000"
 PSEUDO_CODES = {SYNTAX_ERROR: "the file could not be parsed"}
 
 
+#: codes whose finding makes the smoke test try a second input size
+SIZE_DEPENDENT_CODES = frozenset(rule.code for rule in ALL_RULES if rule.size_dependent)
+
+
 def codes_predicting(stage: str, status: str) -> dict[str, Severity]:
     """Rule code → the least severity at which its finding predicts ``stage`` ending ``status``."""
     return {rule.code: least for rule in ALL_RULES for (s, st, least) in rule.predicts if (s, st) == (stage, status)}

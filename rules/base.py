@@ -63,6 +63,9 @@ class Rule:
     #: the construct breaks when its file is imported (an import Python 3 cannot resolve), so a
     #: model that imported the file has it even where no function of the model ran it
     import_time: ClassVar[bool] = False
+    #: the export this rule flags is right for the traced input size only: the smoke test then also
+    #: runs it at a second size (:mod:`modelcheck.smoke.second_size`) and reports what happens
+    size_dependent: ClassVar[bool] = False
     #: (stage, status, least severity): a finding of this rule at that severity or above predicts the
     #: smoke test's stage ending so (``("caffe2", "mismatch", WARNING)``); measured in docs/evidence.md
     predicts: ClassVar[tuple[tuple[str, str, Severity], ...]] = ()

@@ -65,3 +65,21 @@ def require_browser() -> str:
     if os.environ.get("MODELCHECK_REQUIRE_BROWSER") == "1":
         pytest.fail("chromium not installed and MODELCHECK_REQUIRE_BROWSER=1 requires it (run make browser)")
     pytest.skip("chromium not installed (make browser installs it)")
+
+
+def require_target(name: str) -> None:
+    """Skip a test that needs a target's own environment (``modelcheck --install NAME``) when it is
+    absent; under CI (MODELCHECK_REQUIRE_TARGETS=1) a missing one fails the test instead, so a
+    target's evidence can never pass by being skipped."""
+    import os
+
+    import pytest
+    from modelcheck.runtimes.envs import env_status
+    from modelcheck.targets import get_profile
+
+    status = env_status(get_profile(name))
+    if status.installed:
+        return
+    if os.environ.get("MODELCHECK_REQUIRE_TARGETS") == "1":
+        pytest.fail(f"the {name} target is {status.reason} and MODELCHECK_REQUIRE_TARGETS=1 requires it")
+    pytest.skip(f"the {name} target's environment is {status.reason}")

@@ -60,8 +60,8 @@ def test_json_document_field_by_field(tmp_path):
     result = invoke("model.py", "--format", "json", cwd=tmp_path)
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert doc["version"] == 1
-    assert (doc["target"], doc["opset"]) == ("caffe2", 9)
+    assert doc["version"] == 2
+    assert (doc["target"], doc["opset"], doc["targets"]) == ("caffe2", 9, ["caffe2"])
     [finding] = doc["findings"]
     assert finding["code"] == "MC201"
     assert finding["path"] == "model.py"  # as given on the command line
@@ -75,11 +75,27 @@ def test_json_document_field_by_field(tmp_path):
     assert finding["severity"] == "error"
     assert "mode='bilinear'" in finding["message"] and "opset 11" in finding["message"]
     assert finding["fixable"] is True
+    assert finding["targets"] == ["caffe2"]
     summary = doc["summary"]
     assert summary["files"] == 1
     assert summary["findings"] == 1
     assert summary["by_severity"] == {"error": 1, "warning": 0, "info": 0}
     assert summary["by_code"] == {"MC201": 1}
+    assert (summary["failures"], summary["predicted"]) == (0, 0)  # --static-only: no smoke stage ran
+
+
+def test_several_targets_weigh_every_rule_at_each(tmp_path):
+    """--target caffe2,onnx@17: the opset-9 upsampling error matters at caffe2 only, and says so."""
+    write(tmp_path, "model.py", ERROR)
+    result = invoke("model.py", "--static-only", "--format", "text", "--target", "caffe2,onnx", cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "MC201" in result.stdout and "[error at caffe2]" in result.stdout
+    assert result.stdout.rstrip().endswith("[targets caffe2 (opset 9), onnx]")
+    doc = json.loads(invoke("model.py", "--static-only", "--format", "json", "--target", "onnx",
+                            "--target", "caffe2", cwd=tmp_path).stdout)
+    assert doc["targets"] == ["onnx", "caffe2"] and doc["findings"][0]["targets"] == ["caffe2"]
+    usage = invoke("model.py", "--static-only", "--target", "caffe2,nosuch", cwd=tmp_path)
+    assert usage.exit_code == 2 and "unknown target 'nosuch'" in usage.output
 
 
 def test_json_paths_are_as_given(tmp_path):

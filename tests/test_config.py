@@ -99,7 +99,7 @@ def test_fail_on_from_pyproject(tmp_path):
 @pytest.mark.parametrize(
     ("table", "words"),
     [
-        ('target = "tflite"', "target must be one of caffe2, onnx"),
+        ('target = "tflite"', "target must be one of caffe2, "),
         ('opset = "nine"', "opset must be an integer"),
         ("opset = 99", "opset 99 is outside"),
         ('select = "MC2, MC3"', "is not a rule code or prefix"),

@@ -29,6 +29,7 @@ from modelcheck.targets import (
     TargetError,
     discover,
     make_target,
+    make_targets,
     stage_order,
 )
 
@@ -67,12 +68,14 @@ def _package(root: Path, name: str, modules: dict[str, str]) -> Path:
 # ----------------------------------------------------------------------------- discovery
 
 
-def test_discovery_finds_caffe2_and_onnx() -> None:
-    assert TARGET_NAMES == ("caffe2", "onnx")
+def test_discovery_finds_every_target_module() -> None:
+    folder = Path(targets.__file__).parent
+    modules = sorted(p.stem.replace("_", "-") for p in folder.glob("*.py") if p.stem != "__init__")
+    assert list(TARGET_NAMES) == modules  # one module per target, nothing listed by hand
     assert all(isinstance(profile, Profile) for profile in PROFILES.values())
-    assert {name: profile.runtime for name, profile in PROFILES.items()} == {"caffe2": "caffe2", "onnx": "onnxruntime"}
-    assert list(discover(targets)) == ["caffe2", "onnx"]  # found again, the same way
-    assert STAGES == ("export", "onnx_check", "onnxruntime", "caffe2")
+    assert (PROFILES["caffe2"].runtime, PROFILES["onnx"].runtime) == ("caffe2", "onnxruntime")
+    assert list(discover(targets)) == list(TARGET_NAMES)  # found again, the same way
+    assert STAGES[:4] == ("export", "onnx_check", "onnxruntime", "caffe2")
     assert PROFILES["onnx"].stage_names() == ("onnx_check", "onnxruntime")
     assert PROFILES["caffe2"].stage_names() == ("onnx_check", "onnxruntime", "caffe2")
     assert PROFILES["caffe2"].install is not None and PROFILES["onnx"].install is None
@@ -108,7 +111,7 @@ def test_a_module_dropped_into_modelcheck_targets_is_found(tmp_path: Path) -> No
             f"t.__path__.append({str(tmp_path)!r})\n"
             "print(sorted(t.discover(t)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['caffe2', 'fakert', 'onnx']"
+    assert out.stdout.strip() == str(sorted([*TARGET_NAMES, "fakert"]))
 
 
 @pytest.mark.parametrize(("package", "text", "error"), [
@@ -140,7 +143,8 @@ def test_importing_the_targets_never_imports_torch() -> None:
 
 
 def test_make_target_fills_in_each_profiles_defaults() -> None:
-    assert DEFAULT_OPSET == {"caffe2": 9, "onnx": 17}
+    assert (DEFAULT_OPSET["caffe2"], DEFAULT_OPSET["onnx"]) == (9, 17)
+    assert all(DEFAULT_OPSET[name] == 0 for name, profile in PROFILES.items() if not profile.onnx)
     assert make_target() == Target("caffe2", 9, "torchscript")
     assert make_target("onnx") == Target("onnx", 17, "torchscript")
     assert make_target("onnx", exporter="dynamo") == Target("onnx", 18, "dynamo")
@@ -149,7 +153,7 @@ def test_make_target_fills_in_each_profiles_defaults() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("tflite",), "unknown target 'tflite'; choose one of caffe2, onnx"),
+    (("tflite",), f"unknown target 'tflite'; choose one of {', '.join(TARGET_NAMES)}"),
     (("onnx", None, "jit"), "unknown exporter 'jit'; choose one of torchscript, dynamo"),
     (("caffe2", None, "dynamo"), "the caffe2 target needs the torchscript exporter (keep_initializers_as_inputs)"),
     (("onnx", 6), "opset 6 is outside what torch.onnx exports (7-23)"),
@@ -183,7 +187,7 @@ def test_install_onnx_has_nothing_to_install() -> None:
 def test_install_of_an_unknown_target_is_a_usage_error() -> None:
     result = _cli("--install", "tflite")
     assert result.returncode == 2
-    assert "unknown target 'tflite'; choose one of caffe2, onnx" in result.stderr
+    assert f"unknown target 'tflite'; choose one of {', '.join(TARGET_NAMES)}" in result.stderr
     result = _cli("--install", "onnx", "--install-caffe2")
     assert result.returncode == 2 and "install one at a time" in result.stderr
 
@@ -215,3 +219,44 @@ def test_the_doctor_has_a_row_for_every_target() -> None:
             assert "one-conv model: max abs diff to PyTorch" in check.detail
         else:  # installed but broken (or, for Caffe2, not run as root): the remedy is named
             assert check.fix, check.detail
+
+
+# ----------------------------------------------------------------------------- several targets
+
+
+def test_several_targets_each_keep_their_own_settings() -> None:
+    both = make_targets(["caffe2,onnx", "caffe2"], opset=None)
+    assert [t.label for t in both.members] == ["caffe2 (opset 9, torchscript exporter)",
+                                               "onnx (opset 17, torchscript exporter)"]
+    assert (both.name, both.opset) == ("caffe2", 9)  # the primary answers for code that needs one target
+    mixed = make_targets(["onnx", "executorch"], opset=13)
+    assert [(t.name, t.opset, t.onnx) for t in mixed.members] == [("onnx", 13, True), ("executorch", 0, False)]
+    with pytest.raises(TargetError, match="export no ONNX"):
+        make_targets(["executorch"], opset=11)
+    with pytest.raises(TargetError, match="does not export ONNX"):
+        make_target("executorch", 11)
+
+
+def test_a_rule_weighs_every_target_of_a_set() -> None:
+    """MC301 (ceil_mode): an error at caffe2@11, a warning at onnx@9, nothing at onnx@17 or executorch."""
+    from modelcheck.rules import RULES_BY_CODE
+    from modelcheck.rules.base import matches_for
+    from modelcheck.rules.pooling import PoolFacts
+
+    rule = RULES_BY_CODE["MC301"]
+    facts = next(f for _, f in _pool_facts())
+    assert isinstance(facts, PoolFacts)
+    [(_, match, severity)] = matches_for([rule], facts, make_targets(["onnx,executorch,caffe2"], opset=11))
+    assert (severity.value, match.targets) == ("error", ("caffe2",))
+    [(_, match, severity)] = matches_for([rule], facts, make_targets(["onnx", "executorch"], opset=9))
+    assert (severity.value, match.targets) == ("warning", ("onnx",))
+    assert list(matches_for([rule], facts, make_targets(["onnx", "executorch"]))) == []
+
+
+def _pool_facts():
+    from modelcheck.rules import FAMILIES
+    from modelcheck.static.source import SourceFile
+
+    family = next(f for f in FAMILIES if f.name == "pooling")
+    text = "import torch.nn as nn\npool = nn.MaxPool2d(3, 2, ceil_mode=True)\n"
+    return list(family.extract(SourceFile.parse("net.py", text)))

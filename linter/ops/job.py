@@ -28,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from modelcheck.smoke.job import flatten
+
 #: a runtime's output matches PyTorch when max|got - expected| <= ATOL + RTOL * max|expected|
 ATOL, RTOL = 1e-5, 1e-4
 #: float16 outputs: one float16 step (2**-10 of the value) is rounding, not a wrong result
@@ -294,16 +296,6 @@ def _catalogue(payload: dict[str, Any]) -> list[Any]:
     return probes
 
 
-def _flatten(value: Any) -> list[Any]:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _flatten(item)]
-    return []
-
-
 def _measure_probe(probe: Any, key: str, cells: list[tuple[str, int]], folder: Path, recorder: Recorder,
                    pool: ThreadPoolExecutor, payload: dict[str, Any]) -> None:
     """Build the probe, take PyTorch eager's answer, then measure each of its cells."""
@@ -316,7 +308,7 @@ def _measure_probe(probe: Any, key: str, cells: list[tuple[str, int]], folder: P
             raise KeyError(f"no probe {key!r} in this modelcheck")
         model, inputs = build(probe), make_inputs(probe)
         with torch.no_grad():
-            expected = [t.detach().numpy() for t in _flatten(model(*inputs))]
+            expected = [t.detach().numpy() for t in flatten(model(*inputs))]
     except Exception as exc:  # a probe that cannot run eagerly measures nothing
         for target, opset in cells:
             recorder.write({"type": "cell", "key": key, "target": target, "opset": opset,

@@ -29,12 +29,14 @@ from typing import Any
 
 from modelcheck import __version__
 from modelcheck.findings import Finding, Report, Severity, StageResult
+from modelcheck.targets import PROFILES, STAGES
 
 #: how many source lines are shown above and below a finding's line
 CONTEXT_LINES = 2
 #: the smoke stages in pipeline order; stages of other targets follow in the order first seen
-STAGE_ORDER = ("export", "onnx_check", "onnxruntime", "caffe2")
-STAGE_LABELS = {"export": "export", "onnx_check": "ONNX check", "onnxruntime": "ONNX Runtime", "caffe2": "Caffe2"}
+#: stage columns in the order the target profiles run them, each headed by its stage's label
+STAGE_ORDER = STAGES
+STAGE_LABELS = {"export": "export", **{stage.name: stage.label for p in PROFILES.values() for stage in p.stages}}
 UNPREDICTED = "UNPREDICTED"
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -92,6 +94,8 @@ class Page:
 
 def target_label(name: str, opset: int, exporter: str | None = None) -> str:
     """``caffe2 (opset 9)``; the exporter only when it is not the default one."""
+    if not opset:  # a target that does not go through ONNX
+        return name
     extra = f", {exporter} exporter" if exporter and exporter != "torchscript" else ""
     return f"{name} (opset {opset}{extra})"
 
@@ -110,20 +114,25 @@ def verdict(status: str, stages: Iterable[StageResult], pickle: dict[str, Any] |
 
 
 def page_from_report(report: Report) -> Page:
-    """The page of one check run (one target)."""
-    from modelcheck.report.terminal import summary_line
+    """The page of one check run: a column group per target."""
+    from modelcheck.report.terminal import summary_line, targets_of
 
-    label = target_label(report.target, report.opset)
+    names = targets_of(report)
+    labels = {name: target_label(name, report.opset if name == report.target else 0) for name in names}
     rows = []
     for model in report.models:
         mine = [f for f in report.findings if f.model == model.spec]
-        result = TargetResult(verdict(model.status, model.stages, model.pickle, mine), list(model.stages),
-                              model.detail)
-        rows.append(MatrixRow(model.spec, {label: result}, pickle=model.pickle, findings=mine,
+        results = {}
+        for name, label in labels.items():
+            stages = [s for s in model.stages if (s.target or report.target) == name]
+            at = [f for f in mine if not f.targets or name in f.targets]
+            results[label] = TargetResult(verdict(model.status, stages, model.pickle, at), stages, model.detail)
+        rows.append(MatrixRow(model.spec, results, pickle=model.pickle, findings=mine,
                               notes=list(model.notes), parameters=model.parameters))
-    findings = [PageFinding(f, label, [f.model] if f.model else []) for f in report.findings]
-    return Page("modelcheck report", [label], rows, findings, [], list(report.notes), [summary_line(report)],
-                ("pickle", "findings", "notes"), report.diff)
+    findings = [PageFinding(f, ", ".join(labels[t] for t in f.targets if t in labels) or labels[report.target],
+                            [f.model] if f.model else []) for f in report.findings]
+    return Page("modelcheck report", list(labels.values()), rows, findings, [], list(report.notes),
+                [summary_line(report)], ("pickle", "findings", "notes"), report.diff)
 
 
 def page_from_audit(audit: Any) -> Page:

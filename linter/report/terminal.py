@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-JSON_VERSION = 1
+#: 2: ``targets`` (every target of the run) and each stage's ``target``; ``summary.failures``/``predicted``
+JSON_VERSION = 2
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 #: a bad smoke stage no finding predicted: a gap in the rules, said loudly
 UNPREDICTED = "UNPREDICTED by any finding"
@@ -34,7 +35,46 @@ def summary(report: Report) -> dict[str, Any]:
         "by_code": dict(sorted(by_code.items())),
         "fixable": sum(f.fixable for f in report.findings),
         "stages": dict(Counter(s.status.value for s in report.stages)),
+        "failures": sum(s.bad for s in report.stages),
+        "predicted": sum(s.bad and bool(s.predicted_by) for s in report.stages),
     }
+
+
+def targets_of(report: Report) -> list[str]:
+    """Every target of the run, primary first."""
+    return list(report.targets) or [report.target]
+
+
+def predicted_text(failures: int, predicted: int) -> str:
+    """``7 of 7 failures predicted by a finding``: how much of what broke modelcheck saw coming."""
+    return f"{predicted} of {failures} smoke-test failure(s) predicted by a finding"
+
+
+def matrix(report: Report) -> list[tuple[str, dict[str, str]]]:
+    """Models × targets: one short cell per pair, from the stages of that target."""
+    rows = []
+    for model in report.models:
+        cells = {}
+        for target in targets_of(report):
+            stages = [s for s in model.stages if (s.target or report.target) == target]
+            cells[target] = _cell(stages) if stages else model.status
+        rows.append((model.spec, cells))
+    return rows
+
+
+def _cell(stages: list[StageResult]) -> str:
+    """``passed (1.2e-07 of scale)``, ``mismatch at litert (0.53 of scale), predicted by MC207``, ``skipped: ...``."""
+    bad = next((s for s in stages if s.bad), None)
+    if bad is not None:
+        size = f" ({bad.max_rel_diff:.2g} of scale)" if bad.max_rel_diff is not None else ""
+        why = f", predicted by {', '.join(bad.predicted_by)}" if bad.predicted_by else f", {UNPREDICTED}"
+        return f"{bad.status} at {bad.name}{size}{why}"
+    ran = [s for s in stages if s.status is StageStatus.PASSED]
+    if len(ran) <= 1:  # nothing beyond the export ran
+        skipped = next((s for s in stages if s.status is StageStatus.SKIPPED), None)
+        return f"skipped: {skipped.detail}" if skipped else "passed"
+    rel = max((s.max_rel_diff for s in ran if s.max_rel_diff is not None), default=None)
+    return "passed" + (f" ({rel:.2g} of scale)" if rel is not None else "")
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -43,6 +83,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "version": JSON_VERSION,
         "target": report.target,
         "opset": report.opset,
+        "targets": targets_of(report),
         "findings": [f.to_json() for f in report.findings],
         "models": [m.to_json() for m in report.models],
         "stages": [s.to_json() for s in report.stages],
@@ -65,6 +106,14 @@ def _finding_head(finding: Finding) -> str:
     return f"{loc.path}:{loc.line}:{loc.column}: {finding.code}{marker} {finding.message}{where}{extra}"
 
 
+def _where(finding: Finding, report: Report) -> str:
+    """`` at executorch, litert`` when a run has several targets and the finding matters at only some."""
+    names = targets_of(report)
+    if len(names) < 2 or not finding.targets or set(finding.targets) >= set(names):
+        return ""
+    return f" at {', '.join(finding.targets)}"
+
+
 def _underline(finding: Finding) -> tuple[str, str] | None:
     """The flagged source line and a caret line under the construct (first line only)."""
     line = finding.source_line
@@ -83,7 +132,7 @@ def render_text(report: Report) -> str:
     for note in report.notes:
         out.append(f"note: {note}")
     for finding in report.findings:
-        out.append(f"{_finding_head(finding)} [{finding.severity.value}]")
+        out.append(f"{_finding_head(finding)} [{finding.severity.value}{_where(finding, report)}]")
         under = _underline(finding)
         if under:
             out.append(f"    {under[0]}")
@@ -94,8 +143,11 @@ def render_text(report: Report) -> str:
             out.append(f"  pickle: {'ok' if model.pickle.get('ok') else 'FAILS'}")
             for failure in model.pickle.get("failures", []):
                 out.append(f"    {failure['path']}: {failure['type']} defined at {failure.get('defined_at')}")
+        many = len(targets_of(report)) > 1
         for stage in model.stages:
-            out.append("  " + _stage_line(stage))
+            out.append("  " + (f"{stage.target}/" if many else "") + _stage_line(stage))
+    if len(targets_of(report)) > 1 and report.models:
+        out += [f"{spec} @ {target}: {cell}" for spec, cells in matrix(report) for target, cell in cells.items()]
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
 
@@ -118,7 +170,19 @@ def summary_line(report: Report) -> str:
     parts.append(f"{sev['error']} error(s), {sev['warning']} warning(s), {sev['info']} info")
     if data["fixable"]:
         parts.append(f"{data['fixable']} fixable with --fix")
-    return "; ".join(parts) + f" [target {report.target}, opset {report.opset}]"
+    if data["failures"]:
+        parts.append(predicted_text(data["failures"], data["predicted"]))
+    return "; ".join(parts) + f" [{_targets_label(report)}]"
+
+
+def _targets_label(report: Report) -> str:
+    """``target caffe2, opset 9``; with several, ``targets caffe2 (opset 9), executorch``."""
+    names = targets_of(report)
+    primary = f"{report.target}, opset {report.opset}" if report.opset else report.target
+    if len(names) == 1:
+        return f"target {primary}"
+    first = f"{report.target} (opset {report.opset})" if report.opset else report.target
+    return "targets " + ", ".join([first, *names[1:]])
 
 
 def render_rich(report: Report, console: Console) -> None:
@@ -138,7 +202,7 @@ def render_rich(report: Report, console: Console) -> None:
         head = Text()
         head.append(f"  {loc.line}:{loc.column} ", style="dim")
         head.append(finding.code, style=_STYLE[finding.severity])
-        head.append(f" {finding.severity.value}", style=_STYLE[finding.severity])
+        head.append(f" {finding.severity.value}{_where(finding, report)}", style=_STYLE[finding.severity])
         if finding.fixable:
             head.append(" [*]", style="green")
         head.append(f" {finding.message}")
@@ -151,8 +215,11 @@ def render_rich(report: Report, console: Console) -> None:
         if under:
             console.print(Text(f"      {under[0]}", style="white"))
             console.print(Text(f"      {under[1]}", style=_STYLE[finding.severity]))
+    many = len(targets_of(report)) > 1
     for model in report.models:
-        _render_model(model, console)
+        _render_model(model, console, many)
+    if many and report.models:
+        _render_matrix(report, console)
     data = summary(report)
     if data["by_code"]:
         table = Table(title="Findings by code", show_edge=False)
@@ -168,7 +235,20 @@ def render_rich(report: Report, console: Console) -> None:
     console.print(Text(summary_line(report), style="bold"))
 
 
-def _render_model(model: ModelResult, console: Console) -> None:
+def _render_matrix(report: Report, console: Console) -> None:
+    """Models × targets: where each model is going, and how far it gets."""
+    table = Table(title="Models × targets", show_edge=False)
+    table.add_column("model")
+    for target in targets_of(report):
+        table.add_column(target)
+    for spec, cells in matrix(report):
+        table.add_row(spec, *(Text(cell, style="green" if cell.startswith("passed") else
+                                   "dim" if cell.startswith("skipped") else "bold red") for cell in cells.values()))
+    console.print()
+    console.print(table)
+
+
+def _render_model(model: ModelResult, console: Console, many: bool = False) -> None:
     console.print()
     title = f"model {model.spec}: {model.status}"
     if model.parameters is not None:
@@ -184,7 +264,7 @@ def _render_model(model: ModelResult, console: Console) -> None:
             console.print(f"    {failure['path']}: {failure['type']} defined at {failure.get('defined_at')}")
     if model.stages:
         table = Table(show_edge=False)
-        for column in ("stage", "status", "seconds", "max abs diff", "detail"):
+        for column in (("target",) if many else ()) + ("stage", "status", "seconds", "max abs diff", "detail"):
             table.add_column(column)
         for stage in model.stages:
             detail = Text(stage.detail)
@@ -193,6 +273,7 @@ def _render_model(model: ModelResult, console: Console) -> None:
             elif stage.bad:
                 detail = Text.assemble((UNPREDICTED, "bold red reverse"), f"; {stage.detail}")
             table.add_row(
+                *((stage.target,) if many else ()),
                 stage.name,
                 Text(stage.status, style=_STATUS_STYLE.get(stage.status, "")),
                 f"{stage.seconds:.2f}" if stage.seconds is not None else "",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.findings import StageResult
+from modelcheck.smoke import second_size
 from modelcheck.smoke.stages import ATOL, RTOL, ExportContext, Outcome, StageContext, failing_op, shape_text
 from modelcheck.targets import ARTIFACTS, MODEL_FILE, Profile, Stage, get_profile
 from modelcheck.text import one_line, write_json
@@ -40,9 +41,9 @@ _JOIN_GRACE = 5.0
 class _Progress:
     """``report.json`` in the artifacts folder: finished stages and the ones running now."""
 
-    def __init__(self, path: Path, model: str, profile: Profile) -> None:
+    def __init__(self, path: Path, model: str, profile: Profile, extra: tuple[str, ...] = ()) -> None:
         self.path, self.model, self.target = path, model, profile.name
-        self.names = profile.all_stages()
+        self.names = (*profile.all_stages(), *extra)
         self.done: dict[str, Outcome] = {}
         self.running: set[str] = set()
         self.lock = threading.Lock()
@@ -98,13 +99,14 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     artifacts.mkdir(parents=True, exist_ok=True)
     for stale in ARTIFACTS:
         (artifacts / stale).unlink(missing_ok=True)
-    progress = _Progress(artifacts / "report.json", payload["model"], profile)
+    extra = (second_size.STAGE,) if _wants_second_size(payload, profile) else ()
+    progress = _Progress(artifacts / "report.json", payload["model"], profile, extra)
     result: dict[str, Any] = {"source_files": [], "timings": {}}
     exported = _build_and_export(payload, profile, progress, result)
     if exported is None:
         progress.skip_rest("export failed")
     else:
-        _run_stages(profile, _context(payload, exported, started), exported, progress, result)
+        _run_stages(profile, _context(payload, exported, started), exported, progress, result, bool(extra))
     result["stages"] = progress.stages()
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["children_max_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -201,10 +203,16 @@ def _export(model: Any, inputs: Any, path: Path, target: dict[str, Any], options
     return names
 
 
+def _wants_second_size(payload: dict[str, Any], profile: Profile) -> bool:
+    """A finding says the export is right for the traced size only, and ONNX Runtime can tell."""
+    return bool(payload.get("second_size")) and profile.onnx and payload["target"]["exporter"] == "torchscript"
+
+
 def _run_stages(profile: Profile, ctx: StageContext, exported: _Exported, progress: _Progress,
-                result: dict[str, Any]) -> None:
+                result: dict[str, Any], resize: bool = False) -> None:
     """The profile's stages: background ones start first, then the others before and after the
-    PyTorch reference (which frees the model), then the background ones are collected."""
+    PyTorch reference, and the second size (``resize``) while the model lives; then the model goes
+    and the background ones are collected."""
     background = [stage for stage in profile.stages if stage.background]
     if background:
         import torch
@@ -217,6 +225,11 @@ def _run_stages(profile: Profile, ctx: StageContext, exported: _Exported, progre
         if not stage.background and not stage.needs_reference:
             _run_here(stage, ctx, progress)
     _reference(ctx, exported, result)
+    if resize:
+        progress.start(second_size.STAGE)
+        progress.finish(_second_size(ctx, exported, profile))
+    exported.model = None
+    gc.collect()
     for stage in profile.stages:
         if not stage.background and stage.needs_reference:
             _run_here(stage, ctx, progress)
@@ -231,13 +244,21 @@ def _reference(ctx: StageContext, exported: _Exported, result: dict[str, Any]) -
     try:
         t0 = time.monotonic()
         with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in _flatten(exported.inputs.call(exported.model))]
+            expected = [t.detach().cpu().numpy() for t in flatten(exported.inputs.call(exported.model))]
         result["timings"]["eager"] = time.monotonic() - t0
         ctx.set_reference(expected)
     except Exception as exc:
         ctx.set_reference(None, f"PyTorch eager forward failed: {one_line(exc)}")
-    exported.model = None
-    gc.collect()
+
+
+def _second_size(ctx: StageContext, exported: _Exported, profile: Profile) -> Outcome:
+    """The ``second_size`` stage (:mod:`modelcheck.smoke.second_size`); a bug of ours is a result too."""
+    if ctx.reference() is None:
+        return ctx.outcome(second_size.STAGE, "skipped", detail=ctx.reference_error)
+    try:
+        return second_size.run(ctx, exported.model, exported.inputs, dict(profile.export_options))
+    except Exception as exc:
+        return ctx.outcome(second_size.STAGE, "failed", detail=f"modelcheck could not run it: {one_line(exc)}")
 
 
 def _blocked(stage: Stage, progress: _Progress) -> str | None:
@@ -291,16 +312,16 @@ def _collect(stage: Stage, ctx: StageContext, progress: _Progress, thread: threa
     return out[0]
 
 
-def _flatten(value: Any) -> list[Any]:
+def flatten(value: Any) -> list[Any]:
     """Model outputs in the order the exporter flattens them (tuples, lists, dict values)."""
     import torch
 
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _flatten(item)]
+        return [t for item in value for t in flatten(item)]
     if isinstance(value, dict):
-        return [t for item in value.values() for t in _flatten(item)]
+        return [t for item in value.values() for t in flatten(item)]
     return []
 
 

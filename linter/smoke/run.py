@@ -20,7 +20,7 @@ from typing import Any
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, ModelResult, Report, StageResult
 from modelcheck.models.specs import ModelSpec
-from modelcheck.rules import FAMILIES, codes_predicting
+from modelcheck.rules import FAMILIES, SIZE_DEPENDENT_CODES, codes_predicting
 from modelcheck.targets import ARTIFACTS, Target, TargetSet
 from modelcheck.text import read_json, write_json
 
@@ -88,6 +88,7 @@ def run_smoke(
         "artifacts": str(artifacts),
         "budget": config.timeout,
         "runtime_home": str(runtime_home) if runtime_home else None,
+        "second_size": _size_dependent(spec, target, findings),
     }
     result, ops = _run_child(payload, python, config.timeout, target, progress)
     result.stages = [replace(_with_prediction(stage, *ops.get(stage.name, (None, None)), name, result.source_files,
@@ -100,6 +101,17 @@ def run_smoke(
     ]
     _write_report(result, spec, target)
     return result
+
+
+def _size_dependent(spec: ModelSpec, target: Target, findings: Iterable[Finding]) -> bool:
+    """Does a finding about this model at this target say its export holds for the traced size only?"""
+    own = str(Path(spec.path).resolve()) if spec.path else None
+    for f in findings:
+        if f.code not in SIZE_DEPENDENT_CODES or (f.targets and target.name not in f.targets):
+            continue
+        if f.model == spec.text or (f.model is None and own and str(Path(f.location.path).resolve()) == own):
+            return True
+    return False
 
 
 def _target_folder(artifacts: Path, target: Target) -> Path:
