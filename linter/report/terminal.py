@@ -70,9 +70,9 @@ def _cell(stages: list[StageResult]) -> str:
         why = f", predicted by {', '.join(bad.predicted_by)}" if bad.predicted_by else f", {UNPREDICTED}"
         return f"{bad.status} at {bad.name}{size}{why}"
     ran = [s for s in stages if s.status is StageStatus.PASSED]
-    if len(ran) <= 1:  # nothing beyond the export ran
-        skipped = next((s for s in stages if s.status is StageStatus.SKIPPED), None)
-        return f"skipped: {skipped.detail}" if skipped else "passed"
+    skipped = next((s for s in stages if s.status is StageStatus.SKIPPED), None)
+    if skipped is not None and len(ran) <= 1:  # nothing beyond the export ran
+        return f"{'export passed; ' if ran else ''}{skipped.name} skipped: {skipped.detail}"
     rel = max((s.max_rel_diff for s in ran if s.max_rel_diff is not None), default=None)
     return "passed" + (f" ({rel:.2g} of scale)" if rel is not None else "")
 
@@ -243,7 +243,7 @@ def _render_matrix(report: Report, console: Console) -> None:
         table.add_column(target)
     for spec, cells in matrix(report):
         table.add_row(spec, *(Text(cell, style="green" if cell.startswith("passed") else
-                                   "dim" if cell.startswith("skipped") else "bold red") for cell in cells.values()))
+                                   "dim" if " skipped: " in cell else "bold red") for cell in cells.values()))
     console.print()
     console.print(table)
 
