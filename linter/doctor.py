@@ -91,6 +91,8 @@ def _run_conv(profile: Profile, path: Path, feeds: dict[str, Any], expected: Any
         run = profile.doctor(path, feeds, timeout)
     except Exception as exc:
         return {"works": False, "detail": f"run failed: {one_line(exc)}"}
+    if run.outputs is None and run.converted_only:
+        return {"version": run.version, "works": True, "detail": run.detail}
     if run.outputs is None:
         return {"version": run.version, "works": False, "detail": run.detail, "fix": run.fix}
     verdict = _verdict(np.asarray(run.outputs[0]), expected)

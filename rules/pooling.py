@@ -3,7 +3,8 @@
 The seed's author had to turn ``nn.MaxPool2d(2, 2, ceil_mode=True)`` into ``ceil_mode=False``
 by hand. Measured on this project's machines: at opset 10 and later the Caffe2 backend ignores
 ``ceil_mode`` and silently returns a smaller map (32×32 instead of 34×34); at opset 9 the
-exporter emulates it with padding computed for the traced input size only.
+exporter emulates it with padding computed for the traced input size only. ncnn (through pnnx)
+computes ``ceil_mode`` pooling its own way: MC302.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class PoolFacts:
     padding: Any = 0
     dilation: Any = 1
     certain_api: bool = True  # False when the callee is only maybe this pool (an alias with choices)
+    count_include_pad: Any = True  # average pools only
 
 
 class CeilModePooling(Rule):
@@ -93,7 +95,9 @@ class CeilModePooling(Rule):
     """
 
     code = "MC301"
-    predicts = (("caffe2", "mismatch", Severity.ERROR),)
+    predicts = (("caffe2", "mismatch", Severity.ERROR), ("second_size", "mismatch", Severity.WARNING),
+                ("second_size", "failed", Severity.WARNING))
+    size_dependent = True
     name = "ceil-mode-pooling"
     summary = "pooling with ceil_mode=True: Caffe2 ignores it from opset 10 (smaller output, no error)"
     bad_example = "import torch.nn as nn\npool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)\n"
@@ -126,7 +130,108 @@ class CeilModePooling(Rule):
         return None
 
 
-RULES: tuple[Rule, ...] = (CeilModePooling(),)
+def rounds_up_somewhere(k: int, s: int, p: int, d: int) -> bool:
+    """Does ``ceil_mode`` add a window at some input length? Not with stride 1 or a kernel span within the padding."""
+    return s > 1 and d * (k - 1) > p
+
+
+def drops_somewhere(k: int, s: int, p: int, d: int) -> bool:
+    """Does PyTorch drop ``ceil_mode``'s last window (it would start in the right padding) at some
+    input length? The window rounds up by 0 to ``s - 1``; it is dropped when that reaches ``d(k-1) + 1 - p``."""
+    return s > d * (k - 1) + 1 - p
+
+
+def _per_dim(facts: PoolFacts) -> list[tuple[int, int, int, int]] | None:
+    """(kernel, stride, padding, dilation) per spatial dimension; None when one is not a known int."""
+    match = re.search(r"pool([123])d", facts.api, re.IGNORECASE)
+    dims = int(match.group(1)) if match else 0
+
+    def ints(value: Any) -> tuple[int, ...] | None:
+        values = (value,) * dims if isinstance(value, int) else value
+        ok = isinstance(values, (tuple, list)) and len(values) == dims and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values)
+        return tuple(values) if ok else None
+
+    kernel = ints(facts.kernel_size)
+    stride = kernel if facts.stride in (None, ()) else ints(facts.stride)
+    found = (kernel, stride, ints(facts.padding), ints(facts.dilation))
+    if not dims or any(v is None for v in found):
+        return None
+    return list(zip(*found, strict=True))  # type: ignore[arg-type]
+
+
+class NcnnCeilModePooling(Rule):
+    """## What it does
+    Checks for pooling with `ceil_mode=True` that ncnn computes differently from PyTorch: average
+    pools that count the padding (`count_include_pad=True`, the default) with a stride above 1,
+    and any pool whose stride is large enough that PyTorch may drop the last window.
+
+    ## Why is this bad?
+    pnnx converts the pool to ncnn's `Pooling` with ceil mode, and ncnn treats the window
+    `ceil_mode` adds at the bottom/right edge in two ways PyTorch does not (measured on ncnn
+    1.0.20261020 + pnnx 20261020, 90 pool settings and sizes, every one as predicted here):
+
+    - an average pool with `count_include_pad=True` divides that window's sum by the whole
+      kernel, PyTorch only by the part inside the padded input: the last row and column differ
+      wherever `ceil_mode` rounds up, with or without padding (`AvgPool2d(3, 2, 1)` on 16×16:
+      0.21 off; `AvgPool2d(2, 2)` on 17×17: 0.91 off). `count_include_pad=False` is right.
+    - PyTorch drops the added window when it would start in the right padding; ncnn keeps it
+      and returns one more row and column (`MaxPool2d(2, 2, 1)` on 17×17: 10×10, PyTorch 9×9).
+      Possible only when the stride exceeds kernel − padding (dilation `d`: `d(k − 1) + 1 − padding`).
+
+    No error either way. Both depend on the input size: `AvgPool2d(3, 2, 1)` is right on 17×17.
+    `divisor_override` is another matter: ncnn cannot load such a pool at all.
+
+    ## Fix safety
+    No automatic fix. By hand, where the stride is at most kernel − padding (PyTorch never drops
+    a window: `AvgPool2d(3, 2, 1)`, `AvgPool2d(2, 2)`): with padding 0, add
+    `count_include_pad=False`, which changes nothing in PyTorch (there is no padding to count);
+    with padding `p`, pad with zeros first and pool without padding,
+    `nn.Sequential(nn.ZeroPad2d(p), nn.AvgPool2d(k, s, ceil_mode=True, count_include_pad=False))`,
+    the same numbers in PyTorch for every input size and right on ncnn (measured). Where PyTorch
+    may drop the last window, no rewrite holds for every input size: choose input sizes where
+    `ceil_mode` does not round up, or pool with `ceil_mode=False` and padding computed for yours.
+    """
+
+    code = "MC302"
+    predicts = (("ncnn", "mismatch", Severity.ERROR),)
+    name = "ncnn-ceil-mode-pooling"
+    summary = "ceil_mode pooling that ncnn computes differently (padded average, dropped last window)"
+    bad_example = "import torch.nn as nn\npool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)\n"
+    good_example = ("import torch.nn as nn\npool = nn.Sequential(nn.ZeroPad2d(1), nn.AvgPool2d(kernel_size=3, "
+                    "stride=2, ceil_mode=True, count_include_pad=False))\n")
+    example_target = "ncnn"
+
+    def verdict(self, target: Target) -> Severity | None:
+        return Severity.ERROR if target.name == "ncnn" else None
+
+    def match(self, facts: PoolFacts) -> Match | None:
+        if facts.ceil_mode is not True and facts.ceil_mode is not UNKNOWN:
+            return None
+        short = facts.api.rsplit(".", 1)[-1]
+        dims = _per_dim(facts)
+        averaged = "avg" in short.lower() and facts.count_include_pad is not False
+        divides = averaged and (dims is None or any(rounds_up_somewhere(*d) for d in dims))
+        drops = dims is not None and any(drops_somewhere(*d) for d in dims)
+        if not (divides or drops):
+            return None
+        problems = []
+        if divides:
+            counted = "count_include_pad=True" if facts.count_include_pad is True else "count_include_pad maybe True"
+            problems.append(f"with {counted}, ncnn divides the window ceil_mode adds at the bottom/right edge "
+                            "by the whole kernel, PyTorch by the part inside the padded input: the last row and "
+                            "column differ where ceil_mode rounds up")
+        if drops:
+            problems.append("where PyTorch drops a last window that would start in the padding, ncnn keeps it: "
+                            "one more row and column")
+        certain = (facts.ceil_mode is True and facts.certain_api and dims is not None
+                   and (drops or facts.count_include_pad is True))
+        what = f"{short}(ceil_mode=True)" if facts.ceil_mode is True else f"{short}(ceil_mode=?)"
+        return Match(f"{what} computes something else on ncnn, without error: {'; and '.join(problems)}",
+                     certain=certain)
+
+
+RULES: tuple[Rule, ...] = (CeilModePooling(), NcnnCeilModePooling())
 
 
 def facts_from_call(
@@ -158,6 +263,7 @@ def facts_from_call(
         padding=value("padding", 0),
         dilation=value("dilation", 1),
         certain_api=certain,
+        count_include_pad=value("count_include_pad", True) if "count_include_pad" in SIGNATURES[api] else True,
     )
 
 
@@ -176,6 +282,7 @@ def layer_facts(module: Any, api: str) -> PoolFacts:
     return PoolFacts(
         api=api, ceil_mode=bool(module.ceil_mode), kernel_size=plain(module.kernel_size),
         stride=plain(module.stride), padding=plain(module.padding), dilation=plain(getattr(module, "dilation", 1)),
+        count_include_pad=bool(getattr(module, "count_include_pad", True)),
     )
 
 
@@ -187,7 +294,7 @@ def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], traci
     return PoolFacts(
         api=api, ceil_mode=bool(bound.get("ceil_mode", False)), kernel_size=kernel,
         stride=kernel if stride in (None, ()) else stride, padding=plain(bound.get("padding", 0)),
-        dilation=plain(bound.get("dilation", 1)),
+        dilation=plain(bound.get("dilation", 1)), count_include_pad=bool(bound.get("count_include_pad", True)),
     )
 
 

@@ -22,9 +22,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelcheck.targets import DoctorRun, InstallError, Profile, RuntimeStatus
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from modelcheck.targets import DoctorRun, Profile, RuntimeStatus
+
+# modelcheck.targets is imported inside the functions: it imports every profile module, and the
+# profiles of env targets import this module, so the env_doctor job (which imports this module
+# first) would otherwise find it half-initialized.
 
 STAMP = "modelcheck-env.json"
 #: seconds a pip install into a new environment may take (torch plus a converter: minutes, not hours)
@@ -61,6 +66,8 @@ def read_stamp(profile: Profile, home: Path | None = None) -> dict[str, Any] | N
 
 def env_status(profile: Profile, home: Path | None = None) -> RuntimeStatus:
     """Installed when the stamp is there and names the profile's requirements (no process started)."""
+    from modelcheck.targets import RuntimeStatus
+
     assert profile.env is not None
     stamp = read_stamp(profile, home)
     if stamp is None or not env_python(profile, home).exists():
@@ -85,6 +92,8 @@ def job_python(profile: Profile, home: Path | None = None) -> Path | None:
 
 def install_env(profile: Profile, home: Path | None, progress: Callable[[str], None]) -> RuntimeStatus:
     """Create or repair the target's environment; idempotent (a complete one returns at once)."""
+    from modelcheck.targets import InstallError, RuntimeStatus
+
     assert profile.env is not None
     status = env_status(profile, home)
     if status.installed and _imports_work(profile, home):
@@ -112,6 +121,8 @@ def _base_python() -> str:
 
 def _run(argv: list[str], failure: str) -> None:
     """Run an install step; InstallError with its last error line when it fails."""
+    from modelcheck.targets import InstallError
+
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=_PIP_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -168,16 +179,18 @@ def status_of(name: str) -> Callable[[Path | None], RuntimeStatus]:
     return status
 
 
-def doctor_of(name: str) -> Callable[[Path, dict[str, Any], float], DoctorRun]:
+def doctor_of(name: str, not_run: str = "") -> Callable[[Path, dict[str, Any], float], DoctorRun]:
     """A profile's ``doctor``: the one-conv model exported and run in the target's environment.
 
     The ONNX file and feeds the doctor passes are not used: a non-ONNX target exports the model
-    itself, so the check builds the same one-conv model (same seed) there.
+    itself, so the check builds the same one-conv model (same seed) there. A target without a
+    ``run_file`` (Core ML predicts on macOS only) is only converted; ``not_run`` says why it is
+    not run, and the check has no outputs to compare.
     """
 
     def doctor(path: Path, feeds: dict[str, Any], timeout: float) -> DoctorRun:
         from modelcheck.jobs.run import run_job
-        from modelcheck.targets import get_profile
+        from modelcheck.targets import DoctorRun, get_profile
 
         profile = get_profile(name)
         try:
@@ -190,6 +203,10 @@ def doctor_of(name: str) -> Callable[[Path, dict[str, Any], float], DoctorRun]:
         value = done.value or {}
         if value.get("error"):
             return DoctorRun(None, value["error"], version=value.get("version"))
+        if value.get("outputs") is None:  # converted only: nothing ran, so nothing to compare
+            reason = not_run or f"the {name} target has no runtime here"
+            return DoctorRun(None, f"{value.get('detail', '')}; not run: {reason}", version=value.get("version"),
+                             converted_only=True)
         return DoctorRun(value["outputs"], value.get("detail", ""), version=value.get("version"))
 
     return doctor
@@ -205,22 +222,25 @@ def doctor_job(payload: dict[str, Any]) -> dict[str, Any]:
     from modelcheck.text import one_line
 
     profile = get_profile(payload["target"])
-    assert profile.export is not None and profile.run_file is not None
+    assert profile.export is not None
     version = _versions_here().get(profile.env.version_of if profile.env else "", None)
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
     x = torch.randn(1, 3, 8, 8)
     folder = Path(payload["folder"]) / profile.name
     folder.mkdir(parents=True, exist_ok=True)
+    where = f"torch {torch.__version__} in {Path(sys.executable).parent.parent}"
     try:
         with torch.no_grad():
             path = profile.export(ExportContext(model, ExampleInputs((x,)), ["input"], folder,
                                                 {"name": profile.name, "opset": 0, "exporter": profile.exporters[0]}))
+        if profile.run_file is None:  # a convert-only target here: the export is the whole check
+            return {"outputs": None, "version": version,
+                    "detail": f"converts the one-conv model to {path.name} ({where})"}
         outputs = profile.run_file(path, {"input": x.numpy()})
     except Exception as exc:
         return {"error": f"export or run failed: {one_line(exc)}", "version": version}
-    return {"outputs": [np.asarray(o).tolist() for o in outputs], "version": version,
-            "detail": f"torch {torch.__version__} in {Path(sys.executable).parent.parent}"}
+    return {"outputs": [np.asarray(o).tolist() for o in outputs], "version": version, "detail": where}
 
 
 def _versions_here() -> dict[str, str]:

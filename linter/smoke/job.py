@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import shutil
 import threading
 import time
 import warnings
@@ -98,7 +99,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     artifacts = Path(payload["artifacts"])
     artifacts.mkdir(parents=True, exist_ok=True)
     for stale in ARTIFACTS:
-        (artifacts / stale).unlink(missing_ok=True)
+        _remove(artifacts / stale)
     extra = (second_size.STAGE,) if _wants_second_size(payload, profile) else ()
     progress = _Progress(artifacts / "report.json", payload["model"], profile, extra)
     result: dict[str, Any] = {"source_files": [], "timings": {}}
@@ -112,6 +113,14 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     result["children_max_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result["timings"]["total"] = time.monotonic() - started
     return result
+
+
+def _remove(path: Path) -> None:
+    """A file, or a folder a converter writes (Core ML's ``model.mlpackage``), left by an earlier run."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _context(payload: dict[str, Any], exported: _Exported, started: float) -> StageContext:

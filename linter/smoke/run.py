@@ -95,7 +95,7 @@ def run_smoke(
                                               findings, target.name), target=target.name)
                      for stage in result.stages]
     result.notes = [
-        f"{name}: the {target.name} {stage.name} stage {stage.status} and no finding predicted it: a gap in "
+        f"{name} → {target.name}: the {stage.name} stage {stage.status} and no finding predicted it: a gap in "
         "modelcheck's rules (please report it with the model)"
         for stage in result.stages if stage.bad and not stage.predicted_by
     ]

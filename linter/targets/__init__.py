@@ -60,6 +60,8 @@ class DoctorRun:
     detail: str = ""  # a note when it ran ("converted in 0.31 s"), else the reason it did not
     version: str | None = None  # the runtime's version when only the running runtime knows it
     fix: str = ""  # what to run when this failure has its own remedy (else the profile's repair_hint)
+    #: the target converts here but has no runtime to run on (Core ML predicts on macOS only): works
+    converted_only: bool = False
 
 
 @dataclass(frozen=True)
