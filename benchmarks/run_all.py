@@ -10,6 +10,8 @@
   and ``audit --jobs 2`` vs ``--jobs 1``
 - bench_tolerance.py: the smoke test's default tolerance between the float noise of right models
   (torchvision and timm backbones, random init) and the smallest difference of known export bugs
+- bench_targets.py: the smoke test at executorch, litert, ncnn and ort-mobile vs the bare
+  per-target export/convert/run steps, each in its target's own environment
 
 Each benchmark fetches what it needs from the package registries into ``benchmarks/.cache``
 or the venv. Exit status: the number of benchmarks that missed a goal or failed.
@@ -22,7 +24,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_static.py", "bench_hard_inputs.py", "bench_smoke.py", "bench_audit.py", "bench_tolerance.py")
+BENCHMARKS = ("bench_static.py", "bench_hard_inputs.py", "bench_smoke.py", "bench_audit.py", "bench_tolerance.py",
+              "bench_targets.py")
 
 
 def main() -> int:
