@@ -27,6 +27,8 @@ PSEUDO_CODES = {SYNTAX_ERROR: "the file could not be parsed"}
 SIZE_DEPENDENT_CODES = frozenset(rule.code for rule in ALL_RULES if rule.size_dependent)
 
 
-def codes_predicting(stage: str, status: str) -> dict[str, Severity]:
-    """Rule code → the least severity at which its finding predicts ``stage`` ending ``status``."""
-    return {rule.code: least for rule in ALL_RULES for (s, st, least) in rule.predicts if (s, st) == (stage, status)}
+def codes_predicting(stage: str, status: str, target: str = "") -> dict[str, Severity]:
+    """Rule code → the least severity at which its finding predicts ``stage`` (of ``target``) ending
+    ``status``; a rule's ``predicts`` names the stage alone or, for one target's, ``target/stage``."""
+    names = {stage, f"{target}/{stage}"} if target else {stage}
+    return {rule.code: least for rule in ALL_RULES for (s, st, least) in rule.predicts if s in names and st == status}

@@ -67,7 +67,8 @@ class Rule:
     #: runs it at a second size (:mod:`modelcheck.smoke.second_size`) and reports what happens
     size_dependent: ClassVar[bool] = False
     #: (stage, status, least severity): a finding of this rule at that severity or above predicts the
-    #: smoke test's stage ending so (``("caffe2", "mismatch", WARNING)``); measured in docs/evidence.md
+    #: smoke test's stage ending so (``("caffe2", "mismatch", WARNING)``); ``"coreml/export"`` names
+    #: one target's stage of a name every target has; measured in docs/evidence.md
     predicts: ClassVar[tuple[tuple[str, str, Severity], ...]] = ()
 
     def verdict(self, target: Target) -> Severity | None:

@@ -10,7 +10,7 @@ Caffe2 backend cannot convert.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,7 @@ class UpsampleFacts:
     scale_factor: Any = None
     size: Any = None
     deprecated: str | None = None
+    recompute_scale_factor: Any = None  # True: the output size sets the sampling step, as with size=
 
     @property
     def linear(self) -> Any:
@@ -85,7 +86,7 @@ class UpsampleFacts:
 
 
 def _below_11(target: Target, severity: Severity) -> Severity | None:
-    return severity if target.opset < 11 else None
+    return severity if target.onnx and target.opset < 11 else None
 
 
 class LinearUpsampleBeforeOpset11(Rule):
@@ -115,7 +116,8 @@ class LinearUpsampleBeforeOpset11(Rule):
     """
 
     code = "MC201"
-    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING))
+    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING),
+                ("ort_mobile", "mismatch", Severity.WARNING))
     name = "linear-upsample-before-opset-11"
     summary = "linear/bilinear/bicubic upsampling before opset 11 exports but computes something else"
     bad_example = (
@@ -217,7 +219,10 @@ class ShapeSizedUpsample(Rule):
     """
 
     code = "MC203"
-    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING))
+    predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING),
+                ("ort_mobile", "mismatch", Severity.WARNING), ("second_size", "mismatch", Severity.WARNING),
+                ("second_size", "failed", Severity.WARNING))
+    size_dependent = True
     name = "shape-sized-upsample"
     summary = "upsampling to a size computed from a tensor's shape, before opset 11"
     bad_example = (
@@ -231,7 +236,7 @@ class ShapeSizedUpsample(Rule):
     )
 
     def verdict(self, target: Target) -> Severity | None:
-        if target.opset >= 11:
+        if not target.onnx or target.opset >= 11:
             return None
         return Severity.ERROR if target.name == "caffe2" else Severity.WARNING
 
@@ -336,13 +341,100 @@ class DeprecatedUpsample(Rule):
         return Match(f"{facts.api.rsplit('.', 1)[-1]} is deprecated: use {facts.deprecated}")
 
 
+class BilinearFractionalScale(Rule):
+    """## What it does
+    Checks for bilinear upsampling (`F.interpolate`, `nn.Upsample`) with `align_corners=False`
+    and a `scale_factor` that is not a whole number (1.5, 0.5, `(2, 2.5)`) when the target is
+    ExecuTorch (XNNPACK), LiteRT or Core ML.
+
+    ## Why is this bad?
+    Given a `scale_factor`, PyTorch steps through the input by `1 / scale_factor`; the output
+    has `floor(size × scale_factor)` pixels. XNNPACK, to which ExecuTorch delegates the
+    bilinear resize, steps by input size / output size instead. The two agree only when size ×
+    scale is a whole number: a 17×17 map upsampled by 1.5 (25×25) differs from PyTorch by 0.57
+    in ExecuTorch 1.4.1, with no error, while the same model with `size=` or
+    `recompute_scale_factor=True` (which step by the size ratio in PyTorch too) or
+    `align_corners=True` matches (measured, docs/targets/executorch.md). A whole-number factor
+    is exact at every size. coremltools 9.0 refuses to convert the same resize when size ×
+    scale is not a whole number ("align_corners = False with float output size is not
+    supported", measured, docs/targets/coreml.md).
+
+    ## Fix safety
+    There is no automatic fix: no `F.interpolate` argument keeps PyTorch's numbers and XNNPACK's
+    at once. Passing `size=` or `recompute_scale_factor=True` changes what PyTorch computes
+    (to what the runtime computes): right for a model trained that way, a retraining matter
+    otherwise. Feeding only sizes whose product with the factor is a whole number (even sizes
+    for 1.5 and 0.5) avoids it.
+    """
+
+    code = "MC207"
+    predicts = (("executorch", "mismatch", Severity.WARNING), ("litert", "mismatch", Severity.WARNING),
+                ("coreml/export", "failed", Severity.WARNING))
+    name = "bilinear-fractional-scale"
+    summary = ("bilinear upsampling by a non-integer scale_factor computes something else in XNNPACK/LiteRT "
+               "and may not convert to Core ML")
+    bad_example = (
+        "import torch.nn.functional as F\n"
+        "def up(x):\n    return F.interpolate(x, scale_factor=1.5, mode='bilinear', align_corners=False)\n"
+    )
+    good_example = (
+        "import torch.nn.functional as F\n"
+        "def up(x):\n    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n"
+    )
+    example_target = "executorch"
+
+    def verdict(self, target: Target) -> Severity | None:
+        return Severity.ERROR if target.name in ("executorch", "litert", "coreml") else None
+
+    def match(self, facts: UpsampleFacts) -> Match | None:
+        bilinear = UNKNOWN if facts.mode is UNKNOWN else facts.mode == "bilinear"
+        exact = (facts.align_corners, facts.recompute_scale_factor)
+        fractional = _fractional(facts.scale_factor)
+        if bilinear is False or fractional is False or True in exact:
+            return None
+        factor = f"scale_factor={facts.scale_factor!r}"
+        if bilinear is True and fractional is True and UNKNOWN not in exact:
+            return Match(
+                f"{facts.what} with {factor}: XNNPACK interpolates by the input/output size ratio, "
+                "not by the factor, and computes something else than PyTorch unless size × factor is "
+                "a whole number (measured max diff 0.57 in ExecuTorch on a 17×17 input at 1.5); "
+                "coremltools refuses to convert it then"
+            )
+        unknown = "the mode" if bilinear is UNKNOWN else "the scale factor" if fractional is UNKNOWN else \
+            "align_corners or recompute_scale_factor"
+        return Match(
+            f"{facts.what} may be a bilinear resize by a non-integer scale factor ({unknown} not known "
+            "statically), which XNNPACK computes by the size ratio instead: a mismatch with PyTorch "
+            "(and coremltools may refuse to convert it)",
+            certain=False,
+        )
+
+
+def _fractional(scale: Any) -> Any:
+    """Is a scale factor (a number or one per axis) not a whole number: True, False or UNKNOWN."""
+    if scale is None:
+        return False
+    if isinstance(scale, (list, tuple)):
+        found = [_fractional(s) for s in scale]
+        return True if True in found else UNKNOWN if UNKNOWN in found else False
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        return not float(scale).is_integer()
+    return UNKNOWN
+
+
 RULES: tuple[Rule, ...] = (
     LinearUpsampleBeforeOpset11(),
     AlignCornersBeforeOpset11(),
     ShapeSizedUpsample(),
     ResizeInCaffe2(),
     DeprecatedUpsample(),
+    BilinearFractionalScale(),
 )
+
+
+_API_NAMES = tuple(APIS)
+#: does an expression read a tensor's shape: (expression, the function's assignments, names seen)
+ShapeTest = Callable[[Any, Mapping[str, Sequence[Any]], set[str]], bool]
 
 
 def _is_shape_expr(
@@ -374,14 +466,17 @@ def _is_shape_expr(
 
 
 def facts_from_call(
-    source: SourceFile, call: cst.Call, assigned: Mapping[str, Sequence[cst.BaseExpression]]
+    source: SourceFile, call: cst.Call, assigned: Mapping[str, Sequence[cst.BaseExpression]],
+    is_shape_expr: ShapeTest = _is_shape_expr,
 ) -> UpsampleFacts | None:
     """UpsampleFacts for an upsampling call or constructor, or None if it is not one.
 
     ``assigned`` holds the current function's local assignments (``ScopedVisitor``): they say
     whether a size came from a shape and whether a local name is an alias of an API.
+    ``is_shape_expr`` is the one question asked of the tree itself: ``static.fast_rules``
+    passes its ``ast`` port and runs this same function on ``ast`` calls.
     """
-    hit = source.api_call(call, tuple(APIS), assigned)
+    hit = source.api_call(call, _API_NAMES, assigned)
     if hit is None:
         return None
     api_name, _, args, partial = hit
@@ -402,7 +497,7 @@ def facts_from_call(
         size = source.value(size_expr)
         if size is not UNKNOWN:
             size_from_shape = False
-        elif _is_shape_expr(size_expr, assigned, set()):
+        elif is_shape_expr(size_expr, assigned, set()):
             size_from_shape = True
         else:
             size_from_shape = UNKNOWN
@@ -414,6 +509,8 @@ def facts_from_call(
         scale_factor=value("scale_factor", None),
         size=size,
         deprecated=api.deprecated,
+        recompute_scale_factor=value("recompute_scale_factor", None) if "recompute_scale_factor" in api.params
+        else None,
     )
 
 
@@ -433,7 +530,8 @@ def describe(facts: UpsampleFacts) -> str:
 def layer_facts(module: Any, api: str) -> UpsampleFacts:
     """UpsampleFacts of a built upsampling layer (its size is a constant)."""
     return UpsampleFacts(api=api, mode=module.mode, align_corners=module.align_corners, size_from_shape=False,
-                         scale_factor=plain(module.scale_factor), size=plain(module.size))
+                         scale_factor=plain(module.scale_factor), size=plain(module.size),
+                         recompute_scale_factor=getattr(module, "recompute_scale_factor", None))
 
 
 def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tracing: bool) -> UpsampleFacts:
@@ -447,7 +545,7 @@ def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], traci
         mode=spec.mode if spec.mode is not None else bound.get("mode", "nearest"),
         align_corners=spec.align_corners if spec.mode is not None else bound.get("align_corners"),
         size_from_shape=from_shape, scale_factor=plain(bound.get("scale_factor")), size=plain(size),
-        deprecated=spec.deprecated,
+        deprecated=spec.deprecated, recompute_scale_factor=bound.get("recompute_scale_factor"),
     )
 
 

@@ -12,15 +12,28 @@ from __future__ import annotations
 
 from modelcheck.rules import ALL_RULES, PSEUDO_CODES, SYNTAX_ERROR
 from modelcheck.rules.base import Rule
+from modelcheck.targets import PROFILES as TARGET_PROFILES
 from modelcheck.targets import make_target
 
-#: the targets a rule table shows a severity for: (column label, target name, opset)
-PROFILES: tuple[tuple[str, str, int], ...] = (
-    ("caffe2, opset 9", "caffe2", 9),
-    ("caffe2, opset 11", "caffe2", 11),
-    ("onnx, opset 9", "onnx", 9),
-    ("onnx, opset 17", "onnx", 17),
-)
+#: opsets worth a column besides a target's default (where the ONNX rules change their verdict)
+_MORE_OPSETS = {"caffe2": (11,), "onnx": (9,)}
+
+
+def _columns() -> tuple[tuple[str, str, int | None], ...]:
+    """(column label, target name, opset or None) for every target: its default, and the opsets above."""
+    columns = []
+    for name, profile in TARGET_PROFILES.items():
+        if not profile.onnx:
+            columns.append((name, name, None))
+            continue
+        for opset in sorted({profile.default_opset, *_MORE_OPSETS.get(name, ())}):
+            columns.append((f"{name}, opset {opset}", name, opset))
+    onnx_first = sorted(columns, key=lambda c: (c[2] is None, c[1] not in ("caffe2", "onnx")))
+    return tuple(onnx_first)
+
+
+#: the targets a rule table shows a severity for: (column label, target name, opset), from the profiles
+PROFILES: tuple[tuple[str, str, int | None], ...] = _columns()
 #: a target where the rule's construct is harmless (it does not fire there)
 HARMLESS = "-"
 #: codes a stage reports without a rule class: their names (summaries: ``PSEUDO_CODES``)

@@ -96,7 +96,7 @@ def install_env(profile: Profile, home: Path | None, progress: Callable[[str], N
 
     assert profile.env is not None
     status = env_status(profile, home)
-    if status.installed and _imports_work(profile, home):
+    if status.installed:  # the stamp is written last, after the imports were checked
         return status
     folder = env_dir(profile, home)
     (folder / STAMP).unlink(missing_ok=True)

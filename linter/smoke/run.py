@@ -243,7 +243,7 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
         return stage
     mine = [f for f in _findings_of(model_name, source_files, findings)
             if not target or not f.targets or target in f.targets]
-    codes = codes_predicting(stage.name, stage.status)  # each rule's own ``predicts``
+    codes = codes_predicting(stage.name, stage.status, target)  # each rule's own ``predicts``
     predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
     # prefer what tracing saw in this very model over a static finding elsewhere in its files (another
     # model's), then, "/up/Resize" being the node of module "up", the finding about that module

@@ -27,6 +27,7 @@ _OP_PATTERNS = (
     re.compile(r'op_type: "(\w+)"'),
     re.compile(r"\baten::(\w+)"),
     re.compile(r"layer (\S+) not exists or registered"),  # ncnn: a layer it does not have
+    re.compile(r"torch\._ops\.aten\.(\w+)\."),  # ExecuTorch: "... is not in Core ATen opset"
 )
 _NODE_PATTERNS = (re.compile(r'name: "([^"]+)"\s+op_type:'), re.compile(r"Node \(([^)]+)\)"))
 

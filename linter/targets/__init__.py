@@ -289,7 +289,8 @@ def make_targets(names: Iterable[str], opset: int | None = None, exporter: str |
         get_profile(name)
     onnx_names = [n for n in names if PROFILES[n].onnx]
     if (opset is not None or exporter is not None) and not onnx_names:
-        raise TargetError(f"--opset and --exporter apply to ONNX targets; {', '.join(names)} export no ONNX")
+        verb = "exports" if len(names) == 1 else "export"
+        raise TargetError(f"--opset and --exporter apply to ONNX targets; {', '.join(names)} {verb} no ONNX")
     return TargetSet(tuple(make_target(n, opset if n in onnx_names else None,
                                        exporter if n in onnx_names else None) for n in names))
 
