@@ -17,12 +17,17 @@ whether the module tree is unchanged. Checkpoints go through ``torch.load(weight
 With ``port_in_memory`` false (the parent's choice when MC4xx porting edits are checked), the
 fixed files are imported as written, without the in-memory Python 3 porting the reference had:
 a porting fix is proven only if the code on disk now builds on plain Python 3.
+
+``locate`` (after a fixed model's smoke test failed on a node no finding places): export the
+fixed model as the smoke test did, keeping each ONNX node's source stack, and return the user's
+line the failing node comes from, so the report can put an unpredicted failure at its own line.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,13 +36,14 @@ SEEDS = (0, 1)
 REFERENCE_FILE = "reference.pt"
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    """Payload: ``phase`` ("reference" | "check"), ``spec`` (ModelSpec JSON), ``workdir``;
+def run(payload: dict[str, Any]) -> Any:
+    """Payload: ``phase`` ("reference" | "check" | "locate"), ``spec`` (ModelSpec JSON), ``workdir``;
     for "check" also ``exactness`` (``Exactness.check``'s value: "bitwise" | "numeric"), ``tolerance`` and
-    ``port_in_memory``
-    (default true)."""
+    ``port_in_memory`` (default true); for "locate" ``wanted`` (see :func:`locate`)."""
     if payload["phase"] == "reference":
         return reference(payload)
+    if payload["phase"] == "locate":
+        return locate(payload)
     return check(payload)
 
 
@@ -63,13 +69,13 @@ def _forward(model: Any, example: Any) -> list[Any]:
     included) or a single tensor."""
     import torch
     from modelcheck.models.specs import ExampleInputs
-    from modelcheck.smoke.job import _flatten
+    from modelcheck.smoke.job import flatten
 
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
     torch.manual_seed(0)  # a forward that draws random numbers draws the same ones both times
     with torch.no_grad():
-        return [t.detach().clone() for t in _flatten(example.call(model))]
+        return [t.detach().clone() for t in flatten(example.call(model))]
 
 
 def _unported(exc: BaseException) -> str:
@@ -143,17 +149,14 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the fixed model, load the original weights strictly, compare outputs."""
     import torch
     from modelcheck.fixers.base import Exactness
-    from modelcheck.models.specs import make_inputs
 
     saved = torch.load(Path(payload["workdir"]) / REFERENCE_FILE, weights_only=True)
-    if payload.get("port_in_memory", True):
+    try:
         spec, model, _ = _build(payload)
-    else:
-        try:
-            spec, model, _ = _build(payload)
-        except Exception as exc:  # user code may raise anything; SyntaxError for a print statement
-            return {"ok": False, "problems": [_unported(exc)]}
-    problems: list[str] = []
+    except Exception as exc:  # user code may raise anything; SyntaxError for a print statement
+        if payload.get("port_in_memory", True):
+            raise
+        return {"ok": False, "problems": [_unported(exc)]}
     fresh = model.state_dict()
     keys = list(fresh.keys())
     # built with the same seed: a fix that does not touch construction gives the very same weights
@@ -165,51 +168,118 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
         first = " ".join(str(exc).split())[:300]
         return {"ok": False, "problems": [f"the original state_dict does not load with strict=True: {first}"]}
     bitwise = Exactness(payload.get("exactness", Exactness.NUMERIC.value)) is Exactness.BITWISE
-    tolerance = float(payload.get("tolerance", 1e-6))
-    max_diff = 0.0
-    identical = True
-    for index, (tensors, expected) in enumerate(zip(saved["inputs"], saved["outputs"], strict=True)):
-        try:  # the very tensors the original ran on, with the spec's constants (mode="test")
-            got = _forward(model, make_inputs(spec, SEEDS[index], model).with_tensors(tensors))
-        except Exception as exc:  # the fixed forward may fail in any way
-            return {"ok": False, "problems": [f"the fixed model's forward fails: {type(exc).__name__}: {exc}"[:300]]}
-        if len(got) != len(expected):
-            problems.append(f"input {index}: {len(got)} outputs, the original has {len(expected)}")
-            continue
-        for number, (a, b) in enumerate(zip(got, expected, strict=True)):
-            if a.shape != b.shape or a.dtype != b.dtype:
-                problems.append(f"input {index}, output {number}: {tuple(a.shape)} {a.dtype}, "
-                                f"the original {tuple(b.shape)} {b.dtype}")
-                continue
-            same = torch.equal(a, b)
-            if not same and a.is_floating_point():  # NaN where the original has NaN is the same
-                same = bool(((a == b) | (a.isnan() & b.isnan())).all())
-            identical = identical and same
-            if same:
-                continue
-            if not a.is_floating_point():
-                problems.append(f"input {index}, output {number}: values differ")
-                continue
-            diff = float((a.double() - b.double()).abs().nan_to_num(0.0).max())
-            max_diff = max(max_diff, diff)
-            bound = tolerance * max(1.0, float(b.double().abs().nan_to_num(0.0).max()))
-            if bitwise:
-                problems.append(f"input {index}, output {number}: not bit-identical (max abs diff {diff:.3g}), "
-                                "and this fix must not change a single bit")
-            elif diff > bound:
-                problems.append(f"input {index}, output {number}: max abs diff {diff:.3g} > {bound:.3g}")
+    compared = _compare(model, spec, saved, bitwise=bitwise, tolerance=float(payload.get("tolerance", 1e-6)))
+    if "fatal" in compared:
+        return {"ok": False, "problems": [compared["fatal"]]}
     pickles, pickle_error = _pickles(model)
     return {
-        "ok": not problems,
-        "problems": problems,
-        "max_abs_diff": max_diff,
-        "bit_identical": identical,
+        "ok": not compared["problems"],
+        **compared,
         "state_keys_identical": keys == list(saved["state_dict"].keys()),
         "same_init": same_init,
         "tree": _tree(model),
         "pickles": pickles,
         "pickle_error": pickle_error,
     }
+
+
+def _compare(model: Any, spec: Any, saved: dict[str, Any], *, bitwise: bool, tolerance: float) -> dict[str, Any]:
+    """The fixed model on the original's very inputs against the original's outputs: ``problems``,
+    ``max_abs_diff`` and ``bit_identical``, or ``fatal`` when its forward fails."""
+    from modelcheck.models.specs import make_inputs
+
+    problems: list[str] = []
+    max_diff, identical = 0.0, True
+    for index, (tensors, expected) in enumerate(zip(saved["inputs"], saved["outputs"], strict=True)):
+        try:  # the very tensors the original ran on, with the spec's constants (mode="test")
+            got = _forward(model, make_inputs(spec, SEEDS[index], model).with_tensors(tensors))
+        except Exception as exc:  # the fixed forward may fail in any way
+            return {"fatal": f"the fixed model's forward fails: {type(exc).__name__}: {exc}"[:300]}
+        if len(got) != len(expected):
+            problems.append(f"input {index}: {len(got)} outputs, the original has {len(expected)}")
+            continue
+        for number, (a, b) in enumerate(zip(got, expected, strict=True)):
+            problem, diff, same = _output_problem(a, b, bitwise=bitwise, tolerance=tolerance)
+            max_diff, identical = max(max_diff, diff), identical and same
+            if problem:
+                problems.append(f"input {index}, output {number}: {problem}")
+    return {"problems": problems, "max_abs_diff": max_diff, "bit_identical": identical}
+
+
+def _output_problem(a: Any, b: Any, *, bitwise: bool, tolerance: float) -> tuple[str, float, bool]:
+    """One output of the fixed model (``a``) against the original's (``b``): (what is wrong or '',
+    max abs diff, bit-identical). NaN where the original has NaN is the same value."""
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"{tuple(a.shape)} {a.dtype}, the original {tuple(b.shape)} {b.dtype}", 0.0, False
+    same = torch.equal(a, b)
+    if not same and a.is_floating_point():
+        same = bool(((a == b) | (a.isnan() & b.isnan())).all())
+    if same:
+        return "", 0.0, True
+    if not a.is_floating_point():
+        return "values differ", 0.0, False
+    diff = float((a.double() - b.double()).abs().nan_to_num(0.0).max())
+    bound = tolerance * max(1.0, float(b.double().abs().nan_to_num(0.0).max()))
+    if bitwise:
+        return f"not bit-identical (max abs diff {diff:.3g}), and this fix must not change a single bit", diff, False
+    return (f"max abs diff {diff:.3g} > {bound:.3g}" if diff > bound else ""), diff, False
+
+
+#: one frame of the source stack the TorchScript exporter keeps per node: ``/src/net.py(27): forward``
+_FRAME = re.compile(r"^(?P<file>.+)\((?P<line>\d+)\): \S+$")
+
+
+def locate(payload: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """Where in the user's code the ONNX nodes a runtime failed on come from.
+
+    Payload: ``spec``, ``workdir`` and ``wanted``, a list of ``{"target", "opset", "exporter", "op",
+    "node"}``. The model is built from the files as they are and exported as the smoke test exports it
+    for that target, but with each node's source stack kept (``verbose``); the wanted node (by its
+    name, else the first node of its operator type, the first a runtime meets) gives its innermost
+    frame in a project file: ``{"path", "line", "node"}``, or None where there is none.
+    """
+    from modelcheck.models.specs import make_inputs
+    from modelcheck.smoke.job import onnx_export
+    from modelcheck.targets import get_profile
+
+    spec, model, _ = _build(payload)
+    graphs: dict[str, Any] = {}
+    found: list[dict[str, Any] | None] = []
+    for wanted in payload["wanted"]:
+        name = wanted["target"]
+        if name not in graphs:
+            path = Path(payload["workdir"]) / f"located-{name}.onnx"
+            options = {**dict(get_profile(name).export_options), "verbose": True}
+            try:
+                onnx_export(model, make_inputs(spec, 0, model), path, wanted, options)
+                graphs[name] = _onnx_nodes(path)
+            except Exception:  # the export that passed in the smoke test may still fail here in any way
+                graphs[name] = []
+        found.append(_node_site(graphs[name], wanted.get("op"), wanted.get("node")))
+    return found
+
+
+def _onnx_nodes(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _node_site(nodes: list[Any], op: str | None, node: str | None) -> dict[str, Any] | None:
+    """The innermost project-file frame of the named node, else of the first node of type ``op``."""
+    from modelcheck.models import building
+
+    match = next((n for n in nodes if node and n.name == node), None) or next(
+        (n for n in nodes if op and n.op_type.lower() == op.lower()), None)
+    if match is None:
+        return None
+    for line in match.doc_string.splitlines():
+        frame = _FRAME.match(line.strip())
+        if frame and building.is_project_file(frame["file"]):
+            return {"path": building.display(frame["file"]), "line": int(frame["line"]), "node": match.name}
+    return None
 
 
 class ShapeRecorder:

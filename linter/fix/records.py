@@ -2,7 +2,7 @@
 
 Plain data, so the reporters can render it without libcst: :class:`FixRecord` is what
 ``Report.fixes`` holds and ``--format json`` writes (``to_json``, the same keys and strings as
-ever: ``status`` and ``safety`` are the enums' values).
+ever: ``status`` and ``safety`` are the enums' values; ``note`` only on a kept fix that has one).
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ class FixRecord:
     summary: str = ""  # what changes ("lambda x: x -> _identity"); "" where no edit was planned
     applicability: Applicability | None = None  # None where no edit was planned
     verified: bool = False  # a model built from the fixed file gave the original's outputs
+    #: kept, and the fixed model's smoke test got further and then failed on another construct: where and how
+    note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path, "code": self.code, "line": self.line, "status": self.status.value,
             "reason": self.reason, "summary": self.summary,
             "safety": self.applicability.value if self.applicability is not None else None,
-            "verified": self.verified,
+            "verified": self.verified, **({"note": self.note} if self.note else {}),
         }
 
     def held_for(self, reason: str) -> bool:
@@ -90,10 +92,21 @@ def summarize(fixes: Sequence[FixRecord], *, dry_run: bool, verifiable: bool) ->
                      "exact by construction were applied"
                      + (f", {waiting} that need verifying were held back" if waiting else "")
                      + "; give one with --model file.py:Name (without --static-only)")
+    notes.extend(_kept_notes([r for r in fixes if r.status is FixStatus.APPLIED and r.note]))
     notes.extend(_item_notes([r for r in fixes if r.status is FixStatus.ROLLED_BACK], "rolled back"))
     notes.extend(_item_notes([r for r in fixes if r.status is FixStatus.NOT_FIXABLE and r.worth_a_note],
                              "not fixed"))
     return notes
+
+
+def _kept_notes(items: Sequence[FixRecord]) -> list[str]:
+    """One note per thing kept fixes ran into next (the fixes of one model share it): where, then what."""
+    places: dict[str, list[str]] = {}
+    for record in items:
+        where = places.setdefault(record.note, [])
+        if f"{record.path}:{record.line}" not in where:
+            where.append(f"{record.path}:{record.line}")
+    return [f"kept: {', '.join(where)}: {note}" for note, where in places.items()]
 
 
 def _item_notes(items: Sequence[FixRecord], what: str, limit: int = 20) -> list[str]:

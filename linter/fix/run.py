@@ -13,6 +13,21 @@ Which edits apply: by their :class:`~modelcheck.fixers.base.Applicability`, safe
 ``--fix``, unsafe ones only with ``--unsafe-fixes``, display-only ones never. By their
 :class:`~modelcheck.fixers.base.Exactness`, an edit that is not exact by construction needs a
 model to verify it on; without one it is held back and the report says nothing could be verified.
+
+Verification (:class:`Verification`, child jobs in :mod:`modelcheck.fix.job`) rolls a fix back when
+the model built from the fixed files does not load the original ``state_dict`` strictly or gives
+other outputs. Fixes that change the exported graph are then smoke-tested on the fixed files and
+judged family by family (:func:`blame`; only bad stages no finding still in the code predicts
+count). A family's fixes are rolled back when the fixed model fails on their own construct: the
+line of the failing ONNX node (the ``locate`` job finds it in the exported graph) is code they
+rewrote or wrote, or, where no line is known, the failing operator is their family's
+(``Family.failing_ops``); when a stage their findings predicted is still bad and the error names
+no operator and no line; when a stage the model passed without them now fails (the model is
+smoke-tested without them to see, only when it comes to that); or when a stage they were meant
+to repair fails just as before. A fixed model that gets further (its export passes now) and then
+fails on another construct keeps the fixes: their records, and a ``kept:`` note, say what the
+fixed model now passes and what it fails on next, and where: at the finding that predicts it,
+else UNPREDICTED with the stage, operator, ONNX node and line.
 """
 
 from __future__ import annotations
@@ -20,15 +35,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
-from modelcheck.findings import Evidence, Finding, Report
+from modelcheck.findings import Evidence, Finding, Location, Report, StageResult, StageStatus
 from modelcheck.fix.records import (
     DISPLAY_ONLY_REASON,
     NEEDS_MODEL_REASON,
@@ -49,7 +65,8 @@ from modelcheck.fixers.base import (
     Names,
     apply_edits,
 )
-from modelcheck.rules import SYNTAX_ERROR
+from modelcheck.rules import FAMILY_OF_CODE, RULES_BY_CODE, SYNTAX_ERROR
+from modelcheck.smoke.stages import failing_node, failing_op
 from modelcheck.static.run import _CODING, PathError, check_source
 from modelcheck.static.source import SourceFile
 
@@ -269,8 +286,9 @@ def write_atomic(path: str, data: bytes) -> None:
 # ----- records for the report ------------------------------------------------------------------
 
 def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: bool,
-            verified: set[int], rolled_back: dict[int, str]) -> list[FixRecord]:
+            verdict: Verdict | None = None) -> list[FixRecord]:
     """One record per decision, plus one per finding no fixer decided on."""
+    verdict = verdict or Verdict()
     out: list[FixRecord] = []
     covered: set[tuple[str, str, int]] = set()
     for plan in plans:
@@ -280,8 +298,7 @@ def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: 
                 out.append(FixRecord(plan.path, decision.code, decision.line, FixStatus.NOT_FIXABLE, decision.reason))
                 continue
             covered.update((plan.path, code, decision.line) for code in decision.also)
-            out.extend(_edit_records(plan, decision, dry_run=dry_run, verified=id(decision) in verified,
-                                     rolled_back=rolled_back))
+            out.extend(_edit_records(plan, decision, dry_run=dry_run, verdict=verdict))
     errors = {plan.path: plan.error for plan in plans if plan.error}
     for finding in findings:
         loc = finding.location
@@ -295,20 +312,20 @@ def records(plans: Sequence[FilePlan], findings: Sequence[Finding], *, dry_run: 
     return out
 
 
-def _edit_records(plan: FilePlan, edit: Edit, *, dry_run: bool, verified: bool,
-                  rolled_back: dict[int, str]) -> list[FixRecord]:
+def _edit_records(plan: FilePlan, edit: Edit, *, dry_run: bool, verdict: Verdict) -> list[FixRecord]:
     """The record of one planned edit, and one per other code on its line it resolves too."""
     key = id(edit)
     chosen = any(key == id(other) for other in plan.chosen)
     if plan.error and not chosen:
         status, reason = FixStatus.NOT_FIXABLE, plan.error
-    elif key in rolled_back:
-        status, reason = FixStatus.ROLLED_BACK, rolled_back[key]
+    elif key in verdict.rejected:
+        status, reason = FixStatus.ROLLED_BACK, verdict.rejected[key]
     elif chosen:
         status, reason = (FixStatus.WOULD_APPLY if dry_run else FixStatus.APPLIED), edit.reason
     else:
         status, reason = FixStatus.HELD_BACK, plan.held.get(key, "")
-    first = FixRecord(plan.path, edit.code, edit.line, status, reason, edit.summary, edit.applicability, verified)
+    first = FixRecord(plan.path, edit.code, edit.line, status, reason, edit.summary, edit.applicability,
+                      key in verdict.verified, verdict.notes.get(key, "") if status is FixStatus.APPLIED else "")
     along = f"with {edit.code} on this line" + (f"; {reason}" if reason else "")
     return [first, *(replace(first, code=code, reason=along) for code in edit.also)]
 
@@ -317,8 +334,19 @@ def _edit_records(plan: FilePlan, edit: Edit, *, dry_run: bool, verified: bool,
 
 #: makes the files on disk hold exactly the chosen edits whose ids are given (the rest undone)
 Materialize = Callable[[set[int]], None]
-#: (changed plans, materialize) → (ids of the edits kept and verified, why each rejected edit failed)
-Verifier = Callable[[list[FilePlan], Materialize], tuple[set[int], dict[int, str]]]
+
+
+@dataclass
+class Verdict:
+    """What verification made of the written edits, by ``id(edit)``."""
+
+    verified: set[int] = field(default_factory=set)  # kept, and a model built from the fixed file matched
+    rejected: dict[int, str] = field(default_factory=dict)  # rolled back → why
+    notes: dict[int, str] = field(default_factory=dict)  # kept → what the fixed model's smoke test ran into next
+
+
+#: (changed plans, materialize) → the verdict; it may undo edits through ``materialize``
+Verifier = Callable[[list[FilePlan], Materialize], Verdict]
 
 
 def fix_step(
@@ -342,8 +370,7 @@ def fix_step(
     plans = make_plans(sources, report.findings, context, unsafe=unsafe,
                        verifiable=covered or (lambda _path: False))
     original_findings = list(report.findings)
-    verified: set[int] = set()
-    rolled_back: dict[int, str] = {}
+    verdict = Verdict()
     if not write:
         report.diff = unified_diff(plans)
     else:
@@ -356,7 +383,7 @@ def fix_step(
         try:
             materialize({id(edit) for plan in changed for edit in plan.chosen})
             if verifier is not None and changed:
-                verified, rolled_back = verifier(changed, materialize)
+                verdict = verifier(changed, materialize)
         except BaseException as exc:  # a full disk, Ctrl-C while verifying: leave the files as they were
             with contextlib.suppress(OSError):
                 materialize(set())
@@ -364,12 +391,11 @@ def fix_step(
                 raise FixError(f"{exc}; every file was restored") from None
             raise
         for plan in changed:
-            plan.chosen = [edit for edit in plan.chosen if id(edit) not in rolled_back]
+            plan.chosen = [edit for edit in plan.chosen if id(edit) not in verdict.rejected]
             rebuild(plan)
         if recheck is not None:
             _recheck(report, plans, recheck)
-    report.fixes = records(plans, original_findings, dry_run=not write, verified=verified,
-                           rolled_back=rolled_back)
+    report.fixes = records(plans, original_findings, dry_run=not write, verdict=verdict)
     report.notes.extend(summarize(report.fixes, dry_run=not write, verifiable=covered is not None))
 
 
@@ -406,26 +432,34 @@ def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Recheck) -> Non
     if not fixed:
         return
     kept = [f for f in report.findings if f.location.path not in fixed]
-    for path, plan in fixed.items():
-        fresh = recheck(path, plan.fixed)
-        kept.extend(fresh)
+    for plan in fixed.values():
         done = {(edit.code, edit.line) for edit in plan.chosen} | {
             (code, edit.line) for edit in plan.chosen for code in edit.also}
-        moved = _line_map(plan.text, plan.fixed)
-        seen = {(f.code, f.location.line) for f in fresh}
-        for finding in report.findings:
-            loc = finding.location
-            if loc.path != path or finding.evidence is Evidence.STATIC or (finding.code, loc.line) in done:
-                continue
-            line = moved.get(loc.line)
-            if line is None or (finding.code, line) in seen:
-                continue
-            shift = line - loc.line
-            kept.append(finding.with_(
-                evidence=Evidence.DYNAMIC,
-                location=replace(loc, line=line, end_line=None if loc.end_line is None else loc.end_line + shift)))
+        kept.extend(findings_now(report.findings, plan, plan.fixed, recheck, done))
     kept.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
     report.findings = kept
+
+
+def findings_now(findings: Sequence[Finding], plan: FilePlan, text: str, recheck: Recheck,
+                 done: Collection[tuple[str, int]] = ()) -> list[Finding]:
+    """The findings of ``plan``'s file with ``text`` in it: a fresh static check, plus the dynamic
+    sightings of ``findings`` there that no edit in ``done`` (code, line) fixed, at their new line."""
+    fresh = recheck(plan.path, text)
+    out = list(fresh)
+    moved = _line_map(plan.text, text)
+    seen = {(f.code, f.location.line) for f in fresh}
+    for finding in findings:
+        loc = finding.location
+        if loc.path != plan.path or finding.evidence is Evidence.STATIC or (finding.code, loc.line) in done:
+            continue
+        line = moved.get(loc.line)
+        if line is None or (finding.code, line) in seen:
+            continue
+        shift = line - loc.line
+        out.append(finding.with_(
+            evidence=Evidence.DYNAMIC,
+            location=replace(loc, line=line, end_line=None if loc.end_line is None else loc.end_line + shift)))
+    return out
 
 
 def _line_map(before: str, after: str) -> dict[int, int]:
@@ -471,9 +505,6 @@ def run_fix_step(options: Options, report: Report, sources: dict[str, str],
 
 # ----- verification, parent side ------------------------------------------------------------------
 
-#: fix families in the order they are retried one by one when the whole set fails verification
-
-
 #: id(edit) → (its file's plan, the edit): the chosen edits of the changed files
 Edits = dict[int, tuple[FilePlan, Edit]]
 
@@ -496,14 +527,181 @@ class VerifyingModel:
                 if key in keep and os.path.realpath(plan.path) in self.files]
 
 
+# ----- judging a fixed model's smoke test ------------------------------------------------------------
+
+#: a runtime's own note of the operator (and ONNX node) its error came from: "(Caffe2 op Pow)",
+#: "(ONNX node /up/Resize, op Resize)", "(op Resize)"
+_NAMED_OP = re.compile(r"\((?:ONNX node (?P<node>[^,()]+), )?(?:Caffe2 |ONNX )?op (?P<op>\w+)\)")
+#: how a bad stage reads in a note: "caffe2 fails on Pow"
+_DOES = {"failed": "fails", "crashed": "crashes", "timeout": "times out", "mismatch": "does not match PyTorch"}
+
+
+@dataclass(frozen=True)
+class SeenStage:
+    """A smoke-test stage as verification reads it: the result, the operator and ONNX node its
+    error names, and where the failure is in the code as it was before the fix."""
+
+    stage: StageResult
+    label: str  # "caffe2"; "onnx export" when several targets' stages must read apart
+    op: str | None = None
+    node: str | None = None
+    #: (real path, line before the fix or None for code a fix wrote, that line's text now); None: not placed
+    at: tuple[str, int | None, str] | None = None
+
+    @classmethod
+    def of(cls, stage: StageResult, *, qualified: bool = False) -> SeenStage:
+        label = f"{stage.target} {stage.name}" if qualified and stage.target not in ("", stage.name) else stage.name
+        if not stage.bad:
+            return cls(stage, label)
+        named = _NAMED_OP.search(stage.detail)
+        return cls(stage, label, failing_op(stage.detail) or (named["op"] if named else None),
+                   failing_node(stage.detail) or (named["node"] if named else None))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.stage.target, self.stage.name
+
+    @property
+    def outcome(self) -> tuple[str, str]:
+        """(stage, status), as a rule's ``predicts`` names it."""
+        return self.stage.name, str(self.stage.status)
+
+    def same_failure(self, other: SeenStage) -> bool:
+        return self.stage.bad and self.stage.status == other.stage.status and self.op == other.op
+
+    def describe(self) -> str:
+        """``caffe2 fails on Pow at net.py:27 (UNPREDICTED by any finding; ONNX node /norm/Pow)``."""
+        stage, loc, status = self.stage, self.stage.location, str(self.stage.status)
+        what = f"{self.label} {_DOES.get(status, status)}" + (f" on {self.op}" if self.op else "")
+        where = f" at {loc.path}:{loc.line}" if loc else ""
+        why = f"predicted by {', '.join(stage.predicted_by)}" if stage.predicted_by else "UNPREDICTED by any finding"
+        return f"{what}{where} ({why}{f'; ONNX node {self.node}' if self.node else ''})"
+
+    def failure(self) -> str:
+        """The outcome for a rollback's reason, at its line before the fix: the fixed code is about to go."""
+        stage, loc, detail = self.stage, self.stage.location, self.stage.detail
+        if loc and self.at and detail.endswith(suffix := f" (at {loc.path}:{loc.line})"):
+            line = self.at[1]
+            detail = detail[:-len(suffix)] + (f" (at {loc.path}:{line})" if line is not None else
+                                              " (in code the fix wrote)")
+        return f"{self.label} {stage.status}: {detail}"[:300]
+
+
+@dataclass(frozen=True, eq=False)
+class FixGroup:
+    """One rule family's kept edits that change a model's export: kept or rolled back together."""
+
+    family: str
+    failing_ops: re.Pattern[str] | None  # the operators that are this family's construct
+    keys: frozenset[int]
+    meant: frozenset[tuple[str, str]]  # (stage, status) its findings predicted: what it was meant to repair
+    places: frozenset[tuple[str, int]]  # (real path, line) of its edits, before the fix
+    written: frozenset[tuple[str, str]]  # (real path, stripped line) of the code its edits alone write
+
+    def owns(self, seen: SeenStage) -> bool:
+        """The failure is this group's construct: placed in code it rewrote or wrote, or, not placed,
+        on an operator of its family."""
+        if seen.at is None:
+            return bool(seen.op and self.failing_ops and self.failing_ops.search(seen.op))
+        path, line, text = seen.at
+        return (path, line) in self.places if line is not None else (path, text.strip()) in self.written
+
+
+def fix_groups(edits: Edits, keys: set[int]) -> list[FixGroup]:
+    """The edits ``keys`` by rule family, each with the smoke outcomes its findings predicted."""
+    by_family: dict[str, list[int]] = {}
+    for key in sorted(keys, key=lambda k: (edits[k][0].path, edits[k][1].line)):
+        family = FAMILY_OF_CODE.get(edits[key][1].code)
+        by_family.setdefault(family.name if family else edits[key][1].code, []).append(key)
+    groups = []
+    for name, members in by_family.items():
+        family = FAMILY_OF_CODE.get(edits[members[0]][1].code)
+        codes = {code for key in members for code in (edits[key][1].code, *edits[key][1].also)}
+        meant = {(stage, status) for code in codes if code in RULES_BY_CODE
+                 for stage, status, _ in RULES_BY_CODE[code].predicts}
+        places = {(os.path.realpath(edits[key][0].path), edits[key][1].line) for key in members}
+        groups.append(FixGroup(name, family.failing_ops if family else None, frozenset(members),
+                               frozenset(meant), frozenset(places), _written({k: edits[k] for k in members})))
+    return groups
+
+
+def _written(edits: Edits) -> frozenset[tuple[str, str]]:
+    """(real path, stripped line) of every line these edits alone add to their files."""
+    by_plan: dict[str, tuple[FilePlan, list[Edit]]] = {}
+    for plan, edit in edits.values():
+        by_plan.setdefault(plan.path, (plan, []))[1].append(edit)
+    written: set[tuple[str, str]] = set()
+    for plan, mine in by_plan.values():
+        if plan.source is None:
+            continue
+        with contextlib.suppress(ApplyError):
+            old = set(plan.text.splitlines())
+            real = os.path.realpath(plan.path)
+            written |= {(real, line.strip()) for line in apply_edits(plan.source, mine).splitlines()
+                        if line not in old and line.strip()}
+    return frozenset(written)
+
+
+def blame(after: Sequence[SeenStage], groups: Sequence[FixGroup],
+          before: Callable[[], dict[tuple[str, str], SeenStage]]) -> dict[FixGroup, str]:
+    """The groups whose own construct fails the fixed model's smoke test, and why.
+
+    Only bad stages no finding still in the code predicts count. A group is to blame when the
+    failure is its own construct (:meth:`FixGroup.owns`); when a stage it was meant to repair is
+    bad and the error names no operator and no line; when the stage passed without the fixes
+    (``before()``, the smoke test of the model without them, run only if it comes to that: every
+    group is to blame then); or when a stage it was meant to repair fails as it did without the
+    fixes. A failure of another construct in a stage the original never reached is progress.
+    """
+    blamed: dict[FixGroup, str] = {}
+    for seen in after:
+        if seen.stage.predicted_by:
+            continue
+        meant = [group for group in groups if seen.outcome in group.meant]
+        own = [group for group in groups if group.owns(seen)]
+        if own:
+            culprits = dict.fromkeys(own, "its own construct fails")
+        elif meant and seen.op is None and seen.at is None:
+            culprits = dict.fromkeys(meant, "a stage it was meant to repair is still bad")
+        else:
+            culprits = _against_original(seen, groups, meant, before())
+        for group, why in culprits.items():
+            blamed.setdefault(group, f"{why}: {seen.failure()}")
+    return blamed
+
+
+def _against_original(seen: SeenStage, groups: Sequence[FixGroup], meant: list[FixGroup],
+                      before: dict[tuple[str, str], SeenStage]) -> dict[FixGroup, str]:
+    """Blame by the same stage of the model without the fixes: it passed there, or failed the same way."""
+    original = before.get(seen.key)
+    if original is None:
+        return {}
+    if original.stage.status == StageStatus.PASSED:
+        return dict.fromkeys(groups, f"the model passed {seen.label} without the fixes")
+    if seen.same_failure(original):
+        return dict.fromkeys(meant, f"it did not repair {seen.label}, which fails as before")
+    return {}
+
+
+def progress_note(group: FixGroup, stages: Sequence[SeenStage]) -> str:
+    """What a kept group's fixed model now passes that its findings said it would not, and what it
+    runs into next: "the fixed model now exports; then caffe2 fails on Pow at net.py:27 (...)"."""
+    repaired = list(dict.fromkeys(
+        "exports" if seen.stage.name == "export" else f"passes {seen.label}" for seen in stages
+        if seen.stage.status == StageStatus.PASSED and any(seen.stage.name == name for name, _ in group.meant)))
+    then = "; ".join(seen.describe() for seen in stages if seen.stage.bad)
+    head = f"the fixed model now {' and '.join(repaired)}; then " if repaired else "with the fix, "
+    return f"{head}{then}: not the code this fix rewrote, so the fix is kept"
+
+
 class Verification:
     """Builds each model before the fix (``reference``) and after (``verify``), in child jobs.
 
     A model verifies the edits in the files it is built from. If the fixed files fail, the
     edits are tried family by family (lambdas, pools, upsampling) so one bad family does not
     take the others down; the rejected ones are undone and reported with the reason. Edits that
-    change the exported graph are then smoke-tested on the fixed files; a bad stage that no
-    remaining finding explains rejects them too.
+    change the exported graph are then smoke-tested on the fixed files and judged by
+    :func:`blame`, family by family (the module docstring says how).
     """
 
     def __init__(self, options: Options, report: Report, specs: list[ModelSpec], recheck: Recheck) -> None:
@@ -514,6 +712,7 @@ class Verification:
         self.notes: list[str] = []
         self.smoked: list[str] = []
         self.passed: dict[str, dict[str, Any]] = {}  # spec → its last passing check (the final files)
+        self.smoke_notes: dict[str, list[str]] = {}  # spec → the notes its last smoke test added to the report
 
     def close(self) -> None:
         import shutil
@@ -524,7 +723,8 @@ class Verification:
         from modelcheck.jobs.run import run_job
 
         if self.options.progress is not None:
-            what = "before the fix" if payload["phase"] == "reference" else "after the fix, comparing"
+            what = {"reference": "before the fix", "check": "after the fix, comparing",
+                    "locate": "after the fix, to find the line of a failing node"}[payload["phase"]]
             self.options.progress(f"fix verification: building {payload['spec']['text']} {what}")
         return run_job("verify_fix", payload, self.options.config.timeout)
 
@@ -546,17 +746,18 @@ class Verification:
         real = os.path.realpath(path)
         return any(real in model.files for model in self.models)
 
-    def verify(self, changed: list[FilePlan], materialize: Materialize) -> tuple[set[int], dict[int, str]]:
-        """Check the written edits; undo the ones that fail; return (verified ids, rejected → why)."""
+    def verify(self, changed: list[FilePlan], materialize: Materialize) -> Verdict:
+        """Check the written edits; undo the ones that fail; say which are verified and why each other is not."""
         edits: Edits = {id(edit): (plan, edit) for plan in changed for edit in plan.chosen}
         tested = {key for key, (plan, _) in edits.items() if self.covers(plan.path)}
+        verdict = Verdict()
         kept = set(edits)
-        rejected: dict[int, str] = {}
         if self._check(edits, kept):
-            kept, rejected = self._retry_by_family(edits, tested, materialize)
-        self._smoke(edits, kept, rejected, materialize)
+            kept, verdict.rejected = self._retry_by_family(edits, tested, materialize)
+        kept = self._smoke(edits, kept, verdict, materialize)
         self._update_pickle_results()
-        return kept & tested, rejected
+        verdict.verified = kept & tested
+        return verdict
 
     def _retry_by_family(self, edits: Edits, tested: set[int],
                          materialize: Materialize) -> tuple[set[int], dict[int, str]]:
@@ -621,48 +822,149 @@ class Verification:
                           f"strict=True{init}; {how}")
         return ""
 
-    def _smoke(self, edits: Edits, kept: set[int], rejected: dict[int, str], materialize: Materialize) -> None:
-        """Smoke-test models whose export the kept edits change; undo those edits on a bad stage."""
+    def _smoke(self, edits: Edits, kept: set[int], verdict: Verdict, materialize: Materialize) -> set[int]:
+        """Smoke-test every model whose export the kept edits change; returns the edits still kept."""
         from modelcheck.jobs.run import JOBS
 
+        exporting = {key for key in kept if edits[key][1].code in EXPORT_CODES}
         if not self.options.smoke or "smoke" not in JOBS:
-            if any(edit.code in EXPORT_CODES for key, (_, edit) in edits.items() if key in kept):
+            if exporting:
                 self.notes.append("fix verification: the smoke test did not run (--no-smoke): the fixed "
                                   "export was not tried")
-            return
+            return kept
         for model in self.models:
-            exported = {key for key in kept if edits[key][1].code in EXPORT_CODES
-                        and os.path.realpath(edits[key][0].path) in model.files}
-            if not exported:
-                continue
-            bad = self._smoke_once(model.spec, edits)
-            if bad:
-                for key in exported:
-                    rejected[key] = f"smoke test of the fixed model failed: {bad}"
-                kept -= exported
-                materialize(kept)
-                self._smoke_once(model.spec, edits)  # the report shows the files as they are now
-            self.smoked.append(model.spec.text)
+            mine = {key for key in exporting & kept if os.path.realpath(edits[key][0].path) in model.files}
+            if mine:
+                kept = self._smoke_model(model, edits, kept, mine, verdict, materialize)
+                self.smoked.append(model.spec.text)
+        return kept
 
-    def _smoke_once(self, spec: ModelSpec, edits: Edits) -> str:
-        """Run the smoke test on the files as they are; a bad stage no remaining finding explains."""
+    def _smoke_model(self, model: VerifyingModel, edits: Edits, kept: set[int], mine: set[int],
+                     verdict: Verdict, materialize: Materialize) -> set[int]:
+        """One model on the fixed files: roll back, family by family, the fixes :func:`blame` blames
+        (smoke-testing again after each rollback), and say what the kept ones run into next."""
+        groups = fix_groups(edits, mine)
+        original: list[dict[tuple[str, str], SeenStage]] = []
+
+        def before() -> dict[tuple[str, str], SeenStage]:  # the model without its export fixes, once
+            if not original:
+                materialize(kept - mine)
+                original.append(self._smoke_without_fixes(model.spec))
+                materialize(kept)
+            return original[0]
+
+        while True:
+            stages = self._placed(model, self._smoke_stages(model.spec, edits), edits)
+            blamed = blame([seen for seen in stages if seen.stage.bad], groups, before) if groups else {}
+            if not blamed:
+                break
+            for group, why in blamed.items():
+                verdict.rejected.update(dict.fromkeys(group.keys, f"smoke test of the fixed model: {why}"))
+            groups = [group for group in groups if group not in blamed]
+            kept = kept - {key for group in blamed for key in group.keys}
+            materialize(kept)  # and smoke-test again: the report shows the files as they are now
+        if groups and any(seen.stage.bad for seen in stages):
+            for group in groups:
+                verdict.notes.update(dict.fromkeys(group.keys, progress_note(group, stages)))
+        return kept
+
+    def _model_stages(self, spec: ModelSpec) -> list[StageResult]:
+        model = next((m for m in self.report.models if m.spec == spec.text), None)
+        return model.stages if model is not None else []
+
+    def _smoke_stages(self, spec: ModelSpec, edits: Edits) -> list[SeenStage]:
+        """Run the smoke test on the files as they are, into the run's report (replacing the notes an
+        earlier run of this model left); its stages, each predicted only by findings still in the code."""
         from modelcheck.smoke.run import smoke_step
 
-        plans = {plan.path: plan for plan, _ in edits.values()}
-        remaining = [f for f in self.report.findings if f.location.path not in plans]
-        for path in plans:
-            text, _ = _read_text(path)
-            remaining.extend(self.recheck(path, text))
-        saved = self.report.findings
-        self.report.findings = remaining  # predicted_by: only findings still in the code explain a stage
+        for note in self.smoke_notes.pop(spec.text, []):
+            with contextlib.suppress(ValueError):
+                self.report.notes.remove(note)
+        saved, start = self.report.findings, len(self.report.notes)
+        self.report.findings = self._remaining(edits)  # predicted_by: only findings still in the code explain
         try:
             smoke_step(self.options, self.report, [spec])
         finally:
             self.report.findings = saved
-        model = next((m for m in self.report.models if m.spec == spec.text), None)
-        stages = model.stages if model is not None else []
-        return "; ".join(f"{stage.name} {stage.status}: {stage.detail}"[:300]
-                         for stage in stages if stage.bad and not stage.predicted_by)
+        self.smoke_notes[spec.text] = self.report.notes[start:]
+        return self._seen(self._model_stages(spec))
+
+    def _smoke_without_fixes(self, spec: ModelSpec) -> dict[tuple[str, str], SeenStage]:
+        """The smoke test of the files as they are, into a report and artifacts folder of its own: the
+        model without its export fixes, which the fixed model's stages are compared with."""
+        from modelcheck.smoke.run import smoke_step
+
+        report = replace(self.report, findings=list(self.report.findings), notes=[], models=[], fixes=[])
+        smoke_step(replace(self.options, artifacts=self.workdir / "without-fixes"), report, [spec])
+        return {seen.key: seen for seen in self._seen([stage for model in report.models for stage in model.stages])}
+
+    def _remaining(self, edits: Edits) -> list[Finding]:
+        """The run's findings as they stand in the files now (:func:`findings_now` for the changed ones)."""
+        plans = {plan.path: plan for plan, _ in edits.values()}
+        remaining = [f for f in self.report.findings if f.location.path not in plans]
+        for plan in plans.values():
+            text, _ = _read_text(plan.path)
+            remaining.extend(findings_now(self.report.findings, plan, text, self.recheck))
+        return remaining
+
+    def _seen(self, stages: Sequence[StageResult]) -> list[SeenStage]:
+        qualified = len(self.options.target.members) > 1  # several targets: "onnx export", "caffe2 export"
+        return [SeenStage.of(stage, qualified=qualified) for stage in stages]
+
+    def _placed(self, model: VerifyingModel, stages: list[SeenStage], edits: Edits) -> list[SeenStage]:
+        """``stages`` with each unpredicted failure after the export at the line its ONNX node comes
+        from (the ``locate`` job; the report's stages too: a failed export leaves no graph to look
+        in), and every placed failure's line before the fix."""
+        targets = {target.name: target for target in self.options.target.members}
+        primary = self.options.target.members[0]
+        wanted = [seen for seen in stages if seen.stage.bad and not seen.stage.predicted_by
+                  and seen.stage.name != "export" and (seen.op or seen.node)
+                  and targets.get(seen.stage.target, primary).onnx]
+        sites: list[dict[str, Any] | None] = []
+        if wanted:
+            asks = [{"target": (t := targets.get(seen.stage.target, primary)).name, "opset": t.opset,
+                     "exporter": t.exporter, "op": seen.op, "node": seen.node} for seen in wanted]
+            outcome = self._job({"phase": "locate", "spec": model.spec.to_json(), "workdir": str(model.folder),
+                                 "wanted": asks})
+            sites = outcome.value if outcome.ok else []
+        placed = {id(seen.stage): _at_line(seen, site) for seen, site in zip(wanted, sites, strict=False) if site}
+        results = self._model_stages(model.spec)
+        results[:] = [placed[id(stage)].stage if id(stage) in placed else stage for stage in results]
+        back = _lines_before_fix(edits)
+        return [_with_origin(placed.get(id(seen.stage), seen), back) for seen in stages]
+
+
+def _at_line(seen: SeenStage, site: dict[str, Any]) -> SeenStage:
+    """``seen`` placed at the line the ``locate`` job found (instead of a guess by the operator's family)."""
+    stage, loc = seen.stage, seen.stage.location
+    detail = stage.detail.removesuffix(f" (at {loc.path}:{loc.line})") if loc else stage.detail
+    stage = replace(stage, location=Location(site["path"], site["line"]),
+                    detail=f"{detail} (at {site['path']}:{site['line']})")
+    return replace(seen, stage=stage, node=seen.node or site["node"])
+
+
+def _lines_before_fix(edits: Edits) -> dict[str, tuple[dict[int, int], list[str]]]:
+    """Real path of each changed file → ({line now: line before the fix} for the lines no fix
+    touched, the file's lines now)."""
+    back: dict[str, tuple[dict[int, int], list[str]]] = {}
+    for plan, _ in edits.values():
+        real = os.path.realpath(plan.path)
+        if real not in back:
+            now, _ = _read_text(plan.path)
+            back[real] = ({new: old for old, new in _line_map(plan.text, now).items()}, now.splitlines())
+    return back
+
+
+def _with_origin(seen: SeenStage, back: dict[str, tuple[dict[int, int], list[str]]]) -> SeenStage:
+    """``seen`` with where its failure is in the code before the fix (``SeenStage.at``)."""
+    loc = seen.stage.location
+    if not seen.stage.bad or loc is None:
+        return seen
+    real = os.path.realpath(loc.path)
+    if real not in back:
+        return replace(seen, at=(real, loc.line, ""))  # a file no fix changed
+    lines, now = back[real]
+    return replace(seen, at=(real, lines.get(loc.line), now[loc.line - 1] if 0 < loc.line <= len(now) else ""))
 
 
 def _read_text(path: str) -> tuple[str, bytes]:

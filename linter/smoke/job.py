@@ -182,11 +182,11 @@ def _export_for(profile: Profile, ctx: ExportContext) -> Path:
     if profile.export is not None:
         return profile.export(ctx)
     path = ctx.artifacts / MODEL_FILE
-    _export(ctx.model, ctx.inputs, path, ctx.target, profile.export_options)
+    onnx_export(ctx.model, ctx.inputs, path, ctx.target, profile.export_options)
     return path
 
 
-def _export(model: Any, inputs: Any, path: Path, target: dict[str, Any], options: Any = None) -> list[str]:
+def onnx_export(model: Any, inputs: Any, path: Path, target: dict[str, Any], options: Any = None) -> list[str]:
     """torch.onnx.export with the target's settings; returns the graph's input names.
 
     ``inputs`` is an :class:`~modelcheck.models.specs.ExampleInputs` (or a tuple of tensors): one graph
