@@ -1,6 +1,6 @@
 # Two commands do all the set-up (each creates or reuses what it needs):
-#   make demo   - check the bundled example model: static rules, tracing, export smoke test with
-#                 ONNX Runtime and a real Caffe2 runtime
+#   make demo   - check the bundled example model: static rules, tracing, export smoke test at every
+#                 target (ONNX Runtime, a real Caffe2, ORT mobile, ExecuTorch, LiteRT, ncnn, Core ML)
 #   make test   - the whole test suite (real torch, torchvision, ONNX Runtime, Caffe2, pre-commit,
 #                 a loopback Ray cluster, headless Chromium)
 # `make test-fast` runs only the quick tests (no real exporter or runtime); `make fuzz` fuzzes the
@@ -45,8 +45,11 @@ targets: $(STAMP)
 	    echo "the $$name target is unavailable: its stages and tests will be skipped (CI requires it)"; }; \
 	done
 
-demo: caffe2
-	@$(BIN)/modelcheck examples/seed_model.py; status=$$?; \
+# every target, caffe2 (the seed's) first: the report ends with the models × targets matrix
+DEMO_TARGETS = $$($(BIN)/python -c "from modelcheck.targets import TARGET_NAMES as t; print(','.join(['caffe2', *(n for n in t if n != 'caffe2')]))")
+
+demo: caffe2 targets
+	@$(BIN)/modelcheck examples/seed_model.py --target $(DEMO_TARGETS); status=$$?; \
 	  if [ $$status -gt 1 ]; then exit $$status; fi; \
 	  echo; echo "modelcheck exited $$status (1 = it found problems that break deployment: the example has them on purpose)"
 
