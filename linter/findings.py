@@ -157,6 +157,9 @@ class StageResult:
     scale: float | None = None
     #: the target whose smoke test this stage belongs to (``caffe2``, ``executorch``)
     target: str = ""
+    #: the operator and ONNX node a bad stage's error names (``Pow``, ``/norm/Pow``), when it names them
+    op: str | None = None
+    node: str | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not StageStatus:  # "passed" from a caller that spells it as text
@@ -182,7 +185,7 @@ class StageResult:
             max_rel_diff=data.get("max_rel_diff"), detail=data.get("detail", ""),
             predicted_by=tuple(data.get("predicted_by", ())),
             location=Location(**loc) if loc else None, scale=data.get("scale"),
-            target=data.get("target", ""),
+            target=data.get("target", ""), op=data.get("op"), node=data.get("node"),
         )
 
 

@@ -529,9 +529,6 @@ class VerifyingModel:
 
 # ----- judging a fixed model's smoke test ------------------------------------------------------------
 
-#: a runtime's own note of the operator (and ONNX node) its error came from: "(Caffe2 op Pow)",
-#: "(ONNX node /up/Resize, op Resize)", "(op Resize)"
-_NAMED_OP = re.compile(r"\((?:ONNX node (?P<node>[^,()]+), )?(?:Caffe2 |ONNX )?op (?P<op>\w+)\)")
 #: how a bad stage reads in a note: "caffe2 fails on Pow"
 _DOES = {"failed": "fails", "crashed": "crashes", "timeout": "times out", "mismatch": "does not match PyTorch"}
 
@@ -553,9 +550,7 @@ class SeenStage:
         label = f"{stage.target} {stage.name}" if qualified and stage.target not in ("", stage.name) else stage.name
         if not stage.bad:
             return cls(stage, label)
-        named = _NAMED_OP.search(stage.detail)
-        return cls(stage, label, failing_op(stage.detail) or (named["op"] if named else None),
-                   failing_node(stage.detail) or (named["node"] if named else None))
+        return cls(stage, label, stage.op or failing_op(stage.detail), stage.node or failing_node(stage.detail))
 
     @property
     def key(self) -> tuple[str, str]:

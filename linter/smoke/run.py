@@ -194,7 +194,6 @@ def skipped_stages(model_name: str, reason: str, target: Target | TargetSet) -> 
 
 
 def _stage(data: dict[str, Any]) -> StageResult:
-    data = {k: v for k, v in data.items() if k not in ("op", "node")}
     return StageResult.from_json(data)
 
 

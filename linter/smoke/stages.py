@@ -28,8 +28,10 @@ _OP_PATTERNS = (
     re.compile(r"\baten::(\w+)"),
     re.compile(r"layer (\S+) not exists or registered"),  # ncnn: a layer it does not have
     re.compile(r"torch\._ops\.aten\.(\w+)\."),  # ExecuTorch: "... is not in Core ATen opset"
+    re.compile(r"\((?:ONNX node [^,()]+, )?(?:Caffe2 |ONNX )?op (\w+)\)"),  # a stage detail's own note
 )
-_NODE_PATTERNS = (re.compile(r'name: "([^"]+)"\s+op_type:'), re.compile(r"Node \(([^)]+)\)"))
+_NODE_PATTERNS = (re.compile(r'name: "([^"]+)"\s+op_type:'), re.compile(r"Node \(([^)]+)\)"),
+                  re.compile(r"\(ONNX node ([^,()]+), "))
 
 #: An output matches PyTorch when ``max|got - expected| <= atol + rtol * scale``, where ``scale``
 #: is that output's max |PyTorch value|: float noise grows with the values an output holds, so a
@@ -51,7 +53,7 @@ class Outcome:
     node: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.stage.to_json(), "op": self.op, "node": self.node}
+        return {**self.stage.to_json(), "op": self.op, "node": self.node}  # the result's own are unset here
 
 
 @dataclass
