@@ -354,7 +354,9 @@ class BilinearFractionalScale(Rule):
     scale is a whole number: a 17×17 map upsampled by 1.5 (25×25) differs from PyTorch by 0.57
     in ExecuTorch 1.4.1, with no error, while the same model with `size=` or
     `recompute_scale_factor=True` (which step by the size ratio in PyTorch too) or
-    `align_corners=True` matches (measured, docs/targets/executorch.md). A whole-number factor
+    `align_corners=True` matches (measured, docs/targets/executorch.md). LiteRT's own
+    RESIZE_BILINEAR steps the same way, with or without XNNPACK: 0.57 off on the same model in
+    ai-edge-litert 2.3.0 (docs/targets/litert.md). A whole-number factor
     is exact at every size. coremltools 9.0 refuses to convert the same resize when size ×
     scale is not a whole number ("align_corners = False with float output size is not
     supported", measured, docs/targets/coreml.md).
@@ -395,16 +397,16 @@ class BilinearFractionalScale(Rule):
         factor = f"scale_factor={facts.scale_factor!r}"
         if bilinear is True and fractional is True and UNKNOWN not in exact:
             return Match(
-                f"{facts.what} with {factor}: XNNPACK interpolates by the input/output size ratio, "
-                "not by the factor, and computes something else than PyTorch unless size × factor is "
-                "a whole number (measured max diff 0.57 in ExecuTorch on a 17×17 input at 1.5); "
-                "coremltools refuses to convert it then"
+                f"{facts.what} with {factor}: XNNPACK and LiteRT's RESIZE_BILINEAR interpolate by the "
+                "input/output size ratio, not by the factor, and compute something else than PyTorch unless "
+                "size × factor is a whole number (measured max diff 0.57 in ExecuTorch and in LiteRT on a "
+                "17×17 input at 1.5); coremltools refuses to convert it then"
             )
         unknown = "the mode" if bilinear is UNKNOWN else "the scale factor" if fractional is UNKNOWN else \
             "align_corners or recompute_scale_factor"
         return Match(
             f"{facts.what} may be a bilinear resize by a non-integer scale factor ({unknown} not known "
-            "statically), which XNNPACK computes by the size ratio instead: a mismatch with PyTorch "
+            "statically), which XNNPACK and LiteRT compute by the size ratio instead: a mismatch with PyTorch "
             "(and coremltools may refuse to convert it)",
             certain=False,
         )

@@ -140,7 +140,8 @@ def _imports_work(profile: Profile, home: Path | None) -> bool:
         return False
     code = "; ".join(f"import {name}" for name in profile.env.imports)
     try:
-        return subprocess.run([str(python), "-c", code], capture_output=True, timeout=300, check=False).returncode == 0
+        return subprocess.run([str(python), "-c", code], capture_output=True, timeout=300, check=False,
+                              cwd=env_dir(profile, home)).returncode == 0  # not the caller's folder on sys.path
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -150,6 +151,7 @@ def _versions(profile: Profile, home: Path | None) -> dict[str, str]:
     code = "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower(): d.version " \
            "for d in m.distributions()}))"
     done = subprocess.run([str(env_python(profile, home)), "-c", code], capture_output=True, text=True,
+                          cwd=env_dir(profile, home),
                           timeout=120, check=False)
     try:
         return json.loads(done.stdout)
