@@ -75,6 +75,10 @@ class Rule:
         """How bad the construct is for ``target``; None means harmless there."""
         raise NotImplementedError
 
+    def match_at(self, facts: Any, target: Target) -> Match | None:
+        """The claim at one target; most rules' claim does not depend on it (:meth:`match`)."""
+        return self.match(facts)
+
     def match(self, facts: Any) -> Match | None:
         """Does this construct (described by ``facts``) have the problem?"""
         raise NotImplementedError
@@ -123,16 +127,24 @@ def matches_for(rules: Iterable[Rule], facts: Any,
     """Every rule that fires on ``facts`` at ``target`` (at any member of a set), with the severity it
     fires at: the worst over the members it matters for, which the match names."""
     for rule in rules:
-        verdicts = [(t.name, s) for t in target.members if (s := rule.verdict(t)) is not None]
-        if not verdicts:
+        hits = [(t.name, s, m) for t in target.members
+                if (s := rule.verdict(t)) is not None and (m := rule.match_at(facts, t)) is not None]
+        if not hits:
             continue
-        match = rule.match(facts)
-        if match is None:
-            continue
-        severity = max((s for _, s in verdicts), key=lambda s: s.rank)
-        match = replace(match, targets=tuple(name for name, _ in verdicts))
+        severity = max((s for _, s, _ in hits), key=lambda s: s.rank)
+        match = hits[0][2] if len(hits) == 1 else _merged([m for _, _, m in hits])
+        match = replace(match, targets=tuple(name for name, _, _ in hits))
         if not match.certain:
             severity = severity.lowered()
         if match.at_most is not None and match.at_most.rank < severity.rank:
             severity = match.at_most
         yield rule, match, severity
+
+
+def _merged(matches: list[Match]) -> Match:
+    """One claim from a rule's claims at several targets: their messages, each once."""
+    first = matches[0]
+    if all(m.message == first.message for m in matches):
+        return first
+    return replace(first, message="; ".join(dict.fromkeys(m.message for m in matches)),
+                   certain=all(m.certain for m in matches), fixable=any(m.fixable for m in matches))

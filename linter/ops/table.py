@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,16 @@ class Cell:
                    data.get("failed_op"), exact)
 
 
+#: What a probe stands for that its recorded facts do not say (yet): the kind of index a
+#: ``Tensor[...]`` probe uses. Read as soft facts (:attr:`ProbeInfo.soft`); they belong in
+#: ``probes.py`` as facts the next time the table is measured.
+_INDEX_KINDS: dict[str, str] = {
+    "Tensor[:, :2]": "slice", "Tensor[..., 1:-1]": "slice", "Tensor[:, :, ::2, ::2] [stride slicing]": "step",
+    "Tensor[:, -1]": "int", "Tensor[:, [0, 2]]": "list", "Tensor[mask] [boolean mask]": "mask",
+    "Tensor[mask] = 0 [index_put]": "mask", "Tensor[:, 1] = 1.0 [slice assignment]": "int",
+}
+
+
 @dataclass(frozen=True)
 class ProbeInfo:
     """A probe as the table records it: key, torch APIs, facts (hard) and literal args (soft)."""
@@ -103,16 +113,24 @@ class ProbeInfo:
     args: Mapping[str, Any]
     inputs: tuple[tuple[int, ...], ...]
     aten_ops: tuple[str, ...]
+    #: facts that follow from the probe's inputs and arguments (:func:`soft_facts`): a match on
+    #: one counts like a fact, a difference does not exclude (``input_rank``: a 3-d ``x ** 2``
+    #: still matches the 4-d probe)
+    soft: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProbeInfo:
+        args, inputs = dict(data.get("args", {})), tuple(tuple(s) for s in data.get("inputs", ()))
+        soft = {**soft_facts(args), **({"input_rank": len(inputs[0])} if inputs else {})}
+        if data["key"] in _INDEX_KINDS:
+            soft["index"] = _INDEX_KINDS[data["key"]]
         return cls(data["key"], tuple(data.get("apis", ())), data.get("family", ""), dict(data.get("facts", {})),
-                   dict(data.get("args", {})), tuple(tuple(s) for s in data.get("inputs", ())),
-                   tuple(data.get("aten_ops", ())))
+                   args, inputs, tuple(data.get("aten_ops", ())), soft)
 
 
 # ------------------------------------------------------------------------------- matching facts
 
+_MISSING = object()  # a fact one probe records and another does not
 _LINEAR_MODES = frozenset({"linear", "bilinear", "bicubic", "trilinear"})
 
 
@@ -136,7 +154,19 @@ def derive_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
                                  for i, s in zip(inputs, sizes, strict=True))
     if out.get("mode") in _LINEAR_MODES and out.get("align_corners") is None:
         out["align_corners"] = False
+    for key, value in soft_facts(facts).items():
+        out.setdefault(key, value)
     return out
+
+
+def soft_facts(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts that follow from literal arguments and only break ties: of a ``pad``, how many
+    dimensions it pads (``pad_dims``) and that it crops (``pad_negative``, only said when true:
+    not cropping is what every other padding probe does, and no reason to prefer one)."""
+    pad = args.get("pad")
+    if isinstance(pad, (list, tuple)) and pad and all(isinstance(p, int) for p in pad):
+        return {"pad_dims": (len(pad) + 1) // 2, **({"pad_negative": True} if any(p < 0 for p in pad) else {})}
+    return {}
 
 
 def _plain(value: Any) -> Any:
@@ -147,15 +177,18 @@ def _plain(value: Any) -> Any:
 
 
 def match_score(probe: ProbeInfo, facts: Mapping[str, Any]) -> int | None:
-    """How well a probe fits a call's facts: None when a hard fact differs; +2 per agreeing fact,
-    +1 per agreeing literal argument (a differing argument does not exclude: ``output_size=7``
-    still matches the ``global=False, divides=True`` probe measured with ``output_size=2``)."""
+    """How well a probe fits a call's facts: None when a hard fact differs; +2 per agreeing fact
+    or soft fact (:attr:`ProbeInfo.soft`), +1 per agreeing literal argument (a differing argument
+    does not exclude: ``output_size=7`` still matches the ``global=False, divides=True`` probe
+    measured with ``output_size=2``)."""
     score = 0
     for key, value in facts.items():
         if key in probe.facts:
             if _plain(probe.facts[key]) != _plain(value):
                 return None
             score += 2
+        elif key in probe.soft:
+            score += 2 if _plain(probe.soft[key]) == _plain(value) else 0
         elif key in probe.args and _plain(probe.args[key]) == _plain(value):
             score += 1
     return score
@@ -176,6 +209,7 @@ class OpTable:
         self.probes: dict[str, ProbeInfo] = {}
         self._cells: dict[str, dict[str, Any]] = {}
         self._by_api: dict[str, list[ProbeInfo]] = {}
+        self._deciding: dict[str, frozenset[str]] = {}
         for entry in data.get("probes", []):
             info = ProbeInfo.from_json(entry)
             self.probes[info.key] = info
@@ -187,16 +221,44 @@ class OpTable:
         """Every probe exercising a torch API (``torch.nn.functional.adaptive_avg_pool2d``)."""
         return list(self._by_api.get(api, ()))
 
+    def candidates(self, api: str, facts: Mapping[str, Any] | None = None) -> list[tuple[int, ProbeInfo]]:
+        """Every probe of ``api`` the facts do not rule out, with its :func:`match_score`, best
+        first (catalogue order among equals, so the plainest variant leads)."""
+        wanted = derive_facts(facts or {})
+        scored = [(score, probe) for probe in self._by_api.get(api, ())
+                  if (score := match_score(probe, wanted)) is not None]
+        return sorted(scored, key=lambda pair: -pair[0])
+
     def find_probe(self, api: str, facts: Mapping[str, Any] | None = None) -> ProbeInfo | None:
         """The probe variant of ``api`` that best matches the facts a rule knows about the call;
         with no facts, the API's first (plainest) probe. None when no probe fits."""
-        wanted = derive_facts(facts or {})
-        best: tuple[int, ProbeInfo] | None = None
-        for probe in self._by_api.get(api, ()):
-            score = match_score(probe, wanted)
-            if score is not None and (best is None or score > best[0]):
-                best = (score, probe)
-        return best[1] if best else None
+        found = self.candidates(api, facts)
+        return found[0][1] if found else None
+
+    def deciding_keys(self, api: str) -> frozenset[str]:
+        """The facts that change what happens to ``api`` somewhere: the keys on which two of its
+        probes differ, and differ in nothing else, while their cells do not all agree. A rule
+        needs only these to find the variant (``groups`` does not decide a convolution's fate,
+        ``padding='same'`` does); a value never probed for another key would match nothing."""
+        found = self._deciding.get(api)
+        if found is None:
+            probes = self._by_api.get(api, ())
+            rows = {probe.key: self.row(probe.key) for probe in probes}
+            keys: set[str] = set()
+            for i, one in enumerate(probes):
+                for other in probes[i + 1:]:
+                    if rows[one.key] != rows[other.key]:
+                        differ = {key for key in {*one.facts, *other.facts}
+                                  if _plain(one.facts.get(key, _MISSING)) != _plain(other.facts.get(key, _MISSING))}
+                        keys |= differ if len(differ) == 1 else set()
+            found = self._deciding[api] = frozenset(keys)
+        return found
+
+    def row(self, key: str) -> tuple[str, ...]:
+        """A probe's verdict in every cell of :data:`CELLS` (``"-"`` where not measured)."""
+        cells = self._cells.get(key, {})
+        return tuple(str(cells[name].get("verdict") or verdict_of(cells[name])) if name in cells else "-"
+                     for name in (cell_name(t, o) for t, o in CELLS))
 
     def cell(self, key: str, target: str, opset: int) -> Cell | None:
         """A probe's cell; an unmeasured opset falls back to the nearest measured one below it."""

@@ -247,7 +247,8 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
     # prefer what tracing saw in this very model over a static finding elsewhere in its files (another
     # model's), then, "/up/Resize" being the node of module "up", the finding about that module
     scope = ".".join(node.strip("/").split("/")[:-1]) if node else ""
-    predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope))
+    predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope,
+                                   not (op and op in f.message)))
     location: Location | None = predicting[0].location if predicting else None
     if location is None and op:
         about_op = [f for f in mine if f.code in _codes_about(op)]

@@ -401,7 +401,6 @@ def find_unpicklable(
     up on a huge graph.
     """
     import torch
-    import torch.nn as nn
 
     atomic = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Tensor, torch.dtype,
               torch.device, torch.layout, torch.memory_format, type(Ellipsis), type(NotImplemented))
@@ -418,55 +417,73 @@ def find_unpicklable(
         alive.append(obj)
         if len(alive) > _MAX_WALK:
             return failures, False
-        children: list[_Visit] = []
-        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and not (
-            isinstance(obj, types.BuiltinFunctionType) and not isinstance(getattr(obj, "__self__", None),
-                                                                          (types.ModuleType, type(None)))
-        ):
-            if not _importable(obj):
-                failures.append(_failure(obj, visit, _kind_of_reference(obj), sites))
-            continue
-        local_class = "<locals>" in type(obj).__qualname__
-        if local_class:  # pickle saves the instance's class by name, and a local one has none
-            failures.append(_failure(type(obj), visit, "local_class", sites, instance=obj))
-        if isinstance(obj, torch.jit.ScriptModule):  # its C++ innards are one problem, not several
-            failures.append(_failure(obj, visit, "unpicklable", sites,
-                                     error="a TorchScript module cannot be pickled (torch.jit.save saves it)"))
-            continue
-        if isinstance(obj, nn.Module):
-            if not local_class and not _importable(type(obj)):
-                failures.append(_failure(obj, visit, "unpicklable", sites,
-                                         error=f"class {type(obj).__qualname__} cannot be imported by name"))
-            try:
-                children = _module_children(obj, visit)
-            except Exception as exc:  # a module that refuses pickling in __getstate__ (ScriptModule)
-                failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
-        elif type(obj) in (list, tuple, set, frozenset):
-            children = [_Visit(v, f"{visit.path}[{i}]", visit.owner, visit.attribute) for i, v in enumerate(obj)]
-        elif isinstance(obj, dict) and type(obj).__reduce_ex__ is dict.__reduce_ex__:
-            children = [_Visit(v, f"{visit.path}[{k!r}]", visit.owner, visit.attribute) for k, v in obj.items()]
-        elif isinstance(obj, functools.partial):
-            children = [_Visit(obj.func, f"{visit.path}.func", visit.owner, visit.attribute)]
-            children += [_Visit(v, f"{visit.path}.args[{i}]", visit.owner, visit.attribute)
-                         for i, v in enumerate(obj.args)]
-            children += [_Visit(v, f"{visit.path}.keywords[{k!r}]", visit.owner, visit.attribute)
-                         for k, v in obj.keywords.items()]
-        elif isinstance(obj, types.MethodType):
-            children = [_Visit(obj.__self__, f"{visit.path}.__self__", visit.owner, visit.attribute)]
-        else:
-            try:
-                reducer = copyreg.dispatch_table.get(type(obj))
-                reduced = reducer(obj) if reducer else obj.__reduce_ex__(2)
-            except Exception as exc:  # the object refuses to be pickled
-                failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
-                continue
-            children = _reduce_children(reduced, visit)
-            cls = _reconstructed_class(reduced)
-            if cls is not None and not local_class and not _importable(cls):
-                failures.append(_failure(obj, visit, "unpicklable", sites,
-                                         error=f"class {cls.__qualname__} cannot be imported by name"))
-        stack.extend(reversed(children))
+        stack.extend(reversed(_walk_into(visit, sites, failures)))
     return failures, True
+
+
+def _walk_into(visit: _Visit, sites: ConstructionSites,
+               failures: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[_Visit]:
+    """What pickle saves of one object, to walk next; what it cannot save goes to ``failures``."""
+    import torch
+    import torch.nn as nn
+
+    obj = visit.obj
+    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and not (
+        isinstance(obj, types.BuiltinFunctionType) and not isinstance(getattr(obj, "__self__", None),
+                                                                      (types.ModuleType, type(None)))
+    ):
+        if not _importable(obj):  # saved by reference: module and qualified name
+            failures.append(_failure(obj, visit, _kind_of_reference(obj), sites))
+        return []
+    local_class = "<locals>" in type(obj).__qualname__
+    if local_class:  # pickle saves the instance's class by name, and a local one has none
+        failures.append(_failure(type(obj), visit, "local_class", sites, instance=obj))
+    if isinstance(obj, torch.jit.ScriptModule):  # its C++ innards are one problem, not several
+        failures.append(_failure(obj, visit, "unpicklable", sites,
+                                 error="a TorchScript module cannot be pickled (torch.jit.save saves it)"))
+        return []
+    if isinstance(obj, nn.Module):
+        if not local_class and not _importable(type(obj)):
+            failures.append(_failure(obj, visit, "unpicklable", sites,
+                                     error=f"class {type(obj).__qualname__} cannot be imported by name"))
+        try:
+            return _module_children(obj, visit)
+        except Exception as exc:  # a module that refuses pickling in __getstate__ (ScriptModule)
+            failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
+            return []
+    children = _container_children(obj, visit)
+    if children is not None:
+        return children
+    try:
+        reducer = copyreg.dispatch_table.get(type(obj))
+        reduced = reducer(obj) if reducer else obj.__reduce_ex__(2)
+    except Exception as exc:  # the object refuses to be pickled
+        failures.append(_failure(obj, visit, "unpicklable", sites, error=one_line(exc)))
+        return []
+    cls = _reconstructed_class(reduced)
+    if cls is not None and not local_class and not _importable(cls):
+        failures.append(_failure(obj, visit, "unpicklable", sites,
+                                 error=f"class {cls.__qualname__} cannot be imported by name"))
+    return _reduce_children(reduced, visit)
+
+
+def _container_children(obj: Any, visit: _Visit) -> list[_Visit] | None:
+    """The items of a container pickle saves item by item (plain list, tuple, set, dict, a partial,
+    a bound method); None for any other object."""
+    def at(value: Any, path: str) -> _Visit:
+        return _Visit(value, path, visit.owner, visit.attribute)
+
+    if type(obj) in (list, tuple, set, frozenset):
+        return [at(v, f"{visit.path}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict) and type(obj).__reduce_ex__ is dict.__reduce_ex__:
+        return [at(v, f"{visit.path}[{k!r}]") for k, v in obj.items()]
+    if isinstance(obj, functools.partial):
+        return [at(obj.func, f"{visit.path}.func"),
+                *(at(v, f"{visit.path}.args[{i}]") for i, v in enumerate(obj.args)),
+                *(at(v, f"{visit.path}.keywords[{k!r}]") for k, v in obj.keywords.items())]
+    if isinstance(obj, types.MethodType):
+        return [at(obj.__self__, f"{visit.path}.__self__")]
+    return None
 
 
 def _module_children(module: Any, visit: _Visit) -> list[_Visit]:
@@ -600,18 +617,31 @@ def _assignment_site(cls: type, attribute: str) -> dict[str, Any] | None:
 
 def capture_apis() -> dict[Any, tuple[Any, str]]:
     """The functions whose calls are traced, by identity → (their rule family, public name)."""
-    import torch
-    import torch.nn.functional as F
+    import torch.nn.functional  # noqa: F401 - the functions most families name
     from modelcheck.rules import FAMILIES
 
     apis: dict[Any, tuple[Any, str]] = {}
     for family in FAMILIES:
         for name in sorted(family.call_apis):
-            owner, _, attr = name.rpartition(".")
-            fn = getattr(F if owner == "torch.nn.functional" else torch if owner == "torch" else None, attr, None)
+            fn = resolve_api(name)
             if fn is not None:
                 apis.setdefault(fn, (family, name))
     return apis
+
+
+def resolve_api(name: str) -> Any:
+    """The object a public name denotes (``torch.nn.functional.pad``, ``torch.Tensor.pow`` — what a
+    ``TorchFunctionMode`` receives for ``x.pow(2)`` and ``x ** 2``), from a module already
+    imported; None when there is none (``torchvision.ops.nms`` in a model without torchvision)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        found: Any = sys.modules.get(".".join(parts[:cut]))
+        if found is None:
+            continue
+        for attr in parts[cut:]:
+            found = getattr(found, attr, None)
+        return found
+    return None
 
 
 def _walk_to_user(frame: Any, functional_file: str, names: set[str]) -> tuple[Any, Any, str | None]:
@@ -633,70 +663,89 @@ def _walk_to_user(frame: Any, functional_file: str, names: set[str]) -> tuple[An
     return frame, via_module, wrapper
 
 
-def _make_recorder(apis: dict[Any, tuple[Any, str]], paths: dict[int, str],
-                   layer_sites: dict[str, dict[str, Any] | None]) -> Any:
+@dataclass
+class CallLog:
+    """What the recorder keeps of a forward: the calls a rule family is about, once per site and
+    facts, at the user's line (or, for a layer whose facts come from its calls, at the layer's
+    construction site). Plain Python: the ``TorchFunctionMode`` around it only feeds it."""
+
+    apis: dict[Any, tuple[Any, str]]  # function → (rule family, public name)
+    paths: dict[int, str]  # id(module) → module path
+    layer_sites: dict[str, dict[str, Any] | None]  # module path → construction site (``layer_calls``)
+    functional_file: str
+    tracing: bool = False
+    calls: int = 0
+    constructs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ops: dict[tuple[Any, ...], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    called_modules: set[str] = dataclasses.field(default_factory=set)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = {name for _, name in self.apis.values()}
+
+    def seen(self, func: Any, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
+        """One torch call of the forward (``frame``: its caller's)."""
+        self.calls += 1
+        try:
+            found = self.apis.get(func)
+        except TypeError:
+            found = None
+        if found is not None:
+            try:
+                self.record(*found, args, kwargs, frame)
+            except Exception as exc:  # a capture bug must not fail the user's forward
+                self.errors.append(one_line(exc))
+
+    def record(self, family: Any, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
+        frame, via_module, wrapper = _walk_to_user(frame, self.functional_file, self.names)
+        if via_module is not None:  # inside a torch layer: the module walk has its facts
+            path = self.paths.get(id(via_module), "?")
+            self.called_modules.add(path)
+            if family.layer_calls and self.layer_sites.get(path):
+                facts = family.call_facts(api, args, kwargs, self.tracing)
+                layer = layer_api(via_module)
+                if facts is not None and layer is not None:
+                    facts = dataclasses.replace(facts, api=layer[1])
+                    self.keep(layer[1], facts, self.layer_sites[path], path)
+            return
+        if frame is None:
+            return
+        if wrapper in family.call_apis:
+            api = wrapper
+        facts = family.call_facts(api, args, kwargs, self.tracing)
+        if facts is not None:
+            self.keep(api, facts, frame_site(frame), _enclosing_module_path(frame, self.paths))
+
+    def keep(self, api: str, facts: Any, site: dict[str, Any], module_path: str) -> None:
+        encoded = encode_facts(facts)
+        key = (api, site["path"], site["line"], site["column"], module_path, json.dumps(encoded, sort_keys=True))
+        if key in self.ops:
+            self.ops[key]["count"] += 1
+            return
+        self.ops[key] = {"op": api, "location": site, "module_path": module_path,
+                         "args": encoded["facts"], "count": 1}
+        self.constructs.append({**encoded, "origin": "call", "module_path": module_path,
+                                "location": site, "source": _source_line(site)})
+
+
+def _make_recorder(walk: ModuleWalk, tracing: bool) -> Any:
+    """A ``TorchFunctionMode`` that shows every torch call of the forward to a fresh :class:`CallLog`
+    (its ``log``)."""
     import torch
     from torch.overrides import TorchFunctionMode
 
-    functional_file = str(Path(torch.nn.functional.__file__).resolve())
-    names = {name for _, name in apis.values()}
+    log = CallLog(capture_apis(), walk.paths, walk.layer_sites, str(Path(torch.nn.functional.__file__).resolve()),
+                  tracing=tracing)
 
     class Recorder(TorchFunctionMode):
-        """Sees every torch call of the forward; keeps those a rule family is about, once per site and facts."""
-
         def __init__(self) -> None:
             super().__init__()
-            self.tracing = False
-            self.calls = 0
-            self.constructs: list[dict[str, Any]] = []
-            self.ops: dict[tuple[Any, ...], dict[str, Any]] = {}
-            self.called_modules: set[str] = set()
-            self.errors: list[str] = []
+            self.log = log
 
         def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            self.calls += 1
-            try:
-                found = apis.get(func)
-            except TypeError:
-                found = None
-            if found is not None:
-                try:
-                    self.record(*found, args, kwargs, sys._getframe(1))
-                except Exception as exc:  # a capture bug must not fail the user's forward
-                    self.errors.append(one_line(exc))
+            log.seen(func, args, kwargs, sys._getframe(1))
             return func(*args, **kwargs)
-
-        def record(self, family: Any, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
-            frame, via_module, wrapper = _walk_to_user(frame, functional_file, names)
-            if via_module is not None:  # inside a torch layer: the module walk has its facts
-                path = paths.get(id(via_module), "?")
-                self.called_modules.add(path)
-                if family.layer_calls and layer_sites.get(path):
-                    facts = family.call_facts(api, args, kwargs, self.tracing)
-                    layer = layer_api(via_module)
-                    if facts is not None and layer is not None:
-                        facts = dataclasses.replace(facts, api=layer[1])
-                        self.keep(layer[1], facts, layer_sites[path], path)
-                return
-            if frame is None:
-                return
-            if wrapper in family.call_apis:
-                api = wrapper
-            facts = family.call_facts(api, args, kwargs, self.tracing)
-            if facts is not None:
-                self.keep(api, facts, frame_site(frame), _enclosing_module_path(frame, paths))
-
-        def keep(self, api: str, facts: Any, site: dict[str, Any], module_path: str) -> None:
-            encoded = encode_facts(facts)
-            key = (api, site["path"], site["line"], site["column"], module_path, json.dumps(encoded, sort_keys=True))
-            if key in self.ops:
-                self.ops[key]["count"] += 1
-                return
-            self.ops[key] = {"op": api, "location": site, "module_path": module_path,
-                             "args": encoded["facts"], "count": 1}
-            self.constructs.append({**encoded, "origin": "call", "module_path": module_path,
-                                    "location": site, "source": _source_line(site)})
 
     return Recorder()
 
@@ -724,7 +773,7 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
 
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
-    recorder = _make_recorder(capture_apis(), walk.paths, walk.layer_sites)
+    recorder = _make_recorder(walk, tracing=True)
     graph: dict[str, Any] = {"method": "torch.jit.trace", "ok": True, "input_shapes": example.shapes()}
     if example.constants:
         graph["constants"] = {name: repr(value)[:80] for name, value in example.constants.items()}
@@ -732,23 +781,22 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            recorder.tracing = True
             with recorder, example.bound(model) as tensors:
                 torch.jit.trace(model, tensors, check_trace=False, strict=False)
         except Exception as exc:  # tracing refused (outputs, control flow...): run it plainly
             graph["trace_error"] = one_line(exc)
             graph["method"] = "forward (no shape provenance)"
-            recorder = _make_recorder(capture_apis(), walk.paths, walk.layer_sites)
-            recorder.tracing = False
+            recorder = _make_recorder(walk, tracing=False)
             with recorder:
                 example.call(model)  # an exception here is the forward's own failure
+    log = recorder.log
     graph["seconds"] = round(time.monotonic() - started, 3)
-    graph["torch_calls"] = recorder.calls
-    graph["ops"] = list(recorder.ops.values())
-    graph["modules_called"] = sorted(recorder.called_modules)
-    if recorder.errors:
-        graph["capture_errors"] = recorder.errors[:5]
-    graph["constructs"] = recorder.constructs
+    graph["torch_calls"] = log.calls
+    graph["ops"] = list(log.ops.values())
+    graph["modules_called"] = sorted(log.called_modules)
+    if log.errors:
+        graph["capture_errors"] = log.errors[:5]
+    graph["constructs"] = log.constructs
     return graph
 
 
@@ -836,42 +884,13 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     spec = ModelSpec.from_json(payload["spec"])
     progress = _Progress(payload.get("progress"))
     _watch(payload.get("crash_log"), payload.get("deadline"))
-    result: dict[str, Any] = {"spec": spec.text, "status": "ok", "stage": None, "constructs": [],
-                              "pickle": None, "graph": None, "parameters": None, "seconds": {}}
+    inspection = _Inspection(spec)
+    result = inspection.result
     failed: str | None = None
-    model: Any = None
-    obj: Any = None
-    sites = ConstructionSites()
-    walk = ModuleWalk([], {}, {})
     for stage in _reaching(_stages(result, progress), ReachedCode.from_env()):
         started = time.monotonic()
         try:
-            if stage == "import":
-                import torch  # noqa: F401 - torch's own import time is not the user's
-
-                with sites:
-                    obj = load_object(spec)
-            elif stage == "build":
-                with sites:
-                    model = build_model(spec, obj)
-                model.eval()
-                result["model_type"] = f"{type(model).__module__}.{type(model).__qualname__}"
-                result["parameters"] = sum(p.numel() for p in model.parameters())
-            elif stage == "walk":
-                walk = walk_modules(model, sites)
-                result["constructs"].extend(walk.constructs)
-                result["modules"] = len(walk.paths)
-            elif stage == "pickle":
-                probe, constructs = probe_pickle(model, sites)
-                result["pickle"] = probe
-                result["constructs"].extend(constructs)
-            elif stage == "forward":
-                inputs = make_inputs(spec, 0, model)
-                result["input_shapes"] = inputs.shapes()
-                check_single_input(model, inputs)
-                graph = capture_graph(model, inputs, walk)
-                result["constructs"].extend(graph.pop("constructs"))
-                result["graph"] = graph
+            inspection.step(stage)
         except BaseException as exc:  # user code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -887,6 +906,48 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     result["stage"] = failed
     result["build_notes"], result["project_files"] = _building_notes()
     return result
+
+
+class _Inspection:
+    """One model through the ``inspect`` job's stages, each adding to ``result``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.result: dict[str, Any] = {"spec": spec.text, "status": "ok", "stage": None, "constructs": [],
+                                       "pickle": None, "graph": None, "parameters": None, "seconds": {}}
+        self.sites = ConstructionSites()
+        self.walk = ModuleWalk([], {}, {})
+        self.obj: Any = None
+        self.model: Any = None
+
+    def step(self, stage: str) -> None:
+        """Run one stage ("import", "build", "walk", "pickle", "forward"); raises what the user's code raises."""
+        result, model = self.result, self.model
+        if stage == "import":
+            import torch  # noqa: F401 - torch's own import time is not the user's
+
+            with self.sites:
+                self.obj = load_object(self.spec)
+        elif stage == "build":
+            with self.sites:
+                model = self.model = build_model(self.spec, self.obj)
+            model.eval()
+            result["model_type"] = f"{type(model).__module__}.{type(model).__qualname__}"
+            result["parameters"] = sum(p.numel() for p in model.parameters())
+        elif stage == "walk":
+            self.walk = walk_modules(model, self.sites)
+            result["constructs"].extend(self.walk.constructs)
+            result["modules"] = len(self.walk.paths)
+        elif stage == "pickle":
+            result["pickle"], constructs = probe_pickle(model, self.sites)
+            result["constructs"].extend(constructs)
+        elif stage == "forward":
+            inputs = make_inputs(self.spec, 0, model)
+            result["input_shapes"] = inputs.shapes()
+            check_single_input(model, inputs)
+            graph = capture_graph(model, inputs, self.walk)
+            result["constructs"].extend(graph.pop("constructs"))
+            result["graph"] = graph
 
 
 def _building_notes() -> tuple[list[str], list[str]]:

@@ -1,0 +1,794 @@
+"""MC5xx: operators the measured compatibility table says fail at the target.
+
+``modelcheck/ops/table.json`` holds what really happened to 312 probe models of the operators
+vision models use, exported with the TorchScript exporter at opsets 9, 11 and 17, checked, run on
+the real Caffe2 1.7.1 and on ONNX Runtime and compared with PyTorch (``python -m modelcheck.ops``;
+``tests/test_ops_table.py`` re-measures a sample). This family looks every operator a model uses
+up in that table, for the run's target and opset, and reports the measured outcome at the line
+that wrote it: the exporter refuses it (MC501), the checker or the runtime does (MC502), or the
+runtime computes something else (MC503). At caffe2 opset 9, 95 of the 312 probes fail: Caffe2
+cannot broadcast ``Pow`` (``x ** 2``, ``nn.LayerNorm``), has no ``ReduceProd`` (``std``,
+``var``) nor ``ReduceLogSumExp``, runs no 1-d or 3-d ``ConvTranspose``, pads only 2-d maps.
+
+A call is matched to the probe variant that fits what is known about it (``modelcheck.ops.table``:
+its deciding facts, such as ``padding='same'`` or the exponent, then literal arguments and the
+input's rank); an argument that is not known statically is taken to be the plainest variant
+measured, and when that variant fails while another would not, the finding says "may" and
+tracing, which sees the value, settles it. Constructs another family owns (upsampling, pooling,
+adaptive pooling) are left to it: their APIs are read from those families, not listed here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from modelcheck.findings import Severity
+from modelcheck.ops import table as optable
+from modelcheck.rules.base import Match, Rule
+from modelcheck.rules.family import Family, bind_call, discover_families
+from modelcheck.static.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, cst, walk
+from modelcheck.targets import PROFILES, Target
+
+NAME = "operators"
+TABLE = optable.load()
+
+#: the verdicts of a measured cell each rule reports (``modelcheck.ops.table.VERDICTS``)
+EXPORT_FAILS = frozenset({"export_fails"})
+RUNTIME_FAILS = frozenset({"checker_fails", "run_fails", "run_crashes"})
+MISMATCH = frozenset({"mismatch"})
+FAILING = EXPORT_FAILS | RUNTIME_FAILS | MISMATCH
+
+
+# ----- which operators: the table's, minus what other families own --------------------------------
+
+def _owned_elsewhere() -> frozenset[str]:
+    """The APIs other rule families are about: a construct gets one family's findings, not two."""
+    return frozenset(api for family in discover_families() if family.name != NAME
+                     for api in family.layer_apis | family.call_apis)
+
+
+OWNED = _owned_elsewhere()
+#: the probes this family speaks from: none of their APIs belongs to another family
+PROBES: dict[str, optable.ProbeInfo] = {key: probe for key, probe in TABLE.probes.items()
+                                        if not set(probe.apis) & OWNED}
+
+
+def _fails_somewhere(probe: optable.ProbeInfo) -> bool:
+    return any(verdict in FAILING for verdict in TABLE.row(probe.key))
+
+
+def _stands_for(probe: optable.ProbeInfo, api: str) -> bool:
+    """Can ``probe`` be the variant a call of ``api`` is matched to? Only if it is the API's plainest
+    probe or records a fact a call can agree with: ``integer arithmetic (x.long() * 3 // 2)`` lists
+    ``Tensor.__mul__``, but says nothing that would tell a float multiplication from it."""
+    mine = [p for p in TABLE.probes_for(api) if p.key in PROBES]
+    return bool(probe.facts) or bool(set(probe.soft) - {"input_rank"}) or (bool(mine) and mine[0] is probe)
+
+
+#: every API with a probe that fails in some measured cell and can stand for its calls
+APIS: frozenset[str] = frozenset(
+    api for probe in PROBES.values() if _fails_somewhere(probe) for api in probe.apis
+    if api not in OWNED and _stands_for(probe, api)
+)
+
+
+# ----- facts -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OperatorFacts:
+    """One operator call or layer: its API and what is known of the facts its probes are keyed on
+    (``(("exponent", "integer"), ("power", 2))``; a value may be UNKNOWN)."""
+
+    api: str
+    facts: tuple[tuple[str, Any], ...] = ()
+    #: False for a method or operator whose receiver may not be a tensor (``x ** 2`` in source)
+    certain_api: bool = True
+
+    @property
+    def known(self) -> dict[str, Any]:
+        return {key: value for key, value in self.facts if value is not UNKNOWN}
+
+    @property
+    def undecided(self) -> frozenset[str]:
+        """The deciding facts (``TABLE.deciding_keys``) not known: UNKNOWN, or not read at all."""
+        known = self.known
+        return (frozenset(key for key, value in self.facts if value is UNKNOWN)
+                | frozenset(key for key in TABLE.deciding_keys(self.api) if key not in known))
+
+    @property
+    def what(self) -> str:
+        """``torch.pow (exponent='integer')``: the API with the facts that decided, unless defaults."""
+        known = self.known
+        if self.api == "torch.Tensor.__pow__" and "power" in known:
+            return f"x ** {known['power']!r}"
+        shown_keys = TABLE.deciding_keys(self.api) | {"index", "pad", "power"}
+        if "power" in known:
+            shown_keys -= {"exponent"}
+        defaults = SIGNATURES[self.api].defaults if self.api in SIGNATURES else {}
+        shown = ", ".join(f"{key}={value!r}" for key, value in known.items()
+                          if key in shown_keys and defaults.get(key, _NO_DEFAULT) != value)
+        return f"{short_name(self.api)} ({shown})" if shown else short_name(self.api)
+
+
+_NO_DEFAULT = object()
+#: how the operators written as Python syntax read in a message
+_SYNTAX = {"torch.Tensor.__pow__": "x ** y", "torch.Tensor.__getitem__": "x[...]",
+           "torch.Tensor.__setitem__": "x[...] = y", "torch.Tensor.__eq__": "x == y", "torch.Tensor.__ne__": "x != y"}
+
+
+def short_name(api: str) -> str:
+    """``torch.nn.functional.pad`` → ``F.pad``, ``torch.nn.LayerNorm`` → ``nn.LayerNorm``."""
+    if api in _SYNTAX:
+        return _SYNTAX[api]
+    for prefix, short in (("torch.nn.functional.", "F."), ("torch.nn.", "nn."), ("torch.Tensor.", "Tensor.")):
+        if api.startswith(prefix):
+            return short + api[len(prefix):]
+    return api
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a call's arguments say about the facts its probes are keyed on.
+
+    ``params`` are the positional parameter names (a tensor method's without ``self``), from each
+    signature in torch 2.x; ``defaults`` the facts an absent argument means (``padding_mode``
+    of ``F.conv2d``, which has none, is ``zeros``).
+    """
+
+    params: tuple[str, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+_CONV = {"padding": 0, "dilation": 1, "padding_mode": "zeros"}
+_CONV_F = Signature(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), _CONV)
+_CONVT = {"dilation": 1}
+_CLAMP_T, _CLAMP_M = Signature(("input", "min", "max")), Signature(("min", "max"))
+_POW_T, _POW_M = Signature(("input", "exponent")), Signature(("exponent",))
+_TOPK = {"largest": True}
+_CHUNK = {"dim": 0}
+
+#: the APIs whose probes differ by a fact their arguments decide (``TABLE.deciding_keys``)
+SIGNATURES: dict[str, Signature] = {
+    "torch.nn.Conv2d": Signature(("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                  "groups", "bias", "padding_mode"), _CONV),
+    "torch.nn.functional.conv2d": _CONV_F, "torch.conv2d": _CONV_F,
+    "torch.nn.ConvTranspose2d": Signature(("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                                           "output_padding", "groups", "bias", "dilation", "padding_mode"), _CONVT),
+    "torch.nn.functional.conv_transpose2d": Signature(("input", "weight", "bias", "stride", "padding",
+                                                       "output_padding", "groups", "dilation"), _CONVT),
+    "torch.nn.functional.batch_norm": Signature(("input", "running_mean", "running_var", "weight", "bias",
+                                                 "training", "momentum", "eps"), {"training": False}),
+    "torch.nn.functional.pad": Signature(("input", "pad", "mode", "value"), {"mode": "constant"}),
+    "torch.pow": _POW_T, "torch.Tensor.pow": _POW_M, "torch.Tensor.__pow__": _POW_M,
+    "torch.topk": Signature(("input", "k", "dim", "largest", "sorted"), _TOPK),
+    "torch.Tensor.topk": Signature(("k", "dim", "largest", "sorted"), _TOPK),
+    "torch.chunk": Signature(("input", "chunks", "dim"), _CHUNK),
+    "torch.Tensor.chunk": Signature(("chunks", "dim"), _CHUNK),
+    **{f"torch.{name}": _CLAMP_T for name in ("clamp", "clip")},
+    **{f"torch.Tensor.{name}": _CLAMP_M for name in ("clamp", "clip")},
+    "torch.clamp_min": Signature(("input", "min")), "torch.Tensor.clamp_min": Signature(("min",)),
+    "torch.clamp_max": Signature(("input", "max")), "torch.Tensor.clamp_max": Signature(("max",)),
+    "torch.Tensor.to": Signature(("dtype",)),
+    "torch.Tensor.__getitem__": Signature(("index",)),
+    "torch.Tensor.__setitem__": Signature(("index", "value")),
+}
+#: the dtype a conversion method produces
+_METHOD_DTYPES = {"half": "float16", "float": "float32", "double": "float64", "long": "int64", "int": "int32",
+                  "bfloat16": "bfloat16"}
+_DTYPE_ALIASES = {"half": "float16", "float": "float32", "double": "float64", "long": "int64", "int": "int32"}
+
+
+class Tensor:
+    """A live tensor argument as the fact derivation sees it (shape and dtype), or one known only
+    to be a tensor."""
+
+    def __init__(self, shape: tuple[int, ...] = (), dtype: str = "", is_bool: bool = False) -> None:
+        self.shape, self.dtype, self.is_bool = shape, dtype, is_bool
+
+
+def _dtype_name(value: Any) -> Any:
+    """``torch.float16``, ``torch.half`` (a qualified name or a live dtype) → ``float16``; else UNKNOWN."""
+    if isinstance(value, Tensor):
+        return value.dtype or UNKNOWN
+    text = str(value)
+    if not text.startswith("torch."):
+        return UNKNOWN
+    name = text[len("torch."):]
+    return _DTYPE_ALIASES.get(name, name)
+
+
+def _scalar(value: Any) -> Any:
+    """``(2, 2)`` → ``2``: a per-dimension value the probes record once."""
+    if isinstance(value, tuple) and value and all(v == value[0] for v in value):
+        return value[0]
+    return value
+
+
+def _exponent(value: Any) -> Any:
+    if value is UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, Tensor):
+        return "tensor"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return UNKNOWN
+    return "integer" if float(value).is_integer() else "fraction"
+
+
+def _bounds(values: Mapping[str, Any]) -> Any:
+    given = {name: values[name] for name in ("min", "max") if values.get(name) is not None}
+    if any(value is UNKNOWN for value in given.values()):
+        return UNKNOWN
+    if any(isinstance(value, Tensor) for value in given.values()):
+        return "tensor"
+    return {("max", "min"): "both", ("min",): "min", ("max",): "max"}.get(tuple(sorted(given)), UNKNOWN)
+
+
+def _even(values: Mapping[str, Any]) -> Any:
+    """``chunk``'s ``even``: True when the size divides; False only in the case the probe measured,
+    fewer chunks than asked for (3 of 4 channels make 2); 3 of 5 (2, 2, 1) exports at opset 9
+    (measured by hand), so an uneven split into every chunk is not that probe: UNKNOWN."""
+    tensor, chunks, dim = values.get("input"), values.get("chunks"), values.get("dim", 0)
+    if not isinstance(tensor, Tensor) or not isinstance(chunks, int) or not isinstance(dim, int) or chunks < 1:
+        return UNKNOWN
+    if not -len(tensor.shape) <= dim < len(tensor.shape):
+        return UNKNOWN
+    size = tensor.shape[dim]
+    if size % chunks == 0:
+        return True
+    step = -(-size // chunks)
+    return False if -(-size // step) < chunks else UNKNOWN
+
+
+_INDEX_RANK = ("slice", "int", "step", "list", "mask")  # a mixed index is its strongest kind
+
+
+def _index_kind(index: Any) -> Any:
+    """What kind of index ``x[index]`` is (the soft fact ``index`` of the ``Tensor[...]`` probes)."""
+    if index is UNKNOWN:
+        return UNKNOWN
+    kinds = {"slice"}
+    for item in index if isinstance(index, tuple) else (index,):
+        if isinstance(item, Tensor):
+            kinds.add("mask" if item.is_bool else "list")
+        elif isinstance(item, list):
+            kinds.add("list")
+        elif isinstance(item, slice):
+            kinds.add("step" if item.step not in (None, 1) else "slice")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            kinds.add("int")
+    return max(kinds, key=_INDEX_RANK.index)
+
+
+def _dtype_of_to(values: Mapping[str, Any], extra: Sequence[Any]) -> Any:
+    """The dtype ``x.to(...)`` converts to: a dtype or a tensor among its arguments, else none
+    (a device move, ``unchanged``)."""
+    for value in (values.get("dtype"), *extra):
+        if value is UNKNOWN:
+            return UNKNOWN
+        name = _dtype_name(value) if value is not None else UNKNOWN
+        if name is not UNKNOWN:
+            return name
+    return "unchanged"
+
+
+#: fact key → how it follows from a call's bound values (UNKNOWN when it does not)
+DERIVE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "padding": lambda v: _scalar(v.get("padding", UNKNOWN)),
+    "padding_mode": lambda v: v.get("padding_mode", UNKNOWN),
+    "dilation": lambda v: _scalar(v.get("dilation", UNKNOWN)),
+    "training": lambda v: v.get("training", UNKNOWN),
+    "mode": lambda v: v.get("mode", UNKNOWN),
+    "exponent": lambda v: _exponent(v.get("exponent", UNKNOWN)),
+    "largest": lambda v: v.get("largest", UNKNOWN),
+    "even": _even,
+    "bounds": _bounds,
+}
+
+
+def derive(api: str, values: Mapping[str, Any], extra: Sequence[Any] = ()) -> tuple[tuple[str, Any], ...]:
+    """The facts of one call of ``api`` from its bound argument values (literals, UNKNOWN, or
+    :class:`Tensor` for live tensors); ``extra`` holds positional values past the signature."""
+    facts: dict[str, Any] = {}
+    for key in sorted(TABLE.deciding_keys(api)):
+        facts[key] = DERIVE[key](values) if key in DERIVE else UNKNOWN
+    method = api.rsplit(".", 1)[-1]
+    if "dtype" in facts:
+        facts["dtype"] = _METHOD_DTYPES.get(method) or _dtype_of_to(values, extra)
+    if "pad" in values and values["pad"] is not UNKNOWN:
+        facts["pad"] = tuple(values["pad"]) if isinstance(values["pad"], (list, tuple)) else values["pad"]
+    if "index" in values:
+        facts["index"] = _index_kind(values["index"])
+    if facts.get("exponent") in ("integer", "fraction"):
+        facts["power"] = values["exponent"]
+    return tuple(facts.items())
+
+
+# ----- what the table says about one construct at one target -----------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """The measured cell of the probe a construct was matched to, and whether the match is sure."""
+
+    cell: optable.Cell
+    probe: optable.ProbeInfo
+    certain: bool
+
+
+def measured_cells(target: Target) -> tuple[tuple[str, int], ...]:
+    """The table's cells a target's smoke test runs: those of each measured runtime among its stages
+    at its opset (caffe2 also runs ONNX Runtime), with the TorchScript exporter the table used.
+    None at an opset or with an exporter the table did not measure."""
+    profile = PROFILES.get(target.name)
+    if profile is None or target.exporter != "torchscript" or (target.name, target.opset) not in optable.CELLS:
+        return ()
+    stages = ("export", *profile.stage_names())
+    return tuple((name, opset) for name, opset in optable.CELLS
+                 if opset == target.opset and name in PROFILES and PROFILES[name].runtime in stages)
+
+
+def _fails(probe: optable.ProbeInfo, name: str, opset: int) -> bool:
+    cell = TABLE.cell(probe.key, name, opset)
+    return cell is not None and cell.exact and cell.verdict in FAILING
+
+
+def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
+    """What happened to the probe variant ``facts`` match at the cell ``name/opset``, if it failed.
+
+    The variant is the best match on the known facts (the plainest among equals). A match on no
+    fact at all while the facts ruled the API's other probes out is no evidence (a float
+    ``x * y`` is not the ``integer arithmetic`` probe). The outcome is certain when no deciding
+    fact is unknown, or when every variant the known facts allow fails there too.
+    """
+    mine = [p for p in TABLE.probes_for(facts.api) if p.key in PROBES]
+    found = [(score, p) for score, p in TABLE.candidates(facts.api, facts.known) if p.key in PROBES]
+    if not found:
+        return None
+    best = found[0][1]
+    if len(found) < len(mine) and not best.facts and not set(best.soft) - {"input_rank"}:
+        return None
+    cell = TABLE.cell(best.key, name, opset)
+    if cell is None or not cell.exact or cell.verdict not in FAILING:
+        return None
+    certain = facts.certain_api and (not facts.undecided or all(_fails(p, name, opset) for _, p in found))
+    return Outcome(cell, best, certain)
+
+
+def _version(key: str) -> str:
+    return TABLE.versions.get(key, "").split("+")[0]
+
+
+def runtime_label(name: str) -> str:
+    """``Caffe2 (torch 1.7.1)``, ``ONNX Runtime 1.32.0``: a cell's runtime as measured."""
+    profile = PROFILES[name]
+    version = _version(profile.runtime)
+    if version.lower().startswith(profile.runtime):
+        version = version[len(profile.runtime):].strip()
+    return f"{profile.runtime_label} {version}".strip()
+
+
+def _clip(text: str, limit: int = 150) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def said(found: Outcome) -> str:
+    """What the cell says happened, in the words of the exporter or runtime that said it."""
+    cell = found.cell
+    error = _clip(cell.error)
+    if cell.failed_op and cell.failed_op not in error and not cell.failed_op.startswith("aten::"):
+        error += f" (ONNX {cell.failed_op})"
+    if cell.verdict == "export_fails":
+        return f"the TorchScript exporter (torch {_version('torch')}) fails at opset {cell.opset}: {error}"
+    if cell.verdict == "checker_fails":
+        return f"the ONNX checker (onnx {_version('onnx')}) rejects it: {error}"
+    runtime = runtime_label(cell.target)
+    if cell.verdict == "mismatch":
+        return f"{runtime} runs it and computes something else: {error}"
+    return f"{runtime} {'crashes on' if cell.verdict == 'run_crashes' else 'fails to run'} it: {error}"
+
+
+def message(facts: OperatorFacts, found: Sequence[Outcome]) -> str:
+    """One finding's message: the measured outcomes, the probe they were measured on, how sure."""
+    first = found[0]
+    where = f"measured on `{first.probe.key}` at opset {first.cell.opset}"
+    text = "; ".join(dict.fromkeys(said(one) for one in found))
+    if all(one.certain for one in found):
+        return f"{facts.what}: {text} ({where})"
+    if not facts.certain_api:
+        doubt = "if its operand is a tensor"
+    else:
+        doubt = f"if it is that variant ({', '.join(sorted(facts.undecided))} not known statically)"
+    return f"{facts.what} may not survive, {doubt}: {text} ({where})"
+
+
+#: a fix the table shows is worth it: the API's literal exponent, and the probe of what ``--fix``
+#: writes instead (``x ** 2`` → ``x * x``, which is what ``torch.square`` exports: ``Mul``)
+SQUARE_FIX = (2, "torch.square(x)")
+POW_APIS = frozenset({"torch.pow", "torch.Tensor.pow", "torch.Tensor.__pow__"})
+
+
+def square_fixable(facts: OperatorFacts, found: Outcome) -> bool:
+    """Is this a ``Pow`` by the literal 2 that fails where the measured replacement runs?"""
+    power, replacement = SQUARE_FIX
+    if facts.api not in POW_APIS or facts.known.get("power") != power or found.cell.failed_op != "Pow":
+        return False
+    return TABLE.probes.get(replacement) is not None and not _fails(TABLE.probes[replacement], found.cell.target,
+                                                                     found.cell.opset)
+
+
+# ----- the rules --------------------------------------------------------------------------------
+
+class OperatorRule(Rule):
+    """A rule whose claim depends on the target: what the table measured there (:meth:`match_at`)."""
+
+    #: the measured verdicts (``modelcheck.ops.table.VERDICTS``) this rule reports
+    verdicts: ClassVar[frozenset[str]]
+
+    def verdict(self, target: Target) -> Severity | None:
+        return Severity.ERROR if measured_cells(target) else None
+
+    def match(self, facts: OperatorFacts) -> Match | None:
+        """Without a target there is no measured cell to claim anything from."""
+        return None
+
+    def match_at(self, facts: OperatorFacts, target: Target) -> Match | None:
+        """The claim at one target: the measured outcomes of this rule's kind in its cells."""
+        found = [one for name, opset in measured_cells(target) if (one := outcome(facts, name, opset)) is not None]
+        if any(one.cell.verdict in EXPORT_FAILS for one in found):  # nothing runs after a failed export
+            found = [next(one for one in found if one.cell.verdict in EXPORT_FAILS)]
+        mine = [one for one in found if one.cell.verdict in self.verdicts]
+        if not mine:
+            return None
+        return Match(message(facts, mine), certain=all(one.certain for one in mine),
+                     fixable=any(square_fixable(facts, one) for one in mine))
+
+
+def _runtime_stages() -> tuple[str, ...]:
+    """The smoke-test stage of each runtime the table measured (``caffe2``, ``onnxruntime``)."""
+    return tuple(dict.fromkeys(PROFILES[name].runtime for name, _ in optable.CELLS if name in PROFILES))
+
+
+class OperatorFailsExport(OperatorRule):
+    """## What it does
+    Looks up every operator call and layer (`torch.einsum`, `F.grid_sample`, `torch.cumsum`,
+    `Tensor.unflatten`, `x[..., ::2, ::2]`, `nn.ChannelShuffle`, ...) in the operator
+    compatibility table shipped with modelcheck, for the run's target and opset, and reports
+    those whose probe the TorchScript exporter refused there. Calls a static read can name
+    (`F.xxx(...)`, `torch.xxx(...)`, `nn.Xxx(...)`, unambiguous tensor methods) are flagged
+    before anything runs; tracing looks up every call a model makes, with its real arguments, at
+    the line that made it. Upsampling and pooling are left to their own rules (MC2xx, MC3xx,
+    MC6xx).
+
+    ## Why is this bad?
+    The export stops with the exporter's error, so there is no model to deploy: at opset 9,
+    `torch.einsum`, `F.scaled_dot_product_attention`, `F.grid_sample`, `torch.cumsum`,
+    `torch.flip`, `torch.tile`, `torch.round` and stride slicing (`x[..., ::2, ::2]`) all fail
+    ("Exporting the operator 'aten::einsum' to ONNX opset version 9 is not supported"); most
+    export from opset 11 or 17. The message quotes the exporter's measured error and names the
+    probe it was measured on. Only measured cells count: caffe2 at opsets 9 and 11, onnx at 9,
+    11 and 17, with the TorchScript exporter; at another opset, with the dynamo exporter or for
+    a target that does not export ONNX there is no finding. An argument not known statically is
+    taken to be the plainest variant measured; when that variant fails and another would not,
+    the finding says "may" (one severity lower) and tracing settles it.
+
+    ## Fix safety
+    There is no automatic fix: the equivalent depends on the operator (`torch.bmm` for a batched
+    matrix product written as `einsum`, a higher opset where the target supports it).
+    """
+
+    code = "MC501"
+    name = "operator-fails-export"
+    summary = "an operator the TorchScript exporter cannot export at the target's opset (measured)"
+    verdicts = EXPORT_FAILS
+    predicts = (("export", "failed", Severity.WARNING),)
+    bad_example = "import torch\n\n\ndef attend(a, b):\n    return torch.einsum('bik,bkj->bij', a, b)\n"
+    good_example = "import torch\n\n\ndef attend(a, b):\n    return torch.bmm(a, b)\n"
+
+
+class OperatorFailsInRuntime(OperatorRule):
+    """## What it does
+    Reports operators whose probe exported but was rejected by the ONNX checker or failed (or
+    crashed) in the target's runtime at the run's opset, as measured for the operator
+    compatibility table: for caffe2 in Caffe2 1.7.1 and, since its smoke test runs it too, in
+    ONNX Runtime; for onnx in ONNX Runtime. Recognised as MC501 says.
+
+    ## Why is this bad?
+    The model exports and then does not run where it is going. Measured at caffe2 opset 9:
+    Caffe2 cannot broadcast `Pow`, so `x ** 2`, `torch.pow(x, 0.5)`, `nn.LayerNorm`,
+    `nn.LPPool2d` and `torch.cdist` fail ("[enforce fail at pow_op.h:97] A.sizes() ==
+    B.sizes() ... Dimension mismatch"); it has no `ReduceProd` (`prod`, `std`, `var`) nor
+    `ReduceLogSumExp`; it runs no 1-d or 3-d `ConvTranspose`; it pads only 2-d maps
+    (`F.pad` over channels, 1-d reflection padding); float16 casts fail; and the checker
+    rejects `==`/`!=` on floats. The message quotes the runtime's measured error. Only measured
+    cells count, as MC501 says.
+
+    ## Fix safety
+    `x ** 2`, `x.pow(2)` and `torch.pow(x, 2)` become `x * x` when the operand is a name or an
+    attribute (right for plain numbers too), and `torch.square(...)` for any other operand known
+    to be a tensor (a `torch.pow` call, or tracing saw it; otherwise it is left alone). Both
+    export as `Mul`, which Caffe2 runs (measured: `torch.square(x)`, `torch.mul`), and only where
+    the table says so is the fix offered. PyTorch computes `pow(x, 2)` as `x * x` and
+    `torch.square` as `pow(x, 2)`, so a model built from the file must give bit-identical
+    outputs (checked; without a model the fix is held back). Safe: the same for every input
+    size. Other operators have no automatic fix: `x ** 0.5` is not bit for bit `x.sqrt()`, and a
+    `LayerNorm` written with means is not bit for bit the fused one.
+    """
+
+    code = "MC502"
+    name = "operator-fails-in-runtime"
+    summary = "an operator that exports but that the ONNX checker or the target's runtime rejects (measured)"
+    verdicts = RUNTIME_FAILS
+    predicts = (("onnx_check", "failed", Severity.WARNING),
+                *((stage, status, Severity.WARNING) for stage in _runtime_stages() for status in ("failed", "crashed")))
+    bad_example = "import torch\n\n\ndef energy(x):\n    return torch.pow(x, 2).sum()\n"
+    good_example = "def energy(x):\n    return (x * x).sum()\n"
+
+
+class OperatorComputesDifferently(OperatorRule):
+    """## What it does
+    Reports operators whose probe ran in the target's runtime at the run's opset but gave
+    outputs that differ from PyTorch beyond the table's tolerance, as measured for the operator
+    compatibility table. Recognised as MC501 says.
+
+    ## Why is this bad?
+    Nothing fails: the deployed model silently computes something else. Measured at caffe2
+    opset 9: `nn.Conv2d(..., padding='same')` (Caffe2 pads differently), `torch.sort`,
+    `F.cosine_similarity` (0.96 of the output's scale), `nn.ConvTranspose2d(dilation=2)`,
+    `torch.clamp` with tensor bounds (NaNs where PyTorch has none). The message quotes the
+    measured difference. Only measured cells count, as MC501 says.
+
+    ## Fix safety
+    There is no automatic fix: write the computation so it exports as operators the runtime
+    computes the same (`padding=k // 2` for an odd kernel instead of `'same'`), and check it
+    with the smoke test.
+    """
+
+    code = "MC503"
+    name = "operator-computes-differently"
+    summary = "an operator the target's runtime runs but computes differently from PyTorch (measured)"
+    verdicts = MISMATCH
+    predicts = tuple((stage, "mismatch", Severity.WARNING) for stage in _runtime_stages())
+    bad_example = "import torch.nn as nn\n\nconv = nn.Conv2d(8, 8, 3, padding='same')\n"
+    good_example = "import torch.nn as nn\n\nconv = nn.Conv2d(8, 8, 3, padding=1)\n"
+
+
+RULES: tuple[Rule, ...] = (OperatorFailsExport(), OperatorFailsInRuntime(), OperatorComputesDifferently())
+
+
+# ----- static recognition -----------------------------------------------------------------------
+
+def _is_class(api: str) -> bool:
+    """``torch.nn.LayerNorm``, ``torchvision.ops.DeformConv2d``: a layer, built where it is written."""
+    return api.rsplit(".", 1)[-1][:1].isupper()
+
+
+#: method names other types have too (lists sort, numpy arrays have ``std``/``var``/``prod``/
+#: ``cumsum``/``argsort``/``clip``/``round``): ``x.sort()`` in source may be anything, so only
+#: tracing looks those up
+AMBIGUOUS_METHODS = frozenset(
+    {name for kind in (list, tuple, dict, set, str, bytes, int, float, complex) for name in dir(kind)}
+    | {"std", "var", "prod", "cumsum", "argsort", "sort", "clip", "round", "max", "min", "mean", "sum", "take",
+       "repeat", "fill", "astype", "flatten", "reshape", "transpose", "squeeze", "nonzero", "all", "any", "copy",
+       "view", "dot", "cumprod", "diagonal", "partition", "put", "resize", "trace", "argmax", "argmin"}
+)
+#: what the static pass recognises: functions and layers by qualified name, unambiguous tensor
+#: methods by name, and ``**``
+STATIC_CALLS: tuple[str, ...] = tuple(sorted(api for api in APIS if not api.startswith("torch.Tensor.")))
+STATIC_METHODS: frozenset[str] = frozenset(
+    api.rsplit(".", 1)[-1] for api in APIS if api.startswith("torch.Tensor.") and not api.endswith("__")
+) - AMBIGUOUS_METHODS
+
+
+_ARGS = r"(?:[^()]|\([^()]*\))*?"  # the arguments before the one looked for: parentheses one deep
+
+
+def _decided_by_arguments(api: str) -> bool:
+    """Does a call of ``api`` fail only with certain arguments (its plainest probe passes everywhere)?"""
+    mine = [probe for probe in TABLE.probes_for(api) if probe.key in PROBES]
+    return bool(mine) and set(TABLE.row(mine[0].key)) == {"ok"}
+
+
+def _argument_patterns(api: str) -> set[str]:
+    """Where in masked source an argument that makes ``api`` fail can be: the keyword of a deciding
+    fact (``dilation=``), or for a string value (``padding='same'``) that keyword before a string of
+    its length (strings are masked to underscores) or the value as a name (``torch.float16``)."""
+    patterns: set[str] = set()
+    plainest = next(probe for probe in TABLE.probes_for(api) if probe.key in PROBES)
+    for key in TABLE.deciding_keys(api):
+        for probe in TABLE.probes_for(api):
+            value = probe.facts.get(key)
+            if probe.key not in PROBES or value in (None, plainest.facts.get(key)) or not _fails_somewhere(probe):
+                continue
+            if isinstance(value, str):
+                patterns |= {rf"\b{key}\s*=\s*_{{{len(value) + 2}}}(?!\w)", rf"\b{re.escape(value)}\b"}
+            else:
+                patterns.add(rf"\b{key}\s*=")
+    return patterns
+
+
+class Trigger:
+    """The pre-screen's test (``Family.trigger``: ``search`` and ``finditer`` as a compiled pattern
+    has them): a call of an API whose every use may fail somewhere (``LayerNorm(``, ``.flip(``), a
+    call of an argument-decided API with an argument that makes it fail (``padding_mode=``:
+    ``nn.Conv2d(3, 8, 3)`` is on every line of a CNN and fails nowhere), or ``**``. One pattern
+    finds every call and a set look-up keeps the names: an alternation of 120 names in one regex
+    took the pre-screen 3 times as long on timm's and torchvision's models."""
+
+    _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+    _POWER = re.compile(r"[\w)\]]\s*\*\*")
+
+    def __init__(self, names: frozenset[str], arguments: Mapping[str, re.Pattern[str]]) -> None:
+        self.names, self.arguments = names, dict(arguments)
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        for match in self._CALL.finditer(text):
+            name = match.group(1)
+            if name in self.names or (name in self.arguments and self.arguments[name].match(text, match.end())):
+                yield match
+        yield from self._POWER.finditer(text)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return next(self.finditer(text), None)
+
+
+def _trigger() -> Trigger:
+    apis = [*STATIC_CALLS, *(f"torch.Tensor.{name}" for name in STATIC_METHODS)]
+    names = frozenset(api.rsplit(".", 1)[-1] for api in apis if not _decided_by_arguments(api))
+    arguments: dict[str, set[str]] = {}
+    for api in apis:
+        if _decided_by_arguments(api):
+            arguments.setdefault(api.rsplit(".", 1)[-1], set()).update(_argument_patterns(api))
+    return Trigger(names, {name: re.compile(rf"{_ARGS}(?:{'|'.join(sorted(found))})")
+                           for name, found in arguments.items()})
+
+
+TRIGGER = _trigger()
+
+
+def _static_value(source: SourceFile, expr: cst.BaseExpression) -> Any:
+    """A literal's value; a ``torch.`` name as its qualified name (``torch.float16``); else UNKNOWN."""
+    value = source.value(expr)
+    if value is UNKNOWN:
+        name = source.qualname(expr)
+        return name if name and name.startswith("torch.") else UNKNOWN
+    return value
+
+
+def static_facts(source: SourceFile, api: str, args: Sequence[cst.Arg], partial: bool = False,
+                 certain_api: bool = True) -> OperatorFacts:
+    """Facts of a call in source: literal arguments, defaults for absent ones (unknown when
+    ``*args``/``**kwargs`` or ``functools.partial`` may supply them)."""
+    signature = SIGNATURES.get(api, Signature(()))
+    bound, opaque = bind_arguments(args, signature.params)
+    values = {name: _static_value(source, expr) for name, expr in bound.items()}
+    for name, default in signature.defaults.items():
+        values.setdefault(name, UNKNOWN if opaque or partial else default)
+    return OperatorFacts(api, derive(api, values), certain_api)
+
+
+def _method_api(source: SourceFile, call: cst.Call) -> str | None:
+    """``torch.Tensor.pow`` for ``x.pow(2)`` when ``pow`` is an unambiguous tensor method and ``x``
+    is not a module the file imports (``np.flip`` is numpy's)."""
+    func = call.func
+    if not isinstance(func, cst.Attribute) or func.attr.value not in STATIC_METHODS:
+        return None
+    receiver = source.qualname(func.value)
+    if receiver is not None and receiver.split(".")[0] in {name.split(".")[0] for name in source.imports.values()}:
+        return None
+    return f"torch.Tensor.{func.attr.value}"
+
+
+class _Extractor(ScopedVisitor):
+    """Operator calls, layers, tensor methods and ``**`` in a file, with their facts.
+
+    Layers are reported where they are built; functions, methods and ``**`` only inside a
+    function other than ``__init__`` (what runs at module or class level, or while a model is
+    constructed, is not exported)."""
+
+    def __init__(self, source: SourceFile) -> None:
+        super().__init__()
+        self.source = source
+        self.found: list[tuple[cst.CSTNode, OperatorFacts]] = []
+        self.functions: list[str] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
+        self.functions.append(node.name.value)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        super().leave_FunctionDef(original_node)
+        self.functions.pop()
+
+    @property
+    def exported(self) -> bool:
+        return bool(self.functions) and self.functions[-1] != "__init__"
+
+    def visit_Call(self, node: cst.Call) -> None:
+        hit = self.source.api_call(node, STATIC_CALLS, self.assigned)
+        if hit is not None:
+            api, certain, args, partial = hit
+            if _is_class(api) or self.exported:
+                self.found.append((node, static_facts(self.source, api, args, partial, certain)))
+            return
+        method = _method_api(self.source, node) if self.exported else None
+        if method is not None:
+            self.found.append((node, static_facts(self.source, method, node.args, certain_api=False)))
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        if not isinstance(node.operator, cst.Power) or not self.exported:
+            return
+        if isinstance(self.source.value(node.left), (int, float)):  # plain arithmetic on numbers
+            return
+        values = {"exponent": self.source.value(node.right)}
+        self.found.append((node, OperatorFacts("torch.Tensor.__pow__", derive("torch.Tensor.__pow__", values),
+                                               certain_api=False)))
+
+
+def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, OperatorFacts]]:
+    """Every operator construct in the file the static pass can name, with its facts."""
+    visitor = _Extractor(source)
+    walk(source.module, visitor)
+    return iter(visitor.found)
+
+
+# ----- live modules and traced calls -------------------------------------------------------------
+
+def live(value: Any) -> Any:
+    """A live argument as the fact derivation reads it: a tensor as :class:`Tensor`, a dtype as
+    its name (``torch.float16``), containers element by element."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "ndim"):
+        dtype = str(value.dtype)
+        return Tensor(tuple(int(d) for d in value.shape), _dtype_name(dtype), dtype == "torch.bool")
+    if isinstance(value, tuple):
+        return tuple(live(v) for v in value)
+    if isinstance(value, list):
+        return [live(v) for v in value]
+    if type(value).__name__ == "dtype":
+        return str(value)
+    return value
+
+
+def layer_facts(module: Any, api: str) -> OperatorFacts:
+    """Facts of a built layer, from its attributes (``padding_mode``, ``dilation``)."""
+    signature = SIGNATURES.get(api, Signature(()))
+    values = {name: live(getattr(module, name)) for name in signature.params if hasattr(module, name)}
+    for name, default in signature.defaults.items():
+        values.setdefault(name, default)
+    return OperatorFacts(api, derive(api, values))
+
+
+def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tracing: bool) -> OperatorFacts:
+    """Facts of one traced call, with the rank of its first tensor (``input_rank``)."""
+    signature = SIGNATURES.get(api, Signature(()))
+    rest = args[1:] if api.startswith("torch.Tensor.") else args
+    values = {name: live(value) for name, value in bind_call(signature.params, rest, kwargs).items()}
+    if api.startswith("torch.Tensor.") and args:
+        values["input"] = live(args[0])
+    for name, default in signature.defaults.items():
+        values.setdefault(name, default)
+    facts = derive(api, values, [live(v) for v in rest[len(signature.params):]])
+    rank = next((len(v.shape) for v in map(live, args) if isinstance(v, Tensor)), None)
+    return OperatorFacts(api, facts + ((("input_rank", rank),) if rank is not None else ()))
+
+
+def describe(facts: OperatorFacts) -> str:
+    return facts.what
+
+
+def _failing_ops() -> re.Pattern[str]:
+    """The operator names the failing cells of this family's probes were tied to (``Pow``,
+    ``ReduceProd``, ``aten::einsum``): a runtime error naming one is about an MC5xx construct."""
+    ops = {cell.failed_op for probe in PROBES.values() for name, opset in optable.CELLS
+           if (cell := TABLE.cell(probe.key, name, opset)) is not None and cell.failed_op
+           and cell.verdict in FAILING}
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, ops), key=len, reverse=True)) + r")\b")
+
+
+FAMILY = Family(
+    name=NAME, rules=RULES, facts_type=OperatorFacts, trigger=TRIGGER, extract=extract, describe=describe,
+    layer_apis=frozenset(api for api in APIS if _is_class(api)), layer_facts=layer_facts,
+    call_apis=frozenset(api for api in APIS if not _is_class(api)), call_facts=call_facts,
+    failing_ops=_failing_ops(),
+)
