@@ -226,7 +226,7 @@ def test_a_two_input_model_is_traced_exported_and_matches_onnxruntime(tmp_path: 
     assert "inputs rgb 1×3×64×64, depth 1×1×64×64" in stages["export"]["detail"]
     assert "2 output(s) 1×1×64×64, 1×8×32×32 match PyTorch" in stages["onnxruntime"]["detail"]
     assert stages["onnxruntime"]["max_abs_diff"] < 1e-5
-    artifacts = tmp_path / "artifacts"
+    artifacts = tmp_path / "artifacts" / "onnx"  # each target's files in a folder of its own
     assert _graph_inputs(artifacts / "model.onnx") == ["rgb", "depth"]
     written = json.loads((artifacts / "report.json").read_text())
     assert written["input_shapes"] == [[1, 3, 64, 64], [1, 1, 64, 64]] and written["input_names"] == ["rgb", "depth"]
@@ -244,7 +244,7 @@ def test_a_two_input_model_runs_on_caffe2(tmp_path: Path, monkeypatch: pytest.Mo
     for name in ("onnxruntime", "caffe2"):
         assert "2 output(s) 1×1×64×64, 1×8×32×32 match PyTorch" in stages[name]["detail"]
         assert stages[name]["max_abs_diff"] < 1e-5
-    assert (tmp_path / "artifacts" / "predict_net.pb").is_file()
+    assert (tmp_path / "artifacts" / "caffe2" / "predict_net.pb").is_file()
 
 
 @pytest.mark.slow
@@ -271,9 +271,9 @@ def test_a_required_non_tensor_argument_comes_from_forward_kwargs(tmp_path: Path
     stages = {stage.name: stage for stage in outcome.stages}
     assert stages["onnxruntime"].status == "passed", stages
     assert "mode='test' (constant)" in stages["export"].detail
-    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
     assert "Sigmoid" in {node.op_type for node in graph.node}  # the "test" branch, baked in
-    assert _graph_inputs(tmp_path / "model.onnx") == ["input"]
+    assert _graph_inputs(tmp_path / "onnx" / "model.onnx") == ["input"]
 
     spec.forward_kwargs = {}
     model, _ = inspect_spec(spec, 60.0, _Paths({}))

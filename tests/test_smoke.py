@@ -123,7 +123,7 @@ def test_a_plain_conv_net_passes_everywhere_and_leaves_its_artifacts(tmp_path: P
     assert stages["onnx_check"].status == "passed" and "Conv" in stages["onnx_check"].detail
     assert stages["onnxruntime"].status == "passed"
     assert stages["onnxruntime"].max_abs_diff is not None and stages["onnxruntime"].max_abs_diff < 1e-5
-    art = tmp_path / "artifacts"
+    art = tmp_path / "artifacts" / "caffe2"  # the target's own folder
     assert (art / "model.onnx").stat().st_size > 1000
     report = json.loads((art / "report.json").read_text())
     assert report["model"] == f"{path}:ConvNet" and report["target"] == "caffe2" and report["opset"] == 9
@@ -255,7 +255,7 @@ def test_a_caffe2_segfault_is_a_crashed_stage_not_a_crash_of_modelcheck(tmp_path
     stages = _by_name(outcome.stages)
     assert stages["export"].status == "passed" and stages["onnx_check"].status == "passed"
     assert stages["caffe2"].status == "crashed" and "SIGSEGV" in stages["caffe2"].detail
-    assert "Fatal Python error" in (tmp_path / "artifacts" / "caffe2.log").read_text()  # the child's stack
+    assert "Fatal Python error" in (tmp_path / "artifacts" / "caffe2" / "caffe2.log").read_text()  # the child's stack
     assert any("caffe2 stage crashed and no finding predicted it" in note for note in outcome.notes)
 
 
@@ -307,10 +307,11 @@ def test_the_bundled_seed_example_end_to_end(tmp_path: Path) -> None:
     assert stages["export"]["status"] == "passed"
     assert stages["onnxruntime"]["status"] == "mismatch" and stages["onnxruntime"]["predicted_by"] == ["MC201"]
     assert stages["onnxruntime"]["max_abs_diff"] > 1e-3
-    assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "report.json").is_file()
+    out = tmp_path / "out" / "caffe2"
+    assert (out / "model.onnx").is_file() and (out / "report.json").is_file()
     if caffe2_available():
         assert stages["caffe2"]["status"] == "mismatch" and stages["caffe2"]["predicted_by"] == ["MC201"]
-        assert (tmp_path / "out" / "init_net.pb").is_file() and (tmp_path / "out" / "predict_net.pb").is_file()
+        assert (out / "init_net.pb").is_file() and (out / "predict_net.pb").is_file()
     else:
         assert stages["caffe2"]["status"] == "skipped"
     assert data["summary"]["stages"].get("passed", 0) == 2

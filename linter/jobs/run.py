@@ -112,54 +112,46 @@ def run_job(
         child_env["TMPDIR"] = tmp  # what a killed job (or its own jobs) leaves in temp goes with this folder
         if memory_limit_mb:
             child_env["MODELCHECK_MEMORY_LIMIT_MB"] = str(memory_limit_mb)
-        started = time.monotonic()
-        with open(Path(tmp) / "stdout", "w+b") as out, open(Path(tmp) / "stderr", "w+b") as err:
-            process = subprocess.Popen(
-                _dies_with_parent([*worker_argv(python), str(job_file), str(result_file)]),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=cwd,
-                env=child_env,
-                start_new_session=True,
-            )
-            try:
-                returncode = process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                return ChildOutcome(
-                    "timeout",
-                    seconds=time.monotonic() - started,
-                    traceback_tail=_tail(_read(err)),
-                    stdout_tail=_tail(_read(out)),
-                )
-            finally:
-                _kill_group(process)  # grandchildren left behind must not outlive the job
-            seconds = time.monotonic() - started
-            stderr, stdout = _read(err), _read(out)
-        if returncode < 0:
-            return ChildOutcome(
-                "crashed", signal=-returncode, seconds=seconds, traceback_tail=_tail(stderr), stdout_tail=_tail(stdout)
-            )
+        argv = _dies_with_parent([*worker_argv(python), str(job_file), str(result_file)])
+        ended = _run_child(argv, Path(tmp), timeout, cwd, child_env)
+        if isinstance(ended, ChildOutcome):  # timed out
+            return ended
+        return _outcome(*ended, result_file)
+
+
+def _run_child(argv: list[str], tmp: Path, timeout: float, cwd: Path | None,
+               env: dict[str, str]) -> ChildOutcome | tuple[int, float, str, str]:
+    """Start the child in its own session and wait; (exit status, seconds, stderr, stdout), or the
+    timeout's outcome. Its whole process group is killed either way: no grandchild outlives it."""
+    started = time.monotonic()
+    with open(tmp / "stdout", "w+b") as out, open(tmp / "stderr", "w+b") as err:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
+                                   start_new_session=True)
         try:
-            result = json.loads(result_file.read_text())
-        except (OSError, ValueError):
-            return ChildOutcome(
-                "crashed",
-                seconds=seconds,
-                traceback_tail=_tail(stderr),
-                stdout_tail=_tail(stdout),
-                error=f"the child exited with status {returncode} without a result",
-            )
-        if result.get("ok"):
-            return ChildOutcome("ok", value=result.get("value"), seconds=seconds, stdout_tail=_tail(stdout))
-        return ChildOutcome(
-            "error",
-            error=result.get("error", "unknown error"),
-            traceback_tail=_tail(result.get("traceback", "")),
-            seconds=seconds,
-            stdout_tail=_tail(stdout),
-        )
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return ChildOutcome("timeout", seconds=time.monotonic() - started, traceback_tail=_tail(_read(err)),
+                                stdout_tail=_tail(_read(out)))
+        finally:
+            _kill_group(process)
+        return returncode, time.monotonic() - started, _read(err), _read(out)
+
+
+def _outcome(returncode: int, seconds: float, stderr: str, stdout: str, result_file: Path) -> ChildOutcome:
+    """How a child that exited ended: killed by a signal, gone without a result, raised, or done."""
+    if returncode < 0:
+        return ChildOutcome("crashed", signal=-returncode, seconds=seconds, traceback_tail=_tail(stderr),
+                            stdout_tail=_tail(stdout))
+    try:
+        result = json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        return ChildOutcome("crashed", seconds=seconds, traceback_tail=_tail(stderr), stdout_tail=_tail(stdout),
+                            error=f"the child exited with status {returncode} without a result")
+    if result.get("ok"):
+        return ChildOutcome("ok", value=result.get("value"), seconds=seconds, stdout_tail=_tail(stdout))
+    return ChildOutcome("error", error=result.get("error", "unknown error"),
+                        traceback_tail=_tail(result.get("traceback", "")), seconds=seconds, stdout_tail=_tail(stdout))
 
 
 #: run in another environment's interpreter: make ``modelcheck`` (and its ``rules``/``fixers``, which may live
