@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import libcst as cst
@@ -69,7 +70,7 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
     for call, facts in pooling.extract(source):
         line = source.location(call).line
         if line in lines and facts.ceil_mode is True:
-            decisions.append(_plan_one(source, call, facts, line, context))
+            decisions.append(_plan_one(source, call, line, context))
     return decisions
 
 
@@ -110,20 +111,61 @@ def _tuple(value: Any, dims: int) -> tuple[int, ...] | None:
     return None
 
 
-def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context: FixContext) -> Decision:
+class _NotRewritten(Exception):
+    """Why a pool is left as it is (the finding's Decline)."""
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A ceil_mode pool whose window is known: per spatial dimension, its kernel, stride, padding, dilation."""
+
+    api: str
+    dims: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    divisor_override: Any
+
+    @property
+    def windows(self) -> list[tuple[int, int, int, int]]:
+        """(k, s, p, d) of each spatial dimension."""
+        return list(zip(self.kernel, self.stride, self.padding, self.dilation, strict=True))
+
+    @property
+    def is_max(self) -> bool:
+        return "max" in self.api.lower()
+
+
+def _plan_one(source: SourceFile, call: cst.Call, line: int, context: FixContext) -> Decision:
+    try:
+        pool = _read_pool(source, call)
+    except _NotRewritten as exc:
+        return Decline("MC301", line, str(exc))
+    if all(never_matters(*window) for window in pool.windows):
+        return _flip(call, pool.api, line, Applicability.SAFE,
+                     "ceil_mode has no effect for any input size here (stride 1, or a kernel span within the padding)",
+                     "ceil_mode=True -> ceil_mode=False (no effect at any size)")
+    shapes = _seen_shapes(source, line, context, pool.dims)
+    if not pool.is_max:
+        return _plan_average(call, pool, line, shapes)
+    return _plan_max(source, call, pool, line, context, shapes)
+
+
+def _read_pool(source: SourceFile, call: cst.Call) -> _Pool:
+    """The pool's window from literals; raises _NotRewritten where it is not known or not rewritable."""
     api = source.resolves_to(call.func, tuple(pooling.SIGNATURES))
     if api is None:
-        return Decline("MC301", line, "the pool is called through an alias or functools.partial; "
-                                      "rewrite the call site by hand")
+        raise _NotRewritten("the pool is called through an alias or functools.partial; rewrite the call site by hand")
     if "with_indices" in api:
-        return Decline("MC301", line, "returns indices, which would refer to the padded input")
+        raise _NotRewritten("returns indices, which would refer to the padded input")
     match = _DIMS.search(api)
     if match is None:
-        return Decline("MC301", line, f"{api} is not a pool modelcheck can rewrite")
+        raise _NotRewritten(f"{api} is not a pool modelcheck can rewrite")
     dims = int(match.group(1))
     bound, opaque = bind_arguments(call, pooling.SIGNATURES[api])
     if opaque:
-        return Decline("MC301", line, "the call passes *args or **kwargs, so its settings are not known")
+        raise _NotRewritten("the call passes *args or **kwargs, so its settings are not known")
     values = {name: source.value(bound[name]) if name in bound else default
               for name, default in (("kernel_size", UNKNOWN), ("stride", None), ("padding", 0),
                                     ("dilation", 1), ("return_indices", False), ("divisor_override", None),
@@ -132,52 +174,52 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: Any, line: int, context
         values["stride"] = values["kernel_size"]
     kernel, stride, padding, dilation = (_tuple(values[n], dims) for n in ("kernel_size", "stride", "padding",
                                                                            "dilation"))
-    if None in (kernel, stride, padding, dilation):
-        return Decline("MC301", line, "kernel_size, stride, padding or dilation is not a literal modelcheck "
-                                      "can compute with")
-    assert kernel and stride and padding and dilation
+    if kernel is None or stride is None or padding is None or dilation is None:
+        raise _NotRewritten("kernel_size, stride, padding or dilation is not a literal modelcheck can compute with")
     if values["return_indices"] is not False:
-        return Decline("MC301", line, "may return indices, which would refer to the padded input")
-    is_max = "max" in api.lower()
-    shapes = _seen_shapes(source, line, context, dims)
+        raise _NotRewritten("may return indices, which would refer to the padded input")
+    return _Pool(api, dims, kernel, stride, padding, dilation, values["divisor_override"])
 
-    if all(never_matters(*args) for args in zip(kernel, stride, padding, dilation, strict=True)):
-        return _flip(call, api, line, Applicability.SAFE,
-                     "ceil_mode has no effect for any input size here (stride 1, or a kernel span within the padding)",
-                     "ceil_mode=True -> ceil_mode=False (no effect at any size)")
-    if not is_max:
-        if values["divisor_override"] not in (None,):
-            return Decline("MC301", line, "average pool with divisor_override: not rewritten")
-        if shapes and all(_no_effect(shape, kernel, stride, padding, dilation) for shape in shapes):
-            return _flip(call, api, line, Applicability.UNSAFE,
-                         "ceil_mode has no effect at the input size(s) seen for the "
-                         f"configured input ({_shapes_text(shapes)}), but does at others",
-                         "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
-        return Decline("MC301", line, "average pooling divides by the positions a window covers inside the "
-                                      "padded input; explicit padding would be counted, so no exact rewrite "
-                                      "(choose an input size where ceil and floor agree, or use stride 1)")
+
+def _plan_average(call: cst.Call, pool: _Pool, line: int, shapes: list[tuple[int, ...]]) -> Decision:
+    """An average pool: explicit padding would be counted in the average, so only a flip where the
+    flag has no effect at the sizes seen."""
+    if pool.divisor_override is not None:
+        return Decline("MC301", line, "average pool with divisor_override: not rewritten")
+    if shapes and all(_no_effect(shape, pool.kernel, pool.stride, pool.padding, pool.dilation) for shape in shapes):
+        return _flip(call, pool.api, line, Applicability.UNSAFE,
+                     "ceil_mode has no effect at the input size(s) seen for the "
+                     f"configured input ({_shapes_text(shapes)}), but does at others",
+                     "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
+    return Decline("MC301", line, "average pooling divides by the positions a window covers inside the "
+                                  "padded input; explicit padding would be counted, so no exact rewrite "
+                                  "(choose an input size where ceil and floor agree, or use stride 1)")
+
+
+def _plan_max(source: SourceFile, call: cst.Call, pool: _Pool, line: int, context: FixContext,
+              shapes: list[tuple[int, ...]]) -> Decision:
+    """A max pool: -inf padding, for every size where ``always_exact``, else for the sizes seen."""
     if context.target_name == "caffe2" and context.opset >= 11:
         return Decline("MC301", line, "from opset 11 the exporter writes Pad with computed pads, which Caffe2 "
                                       "cannot convert; export the caffe2 target at opset 9 (the default)")
-    if all(always_exact(*args) for args in zip(kernel, stride, padding, dilation, strict=True)):
-        extra = tuple(s - 1 for s in stride)
-        return _pad_edit(source, call, api, dims, extra, line, Applicability.SAFE, "",
+    if all(always_exact(*window) for window in pool.windows):
+        extra = tuple(s - 1 for s in pool.stride)
+        return _pad_edit(source, call, pool.api, pool.dims, extra, line, Applicability.SAFE, "",
                          f"pad right/bottom by {extra} with -inf, then ceil_mode=False (exact for every size)")
     if not shapes:
         return Decline("MC301", line, "the padding that reproduces ceil_mode depends on the input size here, "
                                       "and no model ran to show the size (pass --model file.py:Name)")
-    per_shape = {tuple(extra_padding(shape[-dims + i], *args)
-                       for i, args in enumerate(zip(kernel, stride, padding, dilation, strict=True)))
+    per_shape = {tuple(extra_padding(shape[-pool.dims + i], *window) for i, window in enumerate(pool.windows))
                  for shape in shapes}
     if len(per_shape) != 1:
         return Decline("MC301", line, f"the input sizes seen ({_shapes_text(shapes)}) need different paddings")
     (extra,) = per_shape
     if not any(extra):
-        return _flip(call, api, line, Applicability.UNSAFE,
+        return _flip(call, pool.api, line, Applicability.UNSAFE,
                      "ceil_mode has no effect at the input size(s) seen for the configured "
                      f"input ({_shapes_text(shapes)}), but does at others",
                      "ceil_mode=True -> ceil_mode=False (no effect at the configured input size)")
-    return _pad_edit(source, call, api, dims, extra, line, Applicability.UNSAFE,
+    return _pad_edit(source, call, pool.api, pool.dims, extra, line, Applicability.UNSAFE,
                      f"the padding is computed for the input size(s) seen ({_shapes_text(shapes)})",
                      f"pad right/bottom by {extra} with -inf, then ceil_mode=False (exact at the configured size)")
 

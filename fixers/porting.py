@@ -71,42 +71,52 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext | 
 def _decisions(source: SourceFile, relative_imports: bool = True) -> list[Decision]:
     """A decision for every porting blocker in the file (one per rewritten statement); MC401's
     left out without ``relative_imports``."""
-    parents: dict[int, tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None]] = {}
-    for node, line, _ in porting.import_statements(source.module):
-        parents[id(node)] = (node, line)
-        if isinstance(node, cst.Import) or not isinstance(node.names, cst.ImportStar):
-            for alias in node.names:
-                parents[id(alias)] = (node, line)
+    statement_of = _import_statements(source)
     iterated = _iterated_calls(source.module)
     decisions: list[Decision] = []
-    by_statement: dict[int, list[tuple[cst.CSTNode, porting.PortFacts]]] = {}
-    statements: dict[int, cst.Import | cst.ImportFrom] = {}
+    by_statement: dict[int, tuple[cst.Import | cst.ImportFrom, list[tuple[cst.CSTNode, porting.PortFacts]]]] = {}
     for node, facts in porting.extract(source):
         if facts.kind == porting.RELATIVE_IMPORT and not relative_imports:
             continue
-        code = _CODE_OF[facts.kind]
         line = source.location(node).line
         if facts.kind in (porting.RELATIVE_IMPORT, porting.REMOVED_API):
-            statement = parents.get(id(node), (None, None))[0]
-            if statement is None:
-                continue
-            statements[id(statement)] = statement
-            by_statement.setdefault(id(statement), []).append((node, facts))
+            statement = statement_of.get(id(node))
+            if statement is not None:
+                by_statement.setdefault(id(statement), (statement, []))[1].append((node, facts))
             continue
-        if not facts.fixable:
-            decisions.append(Decline(code, line, _why_not(facts)))
-        elif facts.kind == porting.DIVISION:
-            decisions.append(_division(node, facts, line))
-        elif facts.kind == porting.PY2_NAME:
-            replacement = porting.PY2_BUILTINS[facts.what] or facts.what
-            decisions.append(_replace(code, line, node, cst.parse_expression(replacement),
-                                      f"{facts.what} -> {replacement}"))
-        elif facts.kind == porting.DICT_METHOD:
-            decisions.append(_dict_method(node, line, id(node) in iterated))
-    for key, items in by_statement.items():
-        decisions.extend(_import(source, statements[key], items))
+        decision = _expression(node, facts, line, id(node) in iterated)
+        if decision is not None:
+            decisions.append(decision)
+    for statement, items in by_statement.values():
+        decisions.extend(_import(source, statement, items))
     decisions.sort(key=lambda d: (d.line, d.code))
     return decisions
+
+
+def _import_statements(source: SourceFile) -> dict[int, cst.Import | cst.ImportFrom]:
+    """id of each import statement, and of each of its names, → the statement."""
+    statement_of: dict[int, cst.Import | cst.ImportFrom] = {}
+    for node, _line, _ in porting.import_statements(source.module):
+        statement_of[id(node)] = node
+        if isinstance(node, cst.Import) or not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                statement_of[id(alias)] = node
+    return statement_of
+
+
+def _expression(node: cst.CSTNode, facts: porting.PortFacts, line: int, iterated: bool) -> Decision | None:
+    """The decision for a blocker inside an expression: a division, a Python 2 name, a dict method."""
+    code = _CODE_OF[facts.kind]
+    if not facts.fixable:
+        return Decline(code, line, _why_not(facts))
+    if facts.kind == porting.DIVISION:
+        return _division(node, facts, line)
+    if facts.kind == porting.PY2_NAME:
+        replacement = porting.PY2_BUILTINS[facts.what] or facts.what
+        return _replace(code, line, node, cst.parse_expression(replacement), f"{facts.what} -> {replacement}")
+    if facts.kind == porting.DICT_METHOD:
+        return _dict_method(node, line, iterated)
+    return None
 
 
 def _why_not(facts: porting.PortFacts) -> str:
@@ -194,64 +204,84 @@ def _import(source: SourceFile, statement: cst.Import | cst.ImportFrom,
     """One edit for an import statement with MC401/MC404 findings (declines for what stays)."""
     location = source.location(statement)
     line = location.line
-    decisions: list[Decision] = []
-    flagged = {id(node): facts for node, facts in items}
-    for _node, facts in items:
-        if not facts.fixable:
-            decisions.append(Decline(_CODE_OF[facts.kind], line, _why_not(facts)))
-    fixable = [(node, facts) for node, facts in items if facts.fixable]
+    decisions: list[Decision] = [Decline(_CODE_OF[facts.kind], line, _why_not(facts))
+                                 for _, facts in items if not facts.fixable]
+    fixable = {id(node): facts for node, facts in items if facts.fixable}
     if not fixable:
         return decisions
-    codes = sorted({_CODE_OF[facts.kind] for _, facts in fixable})
-    if isinstance(statement, cst.ImportFrom) and fixable[0][1].kind == porting.RELATIVE_IMPORT:
-        def relative(updated: cst.CSTNode) -> cst.CSTNode:
-            assert isinstance(updated, cst.ImportFrom)
-            return updated.with_changes(relative=[cst.Dot()])
-
-        module = dotted_name(statement.module) if statement.module else ""
-        decisions.append(_edit("MC401", line, f"from {module} import -> from .{module} import", statement,
-                               relative))
-        return decisions
-    if location.end_line not in (None, line):
+    codes = sorted({_CODE_OF[facts.kind] for facts in fixable.values()})
+    first_kind = next(facts.kind for _, facts in items if facts.fixable)
+    if isinstance(statement, cst.ImportFrom) and first_kind == porting.RELATIVE_IMPORT:
+        decisions.append(_relative_from(statement, line))
+    elif location.end_line not in (None, line):
         decisions.extend(Decline(code, line, "the import spans several lines; rewrite it by hand (the fix keeps "
                                              "every statement on its line)") for code in codes)
-        return decisions
-    if isinstance(statement, cst.Import):
-        parts: list[str] = []
-        plain: list[str] = []
-        for alias in statement.names:
-            text = code_of(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)).strip()
-            facts = flagged.get(id(alias))
-            if facts is not None and facts.fixable:
-                if plain:
-                    parts.append("import " + ", ".join(plain))
-                    plain = []
-                parts.append(f"from . import {text}")
-            else:
-                plain.append(text)
-        if plain:
-            parts.append("import " + ", ".join(plain))
-        summary = "; ".join(p for p in parts if p.startswith("from ."))
-        summary = f"import -> {summary}"
     else:
-        module = dotted_name(statement.module) if statement.module else ""
-        parts, kept = [], []
-        assert not isinstance(statement.names, cst.ImportStar)
-        for alias in statement.names:
-            facts = flagged.get(id(alias))
-            name = dotted_name(alias.name) or ""
-            as_name = name
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                as_name = alias.asname.name.value
-            entry = porting.removed_entry(module, name)
-            if facts is not None and facts.fixable and entry is not None and entry.replacement:
-                as_clause = f" as {as_name}" if as_name != name else ""
-                parts.append(entry.replacement.format(as_name=as_name, as_clause=as_clause))
-            else:
-                kept.append(code_of(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)).strip())
-        if kept:
-            parts.append(f"from {module} import {', '.join(kept)}")
-        summary = f"from {module} import ... -> " + "; ".join(parts)
+        if isinstance(statement, cst.Import):
+            parts, summary = _import_parts(statement, fixable)
+        else:
+            parts, summary = _from_parts(statement, fixable)
+        decisions.append(_statement_edit(codes, line, summary, statement, parts))
+    return decisions
+
+
+def _relative_from(statement: cst.ImportFrom, line: int) -> Edit:
+    """MC401 ``from config import a`` → ``from .config import a``."""
+    def relative(updated: cst.CSTNode) -> cst.CSTNode:
+        assert isinstance(updated, cst.ImportFrom)
+        return updated.with_changes(relative=[cst.Dot()])
+
+    module = dotted_name(statement.module) if statement.module else ""
+    return _edit("MC401", line, f"from {module} import -> from .{module} import", statement, relative)
+
+
+def _alias_code(alias: cst.ImportAlias) -> str:
+    return code_of(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)).strip()
+
+
+def _import_parts(statement: cst.Import, fixable: dict[int, porting.PortFacts]) -> tuple[list[str], str]:
+    """MC401 ``import os, config`` → ``import os; from . import config``, names kept in order: the
+    statements and the summary."""
+    parts: list[str] = []
+    plain: list[str] = []
+    for alias in statement.names:
+        if id(alias) in fixable:
+            if plain:
+                parts.append("import " + ", ".join(plain))
+                plain = []
+            parts.append(f"from . import {_alias_code(alias)}")
+        else:
+            plain.append(_alias_code(alias))
+    if plain:
+        parts.append("import " + ", ".join(plain))
+    return parts, "import -> " + "; ".join(p for p in parts if p.startswith("from ."))
+
+
+def _from_parts(statement: cst.ImportFrom, fixable: dict[int, porting.PortFacts]) -> tuple[list[str], str]:
+    """MC404 ``from torch._six import inf, string_classes`` → each removed name's replacement, the
+    rest still imported from the module: the statements and the summary."""
+    module = dotted_name(statement.module) if statement.module else ""
+    parts, kept = [], []
+    assert not isinstance(statement.names, cst.ImportStar)
+    for alias in statement.names:
+        name = dotted_name(alias.name) or ""
+        as_name = name
+        if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            as_name = alias.asname.name.value
+        entry = porting.removed_entry(module, name)
+        if id(alias) in fixable and entry is not None and entry.replacement:
+            as_clause = f" as {as_name}" if as_name != name else ""
+            parts.append(entry.replacement.format(as_name=as_name, as_clause=as_clause))
+        else:
+            kept.append(_alias_code(alias))
+    if kept:
+        parts.append(f"from {module} import {', '.join(kept)}")
+    return parts, f"from {module} import ... -> " + "; ".join(parts)
+
+
+def _statement_edit(codes: list[str], line: int, summary: str, statement: cst.Import | cst.ImportFrom,
+                    parts: list[str]) -> Edit:
+    """The statement replaced by ``parts`` on its own line; a ``;`` after it stays."""
     new_line = cst.parse_statement("; ".join(parts) + "\n")
     assert isinstance(new_line, cst.SimpleStatementLine)
     replacement = list(new_line.body)
@@ -265,8 +295,7 @@ def _import(source: SourceFile, statement: cst.Import | cst.ImportFrom,
     edit = _edit(codes[0], line, summary, statement, rewrite)
     if len(codes) > 1:
         edit = dataclasses.replace(edit, also=tuple(codes[1:]))
-    decisions.append(edit)
-    return decisions
+    return edit
 
 
 # ----- in-memory porting for the build step -------------------------------------------------

@@ -40,7 +40,8 @@ After::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import libcst as cst
@@ -135,97 +136,132 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
         if finding.code in CODES:
             codes_at.setdefault(finding.location.line, set()).add(finding.code)
     decisions: list[Decision] = []
-    for call, facts in upsampling.extract(source):
+    for call, _facts in upsampling.extract(source):
         line = source.location(call).line
         codes = codes_at.get(line, set())
         if not codes:
             continue
-        decisions.extend(_bilinear(source, call, facts, line, sorted(codes), context, names))
+        decisions.extend(_bilinear(source, call, line, sorted(codes), context, names))
     return decisions
 
 
 # ----- MC201/MC202/MC203: bilinear upsampling -------------------------------------------------
 
-def _bilinear(source: SourceFile, call: cst.Call, facts: Any, line: int, codes: list[str],
-              context: FixContext, names: Names) -> list[Decision]:
-    def decline(reason: str) -> list[Decision]:
-        return [Decline(code, line, reason) for code in codes]
+class _NotRewritten(Exception):
+    """Why a call is left as it is: every code found at its line is declined with this reason."""
 
+
+@dataclass(frozen=True)
+class _Upsample:
+    """What the rewrite needs of one call, once nothing stands in its way."""
+
+    api: str
+    bound: dict[str, cst.BaseExpression]
+    align: bool
+    scale_expr: cst.BaseExpression | None  # exactly one of scale_expr and size_expr is given
+    size_expr: cst.BaseExpression | None
+    scale: Any  # the scale factor's value (UNKNOWN when not literal), None with a size
+
+    @property
+    def functional(self) -> bool:
+        return self.api.startswith("torch.nn.functional.")
+
+
+def _bilinear(source: SourceFile, call: cst.Call, line: int, codes: list[str], context: FixContext,
+              names: Names) -> list[Decision]:
+    try:
+        upsample = _read_call(source, call, context)
+    except _NotRewritten as exc:
+        return [Decline(code, line, str(exc)) for code in codes]
+    applicability, reason, how = _safety(upsample)
+    name = names.fresh("_ExactBilinearUpsample", key=HELPER_KEY)
+    helper = Helper(HELPER_KEY, name, HELPER.format(name=name))
+    summary = f"{code_of(call.func).strip()}(..., bilinear, align_corners={upsample.align}) -> {name}: {how}"
+    first, *others = codes
+    return [Edit(first, line, summary, applicability, Exactness.NUMERIC, reason=reason,
+                 rewrites=((id(call), _rewrite(upsample, name)),), helpers=(helper,), imports=("torch", "warnings"),
+                 also=tuple(others), anchors=(call,))]
+
+
+def _read_call(source: SourceFile, call: cst.Call, context: FixContext) -> _Upsample:
+    """The call's settings; raises _NotRewritten where the fix does not apply or cannot know them."""
     if context.target_name != "caffe2":
-        return decline(f"no change needed for --target {context.target_name}: export at --opset 11 or later, "
-                       "where ONNX Runtime's Resize matches PyTorch (measured max diff 2e-7)")
+        raise _NotRewritten(f"no change needed for --target {context.target_name}: export at --opset 11 or later, "
+                            "where ONNX Runtime's Resize matches PyTorch (measured max diff 2e-7)")
     api = source.resolves_to(call.func, tuple(upsampling.APIS))
     if api is None:
-        return decline("called through an alias or functools.partial; rewrite the call site by hand")
+        raise _NotRewritten("called through an alias or functools.partial; rewrite the call site by hand")
     spec = upsampling.APIS[api]
     bound, opaque = bind_arguments(call, spec.params)
     if opaque:
-        return decline("the call passes *args or **kwargs, so its settings are not known")
+        raise _NotRewritten("the call passes *args or **kwargs, so its settings are not known")
+    align = _bilinear_align(source, spec, bound)
+    for name, allowed in (("recompute_scale_factor", (None, False)), ("antialias", (False,))):
+        if name in bound and source.value(bound[name]) not in allowed:
+            raise _NotRewritten(f"{name} is set; not rewritten")
+    if api.startswith("torch.nn.functional.") and "input" not in bound:
+        raise _NotRewritten("the upsampled tensor is not passed as an argument modelcheck can see")
+    if not (module_name_usable(source, "torch") and module_name_usable(source, "warnings")):
+        raise _NotRewritten("the helper needs the names torch and warnings, which mean something else in this file")
+    # An explicit None (``F.interpolate(x, size, None, "bilinear")``) is the same as leaving it out.
+    scale_expr, size_expr = (None if bound.get(name) is None or source.value(bound[name]) is None else bound[name]
+                             for name in ("scale_factor", "size"))
+    if (scale_expr is None) == (size_expr is None):
+        raise _NotRewritten("neither or both of size and scale_factor are given")
+    scale = source.value(scale_expr) if scale_expr is not None else None
+    return _Upsample(api, bound, align, scale_expr, size_expr, scale)
+
+
+def _bilinear_align(source: SourceFile, spec: Any, bound: dict[str, cst.BaseExpression]) -> bool:
+    """align_corners of a call whose mode is known to be bilinear; raises _NotRewritten otherwise."""
     mode = spec.mode if spec.mode is not None else (source.value(bound["mode"]) if "mode" in bound else "nearest")
     if mode != "bilinear":
         why = "not known statically" if mode is UNKNOWN else f"{mode!r}"
-        return decline(f"mode is {why}; only mode='bilinear' (4-D input) is rewritten")
+        raise _NotRewritten(f"mode is {why}; only mode='bilinear' (4-D input) is rewritten")
     if spec.align_corners is not None:
         align = spec.align_corners
     else:
         align = source.value(bound["align_corners"]) if "align_corners" in bound else None
     if align is UNKNOWN or align not in (None, True, False):
-        return decline("align_corners is not known statically")
-    align = bool(align)
-    for name, allowed in (("recompute_scale_factor", (None, False)), ("antialias", (False,))):
-        if name in bound and source.value(bound[name]) not in allowed:
-            return decline(f"{name} is set; not rewritten")
-    functional = api.startswith("torch.nn.functional.")
-    if functional and "input" not in bound:
-        return decline("the upsampled tensor is not passed as an argument modelcheck can see")
-    if not (module_name_usable(source, "torch") and module_name_usable(source, "warnings")):
-        return decline("the helper needs the names torch and warnings, which mean something else in this file")
+        raise _NotRewritten("align_corners is not known statically")
+    return bool(align)
 
-    # An explicit None (``F.interpolate(x, size, None, "bilinear")``) is the same as leaving it out.
-    scale_expr, size_expr = (None if bound.get(name) is None or source.value(bound[name]) is None else bound[name]
-                             for name in ("scale_factor", "size"))
-    if (scale_expr is None) == (size_expr is None):
-        return decline("neither or both of size and scale_factor are given")
-    scale = source.value(scale_expr) if scale_expr is not None else None
-    exact_everywhere = size_expr is None and not align and _powers_of_two(scale)
-    if exact_everywhere:
-        applicability, reason = Applicability.SAFE, ""
-        how = "a fixed-kernel transposed convolution (exact for every input size)"
+
+def _safety(upsample: _Upsample) -> tuple[Applicability, str, str]:
+    """(applicability, why not safe, how it is computed): safe only where one fixed kernel is
+    exact for every input size."""
+    if upsample.size_expr is None and not upsample.align and _powers_of_two(upsample.scale):
+        return Applicability.SAFE, "", "a fixed-kernel transposed convolution (exact for every input size)"
+    if upsample.align:
+        why = "align_corners=True samples at (in-1)/(out-1), which depends on the input size"
+    elif upsample.size_expr is not None:
+        why = "the output size is given, so the step depends on the input size"
+    elif upsample.scale is UNKNOWN:
+        why = "the scale factor is not known statically"
     else:
-        applicability = Applicability.UNSAFE
-        if align:
-            why = "align_corners=True samples at (in-1)/(out-1), which depends on the input size"
-        elif size_expr is not None:
-            why = "the output size is given, so the step depends on the input size"
-        elif scale is UNKNOWN:
-            why = "the scale factor is not known statically"
-        else:
-            why = f"PyTorch's rounded 1/{scale} makes the weights vary along the image"
-        reason = (f"{why}: the exported graph holds interpolation weights for the traced input size "
-                  "(PyTorch itself computes the same for every size)")
-        how = "a matrix product per axis with PyTorch's weights"
+        why = f"PyTorch's rounded 1/{upsample.scale} makes the weights vary along the image"
+    reason = (f"{why}: the exported graph holds interpolation weights for the traced input size "
+              "(PyTorch itself computes the same for every size)")
+    return Applicability.UNSAFE, reason, "a matrix product per axis with PyTorch's weights"
 
-    name = names.fresh("_ExactBilinearUpsample", key=HELPER_KEY)
-    helper = Helper(HELPER_KEY, name, HELPER.format(name=name))
+
+def _rewrite(upsample: _Upsample, name: str) -> Callable[[cst.CSTNode], cst.CSTNode]:
+    """The call becomes the helper module (``name(...)``), applied to the input for ``F.*``."""
     arguments = []
-    if scale_expr is not None:
-        arguments.append(f"scale_factor={code_of(scale_expr).strip()}")
-    if size_expr is not None:
-        arguments.append(f"size={code_of(size_expr).strip()}")
-    arguments.append(f"align_corners={align}")
+    if upsample.scale_expr is not None:
+        arguments.append(f"scale_factor={code_of(upsample.scale_expr).strip()}")
+    if upsample.size_expr is not None:
+        arguments.append(f"size={code_of(upsample.size_expr).strip()}")
+    arguments.append(f"align_corners={upsample.align}")
     module_code = f"{name}({', '.join(arguments)})"
-    input_code = code_of(bound["input"]).strip() if functional else ""
+    input_code = code_of(upsample.bound["input"]).strip() if upsample.functional else ""
 
     def rewrite(node: cst.CSTNode) -> cst.CSTNode:
-        text = f"{module_code}({_input_of(node) or input_code})" if functional else module_code
+        text = f"{module_code}({_input_of(node) or input_code})" if upsample.functional else module_code
         new = cst.parse_expression(text)
         return new.with_changes(lpar=getattr(node, "lpar", ()), rpar=getattr(node, "rpar", ()))
 
-    summary = f"{code_of(call.func).strip()}(..., bilinear, align_corners={align}) -> {name}: {how}"
-    first, *others = codes
-    return [Edit(first, line, summary, applicability, Exactness.NUMERIC, reason=reason,
-                 rewrites=((id(call), rewrite),), helpers=(helper,), imports=("torch", "warnings"),
-                 also=tuple(others), anchors=(call,))]
+    return rewrite
 
 
 def _input_of(node: cst.CSTNode) -> str | None:

@@ -28,13 +28,13 @@ NESTED_DEFS = True
 
 #: methods that keep a callable on the module they are called on: module hooks (not
 #: ``Tensor.register_hook``, nor the global ``register_module_*_hook``) and setattr
-_STORING_METHODS = re.compile(r"^_?register_(?!module_)\w+_hook$|^setattr$|^__setattr__$|^add_module$")
-_CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"})
+STORING_METHODS = re.compile(r"^_?register_(?!module_)\w+_hook$|^setattr$|^__setattr__$|^add_module$")
+CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"})
 #: calls whose result holds what they were given: storing the result stores the argument
-_WRAPPERS = frozenset({"functools.partial", "collections.defaultdict"})
+WRAPPERS = frozenset({"functools.partial", "collections.defaultdict"})
 #: libraries whose classes are not modules: a lambda given to them is not stored on the model
-_NOT_MODULES = ("torch.optim.", "torch.utils.data.", "torchvision.transforms.")
-_BUILTINS = frozenset(dir(builtins))
+NOT_MODULES = ("torch.optim.", "torch.utils.data.", "torchvision.transforms.")
+BUILTINS = frozenset(dir(builtins))
 
 
 @dataclass(frozen=True)
@@ -387,21 +387,21 @@ class _StorageVisitor(Visitor):
         return None
 
     def _is_wrapper(self, call: cst.Call) -> bool:
-        return self.source.qualname(call.func) in _WRAPPERS
+        return self.source.qualname(call.func) in WRAPPERS
 
     def _call_storage(self, call: cst.Call) -> tuple[str, bool] | None:
         callee = dotted_name(call.func)
-        if callee is None and isinstance(call.func, cst.Attribute) and _STORING_METHODS.match(call.func.attr.value):
+        if callee is None and isinstance(call.func, cst.Attribute) and STORING_METHODS.match(call.func.attr.value):
             callee = call.func.attr.value  # self.body[0].register_forward_hook(...): the method decides
         if callee is None:
             return None
         short = callee.rsplit(".", 1)[-1]
-        if _STORING_METHODS.match(short):
+        if STORING_METHODS.match(short):
             if short in ("setattr", "__setattr__"):
                 return self._setattr_storage(call)
             return f"passed to {short}()", True
         qual = self.source.qualname(call.func) or callee
-        if qual in _CONTAINERS:
+        if qual in CONTAINERS:
             return f"put into {qual.rsplit('.', 1)[-1]}(...)", True
         local = self._lookup(callee)
         cls = local[1] if local and local[0] == "local_class" else self.source.local_classes.get(qual)
@@ -412,7 +412,7 @@ class _StorageVisitor(Visitor):
             if is_module:
                 return f"passed to {short}(...)", True
             return f"passed to {short}(...), which may be an nn.Module (a base class is defined elsewhere)", False
-        if never_module(qual) or qual.startswith(_NOT_MODULES):
+        if never_module(qual) or qual.startswith(NOT_MODULES):
             return None
         if short[:1].isupper():
             return f"passed to {short}(...), a class defined elsewhere that may keep it on the model", False
@@ -453,7 +453,7 @@ class _StorageVisitor(Visitor):
             if isinstance(star, cst.Param):
                 params.add(star.name.value)
         module_names = self.source.module_names
-        return any(n not in params and n not in module_names and n not in _BUILTINS for n in names_read(node.body))
+        return any(n not in params and n not in module_names and n not in BUILTINS for n in names_read(node.body))
 
 
 def lift_blocker(node: cst.Lambda) -> str:

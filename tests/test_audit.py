@@ -173,3 +173,39 @@ def test_a_file_named_audit_is_still_checked_as_dot_slash_audit(tmp_path: Path) 
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "MC101" in done.stdout
+
+
+def test_the_table_has_a_column_for_each_stage_of_the_audited_target() -> None:
+    from modelcheck.audit.run import render_text
+    from modelcheck.findings import StageResult
+    from modelcheck.targets import PROFILES
+
+    for name, profile in PROFILES.items():
+        target = make_target(name)
+        stages = [StageResult("m.py:Net", stage, "passed" if i % 2 else "failed")
+                  for i, stage in enumerate(profile.all_stages())]
+        report = AuditReport("m.py", target, rows=[AuditRow("m.py:Net", "class", "ok", stages=stages)])
+        header, row = render_text(report).splitlines()[:2]
+        assert header.split() == ["model", "status", "pickle", *profile.all_stages(), "findings", "time"], name
+        assert row.split()[3:3 + len(stages)] == [stage.status for stage in stages], name
+
+
+def test_the_cache_key_holds_the_audited_targets_runtime_version() -> None:
+    from modelcheck.audit.run import runtime_versions
+    from modelcheck.targets import PROFILES
+
+    for name, profile in PROFILES.items():
+        versions = runtime_versions(make_target(name))
+        status = profile.status(None)
+        assert versions[profile.runtime] == ((status.version or "installed") if status.installed else "absent"), name
+        # another target's runtime (onnxruntime is a package: its version counts for every target)
+        assert not {p.runtime for p in PROFILES.values() if p is not profile} - {"onnxruntime"} & set(versions), name
+
+
+def test_the_help_names_every_target_and_each_onnx_targets_default_opset() -> None:
+    from modelcheck.cli.audit import HELP
+    from modelcheck.targets import PROFILES
+
+    for name, profile in PROFILES.items():
+        assert f"{name} ({profile.runtime_label})" in HELP["target"]
+        assert (f"{profile.default_opset} for {name}" in HELP["opset"]) == profile.onnx, name

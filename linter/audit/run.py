@@ -24,17 +24,19 @@ folder or file (a cloned R3Net-style repository). The audit
    child with a timeout and a memory cap. That job reuses the stages of ``modelcheck check``:
    the dynamic pass (:func:`modelcheck.trace.run.inspect_spec`: build, walk, pickle probe,
    trace), the static rules over the model's source files, and the smoke test
-   (:func:`modelcheck.smoke.run.run_smoke`: export, ONNX checker, ONNX Runtime, Caffe2),
+   (:func:`modelcheck.smoke.run.run_smoke`: export, then the target's stages, such as the ONNX
+   checker, ONNX Runtime and Caffe2 for caffe2),
    offline: network access is blocked and reported (see ``worker._guard_network``). A model's
    findings (its verdict and the ``findings`` column) are the constructs *it* contains: what the
    dynamic pass saw, and static findings in code it ran while built or run (the inspect job
    records those functions, :class:`modelcheck.trace.job.ReachedCode`). Static findings in
    its files that it never reached are listed apart (``unreached``) and do not count;
-4. caches each model's row by content hash (the spec, the options, the torch/onnx/ORT/Caffe2
-   versions, and the hash of every source file the model was built from), so a re-run only
-   redoes models whose code or settings changed;
-5. prints one table (model × pickle × export × ORT × Caffe2 × findings), or JSON (``version`` 2), or
-   SARIF; while it runs, a progress bar on a terminal, one line per finished model in a pipe.
+4. caches each model's row by content hash (the spec, the options, the versions of torch, onnx
+   and the target's runtime, and the hash of every source file the model was built from), so a
+   re-run only redoes models whose code or settings changed;
+5. prints one table (model × status × pickle × each stage of the target's smoke test × findings),
+   or JSON (``version`` 2), or SARIF; while it runs, a progress bar on a terminal, one line per
+   finished model in a pipe.
 
 The parent never imports torch nor the audited code. Where tasks run is the business of an
 :class:`Executor`: :class:`LocalExecutor` runs them as child processes of this machine; a task
@@ -62,7 +64,7 @@ from modelcheck import __version__
 from modelcheck.config import Config
 from modelcheck.findings import Finding, StageResult
 from modelcheck.jobs.run import ChildOutcome, run_job
-from modelcheck.targets import Target, make_target
+from modelcheck.targets import Target, make_target, stage_order
 from modelcheck.text import one_line
 from modelcheck.text import read_json as _read_json
 
@@ -305,7 +307,7 @@ def run_audit(
         tasks.extend(task for task in more if task.key not in {t.key for t in tasks})
         report.notes.extend(notes)
         report.rows.extend(rows)
-    versions = runtime_versions()
+    versions = runtime_versions(options.target)
     total = len(tasks) + len(report.rows)  # models, and modules that could not be listed
     done = 0
     if progress:
@@ -526,59 +528,77 @@ def list_job(payload: dict[str, Any]) -> dict[str, Any]:
     (:func:`_split_roots`); the building blocks are returned as ``left_out`` unless
     ``payload["all_modules"]``.
     """
-    import importlib
-    import pkgutil
+    listing = _Listing(payload)
+    for display, file in (payload.get("files") or {}).items():
+        listing.list_file(display, file)
+    for root in payload.get("modules") or []:
+        listing.list_package(root)
+    listing.importing("")
+    return {**_split_roots(listing.entries, listing.project, bool(payload.get("all_modules"))),
+            "errors": listing.errors}
 
-    from modelcheck.models import building
-    from modelcheck.models.specs import ModelSpec, load_module
 
-    skip = set(payload.get("skip", []))
-    progress = Path(payload["progress"])
-    entries: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    seen: set[int] = set()
-    project: set[str] = set()  # the modules listed: helpers in them are followed for parthood
-    sites = _Sites(payload.get("repo"))
+class _Listing:
+    """The listing job's state: modules imported one at a time (each announced in the progress
+    file first), the candidates found in them, and the modules that failed to import."""
 
-    def importing(name: str) -> None:
-        progress.write_text(json.dumps({"importing": name}))
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.skip = set(payload.get("skip", []))
+        self.progress = Path(payload["progress"])
+        self.entries: list[dict[str, Any]] = []
+        self.errors: list[dict[str, str]] = []
+        self.seen: set[int] = set()
+        self.project: set[str] = set()  # the modules listed: helpers in them are followed for parthood
+        self.sites = _Sites(payload.get("repo"))
 
-    def imported(label: str, load: Callable[[], Any]) -> Any:
-        if label in skip:
+    def importing(self, name: str) -> None:
+        self.progress.write_text(json.dumps({"importing": name}))
+
+    def imported(self, label: str, load: Callable[[], Any]) -> Any:
+        """The module ``load`` imports, or None (skipped, or its error recorded)."""
+        if label in self.skip:
             return None
-        importing(label)
+        self.importing(label)
         try:
             module = load()
         except BaseException as exc:  # user code may raise anything at import
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            errors.append({"module": label, "error": one_line(exc)})
+            self.errors.append({"module": label, "error": one_line(exc)})
             return None
-        project.add(module.__name__)
+        self.project.add(module.__name__)
         return module
 
-    for display, file in (payload.get("files") or {}).items():
-        module = imported(display, lambda file=file, display=display: load_module(
+    def list_file(self, display: str, file: str) -> None:
+        from modelcheck.models.specs import ModelSpec, load_module
+
+        module = self.imported(display, lambda: load_module(
             ModelSpec(f"{display}:_", "_", path=str(Path(file).resolve()))))
         if module is not None:
-            _candidates(module, lambda name, d=display: {"path": d, "module": None, "text": f"{d}:{name}"},
-                        entries, seen, sites)
-    for root in payload.get("modules") or []:
+            _candidates(module, lambda name: {"path": display, "module": None, "text": f"{display}:{name}"},
+                        self.entries, self.seen, self.sites)
+
+    def list_package(self, root: str) -> None:
+        """A module, or a package and every module under it."""
+        import importlib
+        import pkgutil
+
+        from modelcheck.models import building
+        from modelcheck.models.specs import ModelSpec
+
         building.install(ModelSpec(f"{root}:_", "_", module=root))  # as load_module does for files
-        module = imported(root, lambda root=root: importlib.import_module(root))
+        module = self.imported(root, lambda: importlib.import_module(root))
         if module is None:
-            continue
+            return
         names = [root]
         if hasattr(module, "__path__"):
             names += sorted(info.name for info in pkgutil.walk_packages(module.__path__, prefix=root + ".",
                                                                          onerror=lambda name: None))
         for name in names:
-            sub = module if name == root else imported(name, lambda name=name: importlib.import_module(name))
+            sub = module if name == root else self.imported(name, lambda name=name: importlib.import_module(name))
             if sub is not None:
                 _candidates(sub, lambda attr, n=name: {"path": None, "module": n, "text": f"{n}:{attr}"},
-                            entries, seen, sites)
-    importing("")
-    return {**_split_roots(entries, project, bool(payload.get("all_modules"))), "errors": errors}
+                            self.entries, self.seen, self.sites)
 
 
 class _Sites:
@@ -686,50 +706,67 @@ def _split_roots(entries: list[dict[str, Any]], project: set[str], all_modules: 
     references keep both). Factories are entry points and never left out; candidates that are
     neither buildable nor only short of arguments (no forward, abstract) are not considered.
     """
-    from modelcheck.models.specs import ModelSpec
-
     nodes = [i for i, e in enumerate(entries)
              if e["reason"] is None or e["reason"].startswith("needs argument(s)")]
+    children = _direct_parts(entries, nodes, project)
+    reach = {i: _reachable(i, children) for i in nodes}
+    part_of = {i: [j for j in nodes if i in reach[j] and j not in reach[i]] for i in nodes
+               if entries[i]["kind"] != "factory"}
+    return _pick(entries, part_of, all_modules)
+
+
+def _direct_parts(entries: list[dict[str, Any]], nodes: list[int], project: set[str]) -> dict[int, set[int]]:
+    """Each candidate → the candidates its definition or its call site names (its base classes not)."""
     by_id = {id(entries[i]["obj"]): i for i in nodes}
-    by_place = {}
-    for i in nodes:
-        if entries[i]["file"]:
-            by_place[f"{entries[i]['file']}:{entries[i]['name']}"] = i
+    by_place = {f"{entries[i]['file']}:{entries[i]['name']}": i for i in nodes if entries[i]["file"]}
     memo: dict[int, list[Any]] = {}
     children: dict[int, set[int]] = {}
     for i in nodes:
-        found: set[int] = set()
-        for ref in _refs_in(entries[i].get("site") or {}):
-            if ref in by_place:
-                found.add(by_place[ref])
-        stack, visited = list(_references(entries[i]["obj"], memo)), set()
-        while stack:
-            obj = stack.pop()
-            if id(obj) in visited:
-                continue
-            visited.add(id(obj))
-            if id(obj) in by_id:
-                found.add(by_id[id(obj)])
-            elif getattr(obj, "__module__", None) in project and (isinstance(obj, type) or callable(obj)):
-                stack.extend(_references(obj, memo))
+        found = {by_place[ref] for ref in _refs_in(entries[i].get("site") or {}) if ref in by_place}
+        found |= _candidates_named(entries[i]["obj"], by_id, project, memo)
         found.discard(i)
         whole = entries[i]["obj"]
         if isinstance(whole, type):  # a base class (``class NetLarge(Net)``) is not a part of its subclass
             found = {j for j in found
                      if not (isinstance(entries[j]["obj"], type) and issubclass(whole, entries[j]["obj"]))}
         children[i] = found
-    reach: dict[int, set[int]] = {}
-    for i in nodes:
-        seen, stack = set(), list(children[i])
-        while stack:
-            j = stack.pop()
-            if j not in seen:
-                seen.add(j)
-                stack.extend(children[j])
-        seen.discard(i)
-        reach[i] = seen
-    part_of = {i: [j for j in nodes if i in reach[j] and j not in reach[i]] for i in nodes
-               if entries[i]["kind"] != "factory"}
+    return children
+
+
+def _candidates_named(obj: Any, by_id: dict[int, int], project: set[str], memo: dict[int, list[Any]]) -> set[int]:
+    """The candidates (by index) ``obj``'s definition names, followed through the project's other
+    functions and classes but not through a candidate."""
+    found: set[int] = set()
+    stack, visited = list(_references(obj, memo)), set()
+    while stack:
+        ref = stack.pop()
+        if id(ref) in visited:
+            continue
+        visited.add(id(ref))
+        if id(ref) in by_id:
+            found.add(by_id[id(ref)])
+        elif getattr(ref, "__module__", None) in project and (isinstance(ref, type) or callable(ref)):
+            stack.extend(_references(ref, memo))
+    return found
+
+
+def _reachable(start: int, children: dict[int, set[int]]) -> set[int]:
+    """Every candidate reachable from ``start`` through ``children``, ``start`` itself left out."""
+    seen: set[int] = set()
+    stack = list(children[start])
+    while stack:
+        j = stack.pop()
+        if j not in seen:
+            seen.add(j)
+            stack.extend(children[j])
+    seen.discard(start)
+    return seen
+
+
+def _pick(entries: list[dict[str, Any]], part_of: dict[int, list[int]], all_modules: bool) -> dict[str, Any]:
+    """The listing's answer: picked specs, skipped candidates with the reason, parts left out."""
+    from modelcheck.models.specs import ModelSpec
+
     parts = {i for i, wholes in part_of.items() if wholes}
     picked, skipped, left_out = [], [], []
     for i, entry in enumerate(entries):
@@ -761,7 +798,6 @@ _TREES: dict[str, Any] = {}
 
 def _definition(obj: Any) -> tuple[Any, dict[str, Any]] | None:
     """(ast node of ``obj``'s class or function definition, the globals its names resolve in)."""
-    import ast
     import inspect
     import sys
 
@@ -774,32 +810,51 @@ def _definition(obj: Any) -> tuple[Any, dict[str, Any]] | None:
         file = inspect.getsourcefile(obj)
     except (TypeError, OSError):
         return None
-    if not file:
+    tree = _parsed(file) if file else None
+    if tree is None:
         return None
+    if isinstance(obj, type):
+        node = _class_node(tree, obj.__qualname__)
+        module = sys.modules.get(obj.__module__)
+        return (node, vars(module) if module else {}) if node is not None else None
+    code = getattr(obj, "__code__", None)
+    node = _function_node(tree, code) if code is not None else None
+    return (node, getattr(obj, "__globals__", {})) if node is not None else None
+
+
+def _parsed(file: str) -> Any:
+    """The file's ast (None when it cannot be read or parsed), parsed once per job."""
+    import ast
+
     if file not in _TREES:
         try:
             _TREES[file] = ast.parse(Path(file).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
             _TREES[file] = None
-    tree = _TREES[file]
-    if tree is None:
-        return None
-    if isinstance(obj, type):
-        node: Any = tree
-        for part in obj.__qualname__.split("."):
-            node = next((n for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef) and n.name == part), None)
-            if node is None:
-                return None
-        module = sys.modules.get(obj.__module__)
-        return node, vars(module) if module else {}
-    code = getattr(obj, "__code__", None)
-    if code is None:
-        return None
+    return _TREES[file]
+
+
+def _class_node(tree: Any, qualname: str) -> Any:
+    """The ClassDef of a class by its qualified name (``Outer.Inner``), or None."""
+    import ast
+
+    node: Any = tree
+    for part in qualname.split("."):
+        node = next((n for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef) and n.name == part), None)
+        if node is None:
+            return None
+    return node
+
+
+def _function_node(tree: Any, code: Any) -> Any:
+    """The def a code object was compiled from (its first line is the def's or its first decorator's)."""
+    import ast
+
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name and (
                 node.lineno == code.co_firstlineno
                 or (node.decorator_list and node.decorator_list[0].lineno == code.co_firstlineno)):
-            return node, getattr(obj, "__globals__", {})
+            return node
     return None
 
 
@@ -827,26 +882,35 @@ def _references(obj: Any, memo: dict[int, list[Any]]) -> list[Any]:
     out: dict[int, Any] = {}
     for statement in walked:
         for item in ast.walk(statement):
-            chain: list[str] = []
-            current = item
-            while isinstance(current, ast.Attribute):
-                chain.insert(0, current.attr)
-                current = current.value
-            if not isinstance(current, ast.Name) or (chain and not isinstance(item, ast.Attribute)):
-                continue
-            value = namespace.get(current.id)
-            for attr in chain:
-                if inspect.ismodule(value):
-                    value = vars(value).get(attr)
-                elif isinstance(value, type):
-                    value = inspect.getattr_static(value, attr, None)
-                else:
-                    value = None
-                    break
+            value = _named_value(item, namespace)
             if value is not None and not inspect.ismodule(value) and value is not obj:
                 out[id(value)] = value
     memo[key] = list(out.values())
     return memo[key]
+
+
+def _named_value(item: Any, namespace: dict[str, Any]) -> Any:
+    """What a name or ``module.attr`` chain (an ast node) is in ``namespace``, or None: chains
+    are followed through modules and classes only."""
+    import ast
+    import inspect
+
+    chain: list[str] = []
+    current = item
+    while isinstance(current, ast.Attribute):
+        chain.insert(0, current.attr)
+        current = current.value
+    if not isinstance(current, ast.Name):
+        return None
+    value = namespace.get(current.id)
+    for attr in chain:
+        if inspect.ismodule(value):
+            value = vars(value).get(attr)
+        elif isinstance(value, type):
+            value = inspect.getattr_static(value, attr, None)
+        else:
+            return None
+    return value
 
 
 # ============================================================================== one model
@@ -859,7 +923,47 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
     stage starts its own child. Network access is blocked and logged for all of them.
     """
     from modelcheck.models.specs import ModelSpec
-    from modelcheck.smoke.run import run_smoke, skipped_stages
+    from modelcheck.smoke.run import skipped_stages
+
+    spec = ModelSpec.from_json(payload["spec"])
+    spec.weight_free = True  # audits always build weight-free (modelcheck.models.building)
+    opts = payload["options"]
+    target = make_target(opts["target"]["name"], opts["target"]["opset"], opts["target"]["exporter"])
+    config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
+                    input_shape=tuple(opts["input_shape"]))
+    row = AuditRow(payload["model"], payload["kind"], "ok")
+    note = args_note(spec)
+    if note:
+        row.notes.append(note)
+    with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
+        os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
+        log = Path(os.environ["MODELCHECK_NO_NETWORK"])
+        checked = _inspect_model(row, spec, target, config, Path(tmp))
+        if row.status == "ok" and opts.get("smoke", True):
+            _smoke_model(row, checked, spec, target, config, Path(payload["artifacts"]))
+        elif opts.get("smoke", True):
+            row.stages = skipped_stages(spec.text, f"not run: {row.status}", target)
+        row.network = sorted(set(log.read_text().split())) if log.exists() else []
+    _mark_network_and_memory(row)
+    row.source_files = {f: file_digest(f) for f in sorted(set(checked.files))}
+    return row.to_json()
+
+
+@dataclass
+class _Checked:
+    """What the dynamic pass and the static rules found for one model, kept to merge the static
+    findings of files only the smoke test showed."""
+
+    files: list[str]  # the source files checked
+    static: list[Finding]
+    dynamic: list[Finding]
+    reached: dict[str, list[tuple[int, int]]] | None  # the code the model ran (split_reached)
+    imported: Sequence[str]  # the files the model imported
+
+
+def _inspect_model(row: AuditRow, spec: Any, target: Target, config: Config, scratch: Path) -> _Checked:
+    """The dynamic pass (build, walk, pickle probe, trace) and the static rules over the model's
+    files: the row's parameters, pickle, notes, findings and status."""
     from modelcheck.trace.job import REACHED_ENV, read_reached
     from modelcheck.trace.run import (
         _Paths,
@@ -871,52 +975,39 @@ def audit_model_job(payload: dict[str, Any]) -> dict[str, Any]:
         model_files,
     )
 
-    task = payload
-    spec = ModelSpec.from_json(task["spec"])
-    spec.weight_free = True  # audits always build weight-free (modelcheck.models.building)
-    opts = task["options"]
-    target = make_target(opts["target"]["name"], opts["target"]["opset"], opts["target"]["exporter"])
-    config = Config(timeout=float(opts["timeout"]), atol=float(opts["atol"]), rtol=float(opts["rtol"]),
-                    input_shape=tuple(opts["input_shape"]))
-    row = AuditRow(task["model"], task["kind"], "ok")
-    note = args_note(spec)
-    if note:
-        row.notes.append(note)
-    with tempfile.TemporaryDirectory(prefix="modelcheck-audit-") as tmp:
-        os.environ.update(offline_env(Path(tmp)))  # inherited by every stage's child
-        log = Path(os.environ["MODELCHECK_NO_NETWORK"])
-        paths = _Paths({})
-        os.environ[REACHED_ENV] = str(Path(tmp) / "reached.json")  # the inspect job says which code ran
-        model, constructs = inspect_spec(spec, config.timeout, paths)
-        reached_file = os.environ.pop(REACHED_ENV)
-        reached = read_reached(reached_file) if model.status == "ok" else None
-        row.parameters, row.pickle = model.parameters, model.pickle
-        row.notes.extend(model.notes)  # weights skipped, files ported in memory, packages stubbed
-        dynamic = dedupe(findings_from_constructs(constructs, spec, target, config, paths))
-        files = model_files(spec, dynamic, model)
-        static = check_more_files(files, (), target, config)
-        row.findings, row.unreached = split_reached(merge(static.findings, dynamic), reached, model.files)
-        row.status, row.detail = _status_after_inspect(model)
-        if row.status == "ok" and opts.get("smoke", True):
-            artifacts = Path(task["artifacts"])
-            artifacts.mkdir(parents=True, exist_ok=True)
-            smoke = run_smoke(spec, target, config, row.findings, artifacts)
-            row.stages = smoke.stages
-            row.notes.extend(smoke.notes)
-            if row.parameters is None:
-                row.parameters = smoke.parameters
-            extra = [f for f in smoke.source_files if f not in files]
-            if extra:
-                more = check_more_files(extra, files, target, config)
-                row.findings, row.unreached = split_reached(merge([*static.findings, *more.findings], dynamic),
-                                                            reached, model.files)
-                files += extra
-        elif opts.get("smoke", True):
-            row.stages = skipped_stages(spec.text, f"not run: {row.status}")
-        row.network = sorted(set(log.read_text().split())) if log.exists() else []
-    _mark_network_and_memory(row)
-    row.source_files = {f: file_digest(f) for f in sorted(set(files))}
-    return row.to_json()
+    paths = _Paths({})
+    os.environ[REACHED_ENV] = str(scratch / "reached.json")  # the inspect job says which code ran
+    model, constructs = inspect_spec(spec, config.timeout, paths)
+    reached_file = os.environ.pop(REACHED_ENV)
+    reached = read_reached(reached_file) if model.status == "ok" else None
+    row.parameters, row.pickle = model.parameters, model.pickle
+    row.notes.extend(model.notes)  # weights skipped, files ported in memory, packages stubbed
+    dynamic = dedupe(findings_from_constructs(constructs, spec, target, config, paths))
+    files = model_files(spec, dynamic, model)
+    static = check_more_files(files, (), target, config)
+    row.findings, row.unreached = split_reached(merge(static.findings, dynamic), reached, model.files)
+    row.status, row.detail = _status_after_inspect(model)
+    return _Checked(files, static.findings, dynamic, reached, model.files)
+
+
+def _smoke_model(row: AuditRow, checked: _Checked, spec: Any, target: Target, config: Config,
+                 artifacts: Path) -> None:
+    """The smoke test: the row's stages, and the findings of source files only it showed."""
+    from modelcheck.smoke.run import run_smoke
+    from modelcheck.trace.run import check_more_files, merge
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    smoke = run_smoke(spec, target, config, row.findings, artifacts)
+    row.stages = smoke.stages
+    row.notes.extend(smoke.notes)
+    if row.parameters is None:
+        row.parameters = smoke.parameters
+    extra = [f for f in smoke.source_files if f not in checked.files]
+    if extra:
+        more = check_more_files(extra, checked.files, target, config)
+        row.findings, row.unreached = split_reached(merge([*checked.static, *more.findings], checked.dynamic),
+                                                    checked.reached, checked.imported)
+        checked.files += extra
 
 
 def _status_after_inspect(model: Any) -> tuple[str, str]:
@@ -1015,8 +1106,9 @@ def default_cache_dir() -> Path:
     return (Path(home).expanduser() if home else Path(".modelcheck")) / "cache" / "audit"
 
 
-def runtime_versions() -> dict[str, str]:
-    """Versions that change what an audit finds, read without importing them."""
+def runtime_versions(target: Target) -> dict[str, str]:
+    """Versions that change what an audit finds, read without importing them: the packages, and
+    the runtime of each of the audited target's profiles (``Profile.status``, a cheap look)."""
     from importlib import metadata
 
     versions = {"modelcheck": __version__, "modelcheck_source": _own_source_digest()}
@@ -1025,13 +1117,14 @@ def runtime_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
-    try:
-        from modelcheck.runtimes.caffe2.run import runtime_status
-
-        status = runtime_status()
-        versions["caffe2"] = status.version if status.installed else "absent"
-    except ImportError:
-        versions["caffe2"] = "absent"
+    for member in target.members:
+        profile = member.profile
+        try:
+            status = profile.status(None)
+        except (ImportError, OSError):
+            versions[profile.runtime] = "absent"
+        else:
+            versions[profile.runtime] = (status.version or "installed") if status.installed else "absent"
     return versions
 
 
@@ -1112,16 +1205,22 @@ def _findings_cell(row: AuditRow) -> str:
     return " ".join(f"{code}×{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
 
 
-COLUMNS = ("model", "status", "pickle", "export", "ORT", "Caffe2", "findings", "time")
+def stage_columns(report: AuditReport) -> tuple[str, ...]:
+    """The smoke-test stages the audited target's profile(s) run, ``export`` first: one column each."""
+    return stage_order(member.profile for member in report.profile.members)
+
+
+def columns(report: AuditReport) -> tuple[str, ...]:
+    return ("model", "status", "pickle", *stage_columns(report), "findings", "time")
 
 
 def table_rows(report: AuditReport) -> list[tuple[str, ...]]:
     """The table's cells, one tuple per model, as the rich and text renderers show them."""
+    stages = stage_columns(report)
     out = []
     for row in report.rows:
         time_cell = "cached" if row.cached else (f"{row.seconds:.1f}s" if row.seconds is not None else "")
-        out.append((row.model, row.status, _pickle_cell(row), _stage_cell(row.stage("export")),
-                    _stage_cell(row.stage("onnxruntime")), _stage_cell(row.stage("caffe2")),
+        out.append((row.model, row.status, _pickle_cell(row), *(_stage_cell(row.stage(name)) for name in stages),
                     _findings_cell(row), time_cell))
     return out
 
@@ -1164,11 +1263,12 @@ def render_rich(report: AuditReport, console: Any) -> None:
     styles = {"ok": "green", "passed": "green", "mismatch": "bold red", "failed": "bold red", "crashed": "bold red",
               "timeout": "bold red", "FAILS": "bold red"}
     table = Table(title=f"modelcheck audit {report.target}")
-    for column in COLUMNS:
+    for column in columns(report):
         table.add_column(column, overflow="fold")
+    styled = range(1, 3 + len(stage_columns(report)))  # status, pickle and the stages
     for cells in table_rows(report):
         table.add_row(*(Text(cell, style=styles.get(cell.split(" ")[0], "" if cell in ("-", "") else "yellow")
-                             if i in (1, 2, 3, 4, 5) else "") for i, cell in enumerate(cells)))
+                             if i in styled else "") for i, cell in enumerate(cells)))
     console.print(table)
     for line in _details(report):
         console.print(Text(line), style="dim")
@@ -1179,8 +1279,9 @@ def render_rich(report: AuditReport, console: Any) -> None:
 
 def render_text(report: AuditReport) -> str:
     """A plain, aligned table (logs, CI), then details and the summary."""
-    rows = [COLUMNS, *table_rows(report)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    header = columns(report)
+    rows = [header, *table_rows(report)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines += _details(report) + [f"note: {note}" for note in report.notes] + [summary_line(report)]
     return "\n".join(lines) + "\n"

@@ -10,13 +10,16 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from modelcheck.cli.main import EXIT_OK, Exporter, TargetName, apply_flags, fail, parse_model_args
-from modelcheck.config import ConfigError, find_pyproject, load_config
-from modelcheck.targets import TargetError, make_target
+from modelcheck.config import Config, ConfigError, find_pyproject, load_config
+from modelcheck.targets import DEFAULT_OPSET, EXPORTERS, PROFILES, Target, TargetError, make_target
 from rich.console import Console
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from modelcheck.audit.run import AuditOptions
 
 EXIT_BREAKS = 1
 
@@ -48,9 +51,12 @@ def default_memory_mb(jobs: int) -> int:
 HELP = {
     "target_arg": "Installed packages or modules (pytorchcv.models.enet), or folders or files of model code.",
     "jobs": "Models audited at once (default: the number of cores; with --executor ray the cluster's CPUs decide).",
-    "target": "Where the models go: caffe2 (opset 9) or onnx (ONNX Runtime).",
-    "opset": "ONNX opset (default: 9 for caffe2, 17 for onnx).",
-    "exporter": "torch.onnx exporter for the onnx target.",
+    "target": "Where the models go: " + ", ".join(f"{p.name} ({p.runtime_label})" for p in PROFILES.values())
+              + f". Default {Config.target}.",
+    "opset": "ONNX opset (default: " + ", ".join(f"{DEFAULT_OPSET[name]} for {name}" for name, p in PROFILES.items()
+                                                 if p.onnx) + ").",
+    "exporter": f"torch.onnx exporter ({' or '.join(EXPORTERS)}) for "
+                + ", ".join(p.name for p in PROFILES.values() if len(p.exporters) > 1) + ".",
     "input_shape": "Input shape(s), e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
     "inputs": "module:make_inputs or file.py:make_inputs returning the example inputs; wins over --input-shape.",
     "timeout": "Seconds each stage (trace, smoke test) of one model may take.",
@@ -64,7 +70,7 @@ HELP = {
     "output_format": "rich (terminal), text, json, sarif or html (one self-contained page).",
     "no_cache": "Audit every model again; do not read or write the cache.",
     "cache_dir": "Cache folder (default $MODELCHECK_HOME/cache/audit or .modelcheck/cache/audit).",
-    "artifacts": "Where each model's ONNX and Caffe2 files go.",
+    "artifacts": "Where each model's exported and runtime files go.",
     "executor": "Where model jobs run: local (child processes here) or ray (one Ray task per model; "
                 "pip install 'modelcheck[ray]').",
     "ray_address": "Ray cluster to join (default: RAY_ADDRESS; neither: a Ray runtime started for this audit).",
@@ -94,15 +100,31 @@ def audit(
     executor: Annotated[ExecutorName, typer.Option("--executor", help=HELP["executor"])] = ExecutorName.local,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help=HELP["ray_address"])] = None,
 ) -> None:
-    """Audit every model of a third-party architecture: pickle, export, ONNX Runtime, Caffe2."""
-    from modelcheck.audit.run import AuditError, AuditOptions, default_cache_dir, run_audit
+    """Audit every model of a third-party architecture: pickle, export and the target's runtime."""
+    from modelcheck.audit.run import AuditOptions, default_cache_dir
 
-    console = Console(stderr=True)
+    config, profile, kwargs = _configure(
+        targets, model_args, jobs=jobs, executor=executor, ray_address=ray_address,
+        flags={"target": target, "opset": opset, "exporter": exporter, "input_shape": input_shape,
+               "timeout": timeout, "inputs": inputs})
+    n_jobs = jobs or os.cpu_count() or 1
+    options = AuditOptions(
+        target=profile, config=config, jobs=n_jobs, memory_mb=_memory_cap(memory_mb, executor, n_jobs),
+        smoke=not no_smoke, match=match, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        artifacts=artifacts, model_specs=list(model or []), model_args=kwargs, all_modules=all_modules,
+        executor=executor.value, ray_address=ray_address,
+    )
+    _run_and_exit(targets, options, output_format)
+
+
+def _configure(targets: list[str], model_args: str | None, *, jobs: int | None, executor: ExecutorName,
+               ray_address: str | None, flags: dict[str, Any]) -> tuple[Config, Target, dict[str, Any]]:
+    """pyproject (of the folders audited) plus flags, the target, and --model-args; a bad value of
+    any is a usage error. The audit needs the runtime installed."""
     folders = [Path(t) for t in targets if Path(t).exists()]
     try:
         config = load_config(find_pyproject(folders) if folders else None)
-        apply_flags(config, target=target, opset=opset, exporter=exporter, input_shape=input_shape, timeout=timeout,
-                    inputs=inputs)
+        apply_flags(config, **flags)
         profile = make_target(config.target, config.opset, config.exporter)
         kwargs = parse_model_args(model_args)
         if jobs is not None and jobs < 1:
@@ -114,22 +136,27 @@ def audit(
     from modelcheck.cli.main import require_runtime
 
     require_runtime()
-    if executor is ExecutorName.ray:
-        from modelcheck.audit.ray import DEFAULT_MEMORY_MB, ray_available
+    return config, profile, kwargs
 
-        if not ray_available():
-            raise fail("--executor ray needs Ray: pip install 'modelcheck[ray]'")
-        # a Ray task's memory request is its cap; this machine's size says nothing of the cluster's nodes
-        memory_mb = memory_mb or DEFAULT_MEMORY_MB
-    n_jobs = jobs or os.cpu_count() or 1
-    options = AuditOptions(
-        target=profile, config=config, jobs=n_jobs, memory_mb=memory_mb or default_memory_mb(n_jobs),
-        smoke=not no_smoke, match=match, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        artifacts=artifacts, model_specs=list(model or []), model_args=kwargs, all_modules=all_modules,
-        executor=executor.value, ray_address=ray_address,
-    )
+
+def _memory_cap(memory_mb: int | None, executor: ExecutorName, n_jobs: int) -> int:
+    """--memory-mb, else this machine's share per job; with Ray a task's memory request is its cap,
+    and this machine's size says nothing of the cluster's nodes."""
+    if executor is not ExecutorName.ray:
+        return memory_mb or default_memory_mb(n_jobs)
+    from modelcheck.audit.ray import DEFAULT_MEMORY_MB, ray_available
+
+    if not ray_available():
+        raise fail("--executor ray needs Ray: pip install 'modelcheck[ray]'")
+    return memory_mb or DEFAULT_MEMORY_MB
+
+
+def _run_and_exit(targets: list[str], options: AuditOptions, output_format: AuditFormat | None) -> None:
+    """Run the audit with live progress on stderr, render the report, exit 1 if a model would break."""
+    from modelcheck.audit.run import AuditError, run_audit
+
     fmt = output_format or (AuditFormat.rich if sys.stdout.isatty() else AuditFormat.text)
-    progress = _progress(console)
+    progress = _progress(Console(stderr=True))
     try:
         report = run_audit(targets, options, progress=progress)
     except AuditError as exc:

@@ -182,17 +182,45 @@ def to_sarif(
     exact replacement; without them fixable findings only say so in their properties.
     """
     base = base or Path.cwd()
-    codes_seen = {f.code for f in report.findings}
+    descriptors, index = _descriptors(report)
+    run: dict[str, Any] = {
+        "tool": {"driver": {
+            "name": "modelcheck",
+            "version": __version__,
+            "semanticVersion": __version__,
+            **_information_uri(),
+            "rules": descriptors,
+        }},
+        "invocations": [_invocation(report)],
+        "originalUriBaseIds": {SRCROOT: {"uri": _base_uri(base)}},
+        "columnKind": "unicodeCodePoints",
+        "results": _results(report, index, base, dict(sources or {}), fix_provider),
+        "properties": {
+            "target": report.target,
+            "opset": report.opset,
+            "filesChecked": report.files_checked,
+            "models": [_model_properties(m) for m in report.models],
+        },
+    }
+    return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
+
+
+def _descriptors(report: Report) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every rule's descriptor, then one per pseudo code the report uses; and code → its index."""
     descriptors: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for rule in ALL_RULES:
         index[rule.code] = len(descriptors)
         descriptors.append(rule_descriptor(rule, _default_level(rule, report)))
-    for code in sorted(codes_seen - set(index)):
+    for code in sorted({f.code for f in report.findings} - set(index)):
         index[code] = len(descriptors)
         descriptors.append(_pseudo_descriptor(code))
+    return descriptors, index
 
-    sources = dict(sources or {})
+
+def _results(report: Report, index: dict[str, int], base: Path, sources: dict[str, str | None],
+             fix_provider: FixProvider | None) -> list[dict[str, Any]]:
+    """One result per finding; a fixable one carries its replacement where ``fix_provider`` knows it."""
     results = []
     for finding in report.findings:
         fix = None
@@ -200,7 +228,11 @@ def to_sarif(
             text = _source_of(finding.location.path, sources)
             fix = fix_provider(finding, text) if text is not None else None
         results.append(_result(finding, index[finding.code], base, fix))
+    return results
 
+
+def _invocation(report: Report) -> dict[str, Any]:
+    """The run's notes, failed stages and failed models, as tool execution notifications."""
     notifications = [{"level": "note", "message": {"text": note}} for note in report.notes]
     notifications += [_stage_notification(stage) for stage in report.stages if stage.bad]
     notifications += [
@@ -210,27 +242,7 @@ def to_sarif(
     invocation: dict[str, Any] = {"executionSuccessful": True}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications
-
-    run: dict[str, Any] = {
-        "tool": {"driver": {
-            "name": "modelcheck",
-            "version": __version__,
-            "semanticVersion": __version__,
-            **_information_uri(),
-            "rules": descriptors,
-        }},
-        "invocations": [invocation],
-        "originalUriBaseIds": {SRCROOT: {"uri": _base_uri(base)}},
-        "columnKind": "unicodeCodePoints",
-        "results": results,
-        "properties": {
-            "target": report.target,
-            "opset": report.opset,
-            "filesChecked": report.files_checked,
-            "models": [_model_properties(m) for m in report.models],
-        },
-    }
-    return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
+    return invocation
 
 
 def _information_uri() -> dict[str, str]:

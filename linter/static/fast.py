@@ -5,23 +5,24 @@ libcst imports in 0.12 s and parses 20-60x slower than ``ast``: a 650-line modul
 Reporting needs facts and positions only, and ``ast`` has both, so the families whose extraction
 ``static.fast_rules`` ports run on an ``ast`` tree of the same reduced code, and libcst is left to
 the porting family and to ``--fix``. :class:`AstSource` answers what :class:`~.source.SourceFile`
-answers (names, constants, classes, calls) the same way; ``walk_order`` visits nodes in the order
-libcst's fields have them, so scopes and first sightings come out the same. Where a reading could
-differ from libcst's (a form feed, a position inside an f-string), :class:`Unsupported` sends the
-file to the libcst path. The tests that compare ``check_source`` with a full libcst parse
+answers (names, constants, classes, calls) with the very same code (``source.FileFacts``), telling
+it only what ``ast`` nodes are; ``children`` lists a node's children in the order libcst's fields have
+them, so scopes and first sightings come out the same. Where a reading could differ from libcst's
+(a form feed, a position inside an f-string), :class:`Unsupported` sends the file to the libcst
+path. The tests that compare ``check_source`` with a full libcst parse
 (fixtures, fuzzing) hold both paths to the same findings.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
 from modelcheck.findings import Location
-from modelcheck.static.source import _MODULE_BASES, UNKNOWN, canonical, never_module
+from modelcheck.static.source import FileFacts
 
 
 class Unsupported(Exception):
@@ -106,7 +107,7 @@ _STATEMENT_LISTS = ("body", "handlers", "orelse", "finalbody", "cases")
 
 
 @dataclass
-class AstSource:
+class AstSource(FileFacts):
     """A file's reduced code parsed by ``ast``: the questions ``SourceFile`` answers, and positions."""
 
     path: str
@@ -207,27 +208,6 @@ class AstSource:
         return tuple(node.module for node in self._import_nodes if type(node) is ast.ImportFrom
                      and node.names[0].name == "*" and node.module is not None and not node.level)
 
-    def qualname(self, expr: ast.AST) -> str | None:
-        """The qualified name an expression refers to, resolved through the file's imports."""
-        dotted = dotted_name(expr)
-        if dotted is None:
-            return None
-        head, _, rest = dotted.partition(".")
-        if head in self.imports:
-            return canonical(self.imports[head] + ("." + rest if rest else ""))
-        return dotted
-
-    def resolves_to(self, expr: ast.AST, candidates: Sequence[str]) -> str | None:
-        """Which of ``candidates`` (qualified names) ``expr`` names, also via ``import *``."""
-        name = self.qualname(expr)
-        if name in candidates:
-            return name
-        if name and "." not in name and name not in self.imports and name not in self.local_classes:
-            for module in self.star_imports:
-                if f"{module}.{name}" in candidates:
-                    return f"{module}.{name}"
-        return None
-
     # ----- values ----------------------------------------------------------------------
     @cached_property
     def constants(self) -> dict[str, ast.expr]:
@@ -241,26 +221,6 @@ class AstSource:
             elif type(stmt) is ast.AnnAssign and stmt.value is not None and type(stmt.target) is ast.Name:
                 seen.setdefault(stmt.target.id, []).append(stmt.value)
         return {name: values[0] for name, values in seen.items() if len(values) == 1}
-
-    def value(self, expr: ast.expr | None, _depth: int = 0) -> Any:
-        """The Python value of a literal or module-level constant expression, else UNKNOWN."""
-        if expr is None or _depth > 8:
-            return UNKNOWN
-        if type(expr) is ast.Name:
-            if expr.id in self.constants:
-                return self.value(self.constants[expr.id], _depth + 1)
-            return UNKNOWN
-        if type(expr) in (ast.Tuple, ast.List):
-            if any(type(element) is ast.Starred for element in expr.elts):
-                return UNKNOWN
-            items = [self.value(element, _depth + 1) for element in expr.elts]
-            return UNKNOWN if any(item is UNKNOWN for item in items) else tuple(items)
-        if type(expr) is ast.Constant:
-            return expr.value
-        try:
-            return ast.literal_eval(expr)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return UNKNOWN
 
     @cached_property
     def module_names(self) -> frozenset[str]:
@@ -280,55 +240,29 @@ class AstSource:
         """Classes defined at module level in this file, by name."""
         return {stmt.name: stmt for stmt in self.tree.body if type(stmt) is ast.ClassDef}
 
-    def is_module_class(self, cls: str | ast.ClassDef, _seen: frozenset[str] = frozenset()) -> bool | None:
-        """``SourceFile.is_module_class``: True, False, or None when a base is defined elsewhere."""
-        node = self.local_classes.get(cls) if isinstance(cls, str) else cls
-        if node is None or node.name in _seen:
-            return None
-        unknown = False
-        for base in node.bases:
-            if type(base) is ast.Starred:
-                continue
-            expr = base.value if type(base) is ast.Subscript else base
-            qual = self.qualname(expr) or ""
-            if qual.startswith(_MODULE_BASES):
-                return True
-            if qual in self.local_classes:
-                verdict = self.is_module_class(qual, _seen | {node.name})
-                if verdict:
-                    return True
-                unknown = unknown or verdict is None
-            elif not never_module(qual):
-                unknown = True
-        return None if unknown else False
+    # ----- what ``FileFacts`` asks of ast nodes --------------------------------------------
+    def _constant_name(self, expr: ast.expr) -> str | None:
+        return expr.id if type(expr) is ast.Name else None
 
-    # ----- calls -----------------------------------------------------------------------
-    def api_of(self, func: ast.expr, apis: Sequence[str],
-               assigned: Mapping[str, Sequence[ast.expr]]) -> tuple[str, bool] | None:
-        """``SourceFile.api_of``: which of ``apis`` ``func`` is, also through an alias."""
-        direct = self.resolves_to(func, apis)
-        if direct is not None:
-            return direct, True
-        if type(func) is not ast.Name:
-            return None
-        values = assigned.get(func.id) or ([self.constants[func.id]] if func.id in self.constants else [])
-        hits = [self.resolves_to(alt, apis) for value in values for alt in alternatives(value)]
-        found = [hit for hit in hits if hit is not None]
-        return (found[0], len(found) == len(hits)) if found else None
-
-    def api_call(self, call: ast.Call, apis: Sequence[str], assigned: Mapping[str, Sequence[ast.expr]]
-                 ) -> tuple[str, bool, list[Arg], bool] | None:
-        """``SourceFile.api_call``: ``(api, certain, args, partial)`` or None."""
-        hit = self.api_of(call.func, apis, assigned)
-        if hit is not None:
-            return hit[0], hit[1], call_args(call), False
-        if call.args and type(call.args[0]) is not ast.Starred:
-            args = call_args(call)
-            if args[0].keyword is None and not args[0].star and self.qualname(call.func) == "functools.partial":
-                hit = self.api_of(args[0].value, apis, assigned)
-                if hit is not None:
-                    return hit[0], hit[1], args[1:], True
+    def _display_elements(self, expr: ast.expr) -> list[ast.expr | None] | None:
+        if type(expr) in (ast.Tuple, ast.List):
+            return [None if type(element) is ast.Starred else element for element in expr.elts]
         return None
+
+    def _literal(self, expr: ast.expr) -> Any:
+        return expr.value if type(expr) is ast.Constant else ast.literal_eval(expr)
+
+    _dotted = staticmethod(dotted_name)
+    _alternatives = staticmethod(alternatives)
+    _call_args = staticmethod(call_args)
+
+    def _class_name(self, node: ast.ClassDef) -> str:
+        return node.name
+
+    def _class_bases(self, node: ast.ClassDef) -> Iterator[ast.expr]:
+        for base in node.bases:  # keywords are apart in ast
+            if type(base) is not ast.Starred:
+                yield base.value if type(base) is ast.Subscript else base
 
 
 # ----- traversal in libcst's order ----------------------------------------------------------
@@ -421,26 +355,32 @@ def scoped_calls(tree: ast.AST, on_call: Callable[[ast.Call, dict[str, list[ast.
         kind = type(node)
         if kind is ast.Call:
             on_call(node, scopes[-1], fstrings > 0)
-        elif kind is ast.Assign:
-            for target in node.targets:
-                for name in names_in(target):
-                    scopes[-1].setdefault(name, []).append(node.value)
-        elif kind is ast.AnnAssign:
-            if node.value is not None and type(node.target) is ast.Name:
-                scopes[-1].setdefault(node.target.id, []).append(node.value)
-        elif kind in _DEFS or kind is ast.JoinedStr:
-            if kind is ast.JoinedStr:
-                fstrings += 1
-            else:
-                scopes.append({})
+        elif kind is ast.Assign or kind is ast.AnnAssign:
+            _bind(node, scopes[-1])
+        elif kind in _DEFS:
+            scopes.append({})
             for child in children(node):
                 visit(child)
-            if kind is ast.JoinedStr:
-                fstrings -= 1
-            else:
-                scopes.pop()
+            scopes.pop()
+            return
+        elif kind is ast.JoinedStr:
+            fstrings += 1
+            for child in children(node):
+                visit(child)
+            fstrings -= 1
             return
         for child in children(node):
             visit(child)
 
     visit(tree)
+
+
+def _bind(node: ast.Assign | ast.AnnAssign, scope: dict[str, list[ast.expr]]) -> None:
+    """Record what an assignment binds in ``scope``, as ``source.ScopedVisitor`` does: every name
+    of a plain assignment's targets, the single name of an annotated one with a value."""
+    if type(node) is ast.Assign:
+        for target in node.targets:
+            for name in names_in(target):
+                scope.setdefault(name, []).append(node.value)
+    elif node.value is not None and type(node.target) is ast.Name:
+        scope.setdefault(node.target.id, []).append(node.value)

@@ -3,18 +3,19 @@
 Each is its family's libcst ``extract`` (``rules/<family>.py``) read over :class:`~.fast.AstSource`:
 the same facts, for the node libcst reports at. The call families whose ``facts_from_call`` asks
 the source only ``api_call``, ``bind_arguments`` and ``value`` (pooling, adaptive pooling) run that
-very function on ast calls; upsampling (a libcst visitor looks for shapes) and pickling are ported
-here. ``EXTRACTORS`` says which families have one; ``static.run`` checks the others (porting) with
-libcst. A family's ``extract`` and its port change together: the tests that compare
-``check_source`` with a full libcst parse (fixtures, fuzzing) fail until both agree.
+very function on ast calls; so does upsampling, given the port of its one tree walk (does a size
+read a shape: ``_is_shape_expr``); pickling's visitor is ported here. ``EXTRACTORS`` says which
+families have one; ``static.run`` checks the others (porting) with libcst. A family's ``extract``
+and its port change together: the tests that compare ``check_source`` with a full libcst parse
+(fixtures, fuzzing) fail until both agree.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from modelcheck.rules import adaptive_pooling, pickling, pooling, upsampling
@@ -26,11 +27,11 @@ from modelcheck.static.fast import (
     dotted_name,
     scoped_calls,
 )
-from modelcheck.static.source import UNKNOWN, bind_arguments, never_module
+from modelcheck.static.source import never_module
 
 Found = list[tuple[ast.AST, Any]]  # (the node a finding is reported at, the family's facts)
 
-# ----- upsampling and pooling: calls ----------------------------------------------------------
+# ----- call families: upsampling, pooling, adaptive pooling ------------------------------------
 
 
 def _is_shape_expr(expr: ast.AST, assigned: Mapping[str, Sequence[ast.expr]], seen: set[str]) -> bool:
@@ -59,48 +60,6 @@ def _is_shape_expr(expr: ast.AST, assigned: Mapping[str, Sequence[ast.expr]], se
     return found
 
 
-_UPSAMPLING_APIS = tuple(upsampling.APIS)
-
-
-def upsampling_facts(source: AstSource, call: ast.Call,
-                     assigned: Mapping[str, Sequence[ast.expr]]) -> upsampling.UpsampleFacts | None:
-    """``upsampling.facts_from_call``."""
-    hit = source.api_call(call, _UPSAMPLING_APIS, assigned)
-    if hit is None:
-        return None
-    api_name, _, args, partial = hit
-    api = upsampling.APIS[api_name]
-    bound, opaque = bind_arguments(args, api.params)
-    fallback = UNKNOWN if opaque or partial else None
-
-    def value(name: str, default: Any) -> Any:
-        if name in bound:
-            return source.value(bound[name])
-        return default if fallback is None else fallback
-
-    size_expr = bound.get("size")
-    if size_expr is None:
-        size_from_shape: Any = False if fallback is None else UNKNOWN
-        size = None
-    else:
-        size = source.value(size_expr)
-        if size is not UNKNOWN:
-            size_from_shape = False
-        elif _is_shape_expr(size_expr, assigned, set()):
-            size_from_shape = True
-        else:
-            size_from_shape = UNKNOWN
-    return upsampling.UpsampleFacts(
-        api=api_name,
-        mode=api.mode if api.mode is not None else value("mode", "nearest"),
-        align_corners=api.align_corners if api.mode is not None else value("align_corners", None),
-        size_from_shape=size_from_shape,
-        scale_factor=value("scale_factor", None),
-        size=size,
-        deprecated=api.deprecated,
-    )
-
-
 def calls_with_facts(facts_from_call: Callable[[AstSource, ast.Call, Mapping[str, Sequence[ast.expr]]], Any]
                      ) -> Callable[[AstSource], Found]:
     """A call family's extractor: ``source.calls_with_facts`` on the ast tree."""
@@ -123,7 +82,6 @@ def calls_with_facts(facts_from_call: Callable[[AstSource, ast.Call, Mapping[str
 
 # ----- pickling: what gets stored on a module ---------------------------------------------------
 
-_BUILTINS = frozenset(dir(builtins))
 #: what a stored value passes through on its way up (``pickling._pass_through()`` less the libcst
 #: nodes ast has no counterpart of: an Arg is a keyword or a Starred here, Element and Index nothing)
 _PASS_THROUGH = (ast.keyword, ast.Starred, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.ListComp, ast.SetComp,
@@ -205,7 +163,7 @@ class _Storage:
                 if child is parent.func:
                     if kind != "local_class":
                         return None  # called right away, not stored
-                elif self.source.qualname(parent.func) not in pickling._WRAPPERS:
+                elif self.source.qualname(parent.func) not in pickling.WRAPPERS:
                     return self._call_storage(parent)
             elif type(parent) in (ast.Assign, ast.AugAssign, ast.AnnAssign):
                 if type(parent) is ast.Assign and child is not parent.value:
@@ -223,12 +181,12 @@ class _Storage:
 
     def _call_storage(self, call: ast.Call) -> tuple[str, bool] | None:
         callee = dotted_name(call.func)
-        if callee is None and type(call.func) is ast.Attribute and pickling._STORING_METHODS.match(call.func.attr):
+        if callee is None and type(call.func) is ast.Attribute and pickling.STORING_METHODS.match(call.func.attr):
             callee = call.func.attr  # self.body[0].register_forward_hook(...): the method decides
         if callee is None:
             return None
         short = callee.rsplit(".", 1)[-1]
-        if pickling._STORING_METHODS.match(short):
+        if pickling.STORING_METHODS.match(short):
             if short in ("setattr", "__setattr__"):
                 args = call_args(call)
                 first = args[0].value if args else None
@@ -237,7 +195,7 @@ class _Storage:
                 return "stored by setattr() on an object that may be an nn.Module", False
             return f"passed to {short}()", True
         qual = self.source.qualname(call.func) or callee
-        if qual in pickling._CONTAINERS:
+        if qual in pickling.CONTAINERS:
             return f"put into {qual.rsplit('.', 1)[-1]}(...)", True
         local = self._lookup(callee)
         cls = local[1] if local and local[0] == "local_class" else self.source.local_classes.get(qual)
@@ -248,7 +206,7 @@ class _Storage:
             if is_module:
                 return f"passed to {short}(...)", True
             return f"passed to {short}(...), which may be an nn.Module (a base class is defined elsewhere)", False
-        if never_module(qual) or qual.startswith(pickling._NOT_MODULES):
+        if never_module(qual) or qual.startswith(pickling.NOT_MODULES):
             return None
         if short[:1].isupper():
             return f"passed to {short}(...), a class defined elsewhere that may keep it on the model", False
@@ -278,7 +236,8 @@ class _Storage:
         """Does the lambda read names that are neither its parameters nor module-level?"""
         params = {arg.arg for arg in _params(node.args)}
         module_names = self.source.module_names
-        return any(n not in params and n not in module_names and n not in _BUILTINS for n in names_read(node.body))
+        return any(n not in params and n not in module_names and n not in pickling.BUILTINS
+                   for n in names_read(node.body))
 
 
 def _params(args: ast.arguments) -> list[ast.arg]:
@@ -329,7 +288,7 @@ def pickling_extract(source: AstSource) -> Found:
 #: family name → its extractor on an ast tree
 EXTRACTORS: dict[str, Callable[[AstSource], Found]] = {
     "pickling": pickling_extract,
-    "upsampling": calls_with_facts(upsampling_facts),
+    "upsampling": calls_with_facts(partial(upsampling.facts_from_call, is_shape_expr=_is_shape_expr)),
     # these read a call only through api_call, bind_arguments and value, which AstSource answers alike
     "pooling": calls_with_facts(pooling.facts_from_call),
     "adaptive_pooling": calls_with_facts(adaptive_pooling.facts_from_call),

@@ -14,6 +14,7 @@ import importlib
 import re
 import sys
 import types
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache, cached_property
@@ -94,8 +95,155 @@ def dotted_name(expr: cst.BaseExpression) -> str | None:
     return None
 
 
+class FileFacts(ABC):
+    """What rules ask of a file (names, constants, classes, calls), answered once for both trees:
+    libcst's (:class:`SourceFile`) and the stdlib ``ast``'s (``static.fast.AstSource``). A tree
+    gives its tables (``imports``, ``star_imports``, ``constants``, ``local_classes``) and says
+    what its nodes are in the abstract methods at the end."""
+
+    imports: Mapping[str, str]
+    star_imports: tuple[str, ...]
+    constants: Mapping[str, Any]
+    local_classes: Mapping[str, Any]
+
+    # ----- names -----------------------------------------------------------------------
+    def qualname(self, expr: Any) -> str | None:
+        """The qualified name an expression refers to, resolved through the file's imports.
+
+        Names defined in the file itself resolve to themselves (``Lambda`` → ``Lambda``).
+        """
+        dotted = self._dotted(expr)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        if head in self.imports:
+            return canonical(self.imports[head] + ("." + rest if rest else ""))
+        return dotted
+
+    def resolves_to(self, expr: Any, candidates: Sequence[str]) -> str | None:
+        """Which of ``candidates`` (qualified names) ``expr`` names, also via ``import *``."""
+        name = self.qualname(expr)
+        if name in candidates:
+            return name
+        if name and "." not in name and name not in self.imports and name not in self.local_classes:
+            for module in self.star_imports:
+                if f"{module}.{name}" in candidates:
+                    return f"{module}.{name}"
+        return None
+
+    # ----- values ----------------------------------------------------------------------
+    def value(self, expr: Any, _depth: int = 0) -> Any:
+        """The Python value of a literal or module-level constant expression, else UNKNOWN."""
+        if expr is None or _depth > 8:
+            return UNKNOWN
+        name = self._constant_name(expr)
+        if name is not None:
+            bound = self.constants.get(name)
+            return UNKNOWN if bound is None else self.value(bound, _depth + 1)
+        elements = self._display_elements(expr)
+        if elements is not None:
+            items = [self.value(element, _depth + 1) for element in elements]
+            return UNKNOWN if any(item is UNKNOWN for item in items) else tuple(items)
+        try:
+            return self._literal(expr)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return UNKNOWN
+
+    # ----- classes ---------------------------------------------------------------------
+    def is_module_class(self, cls: Any, _seen: frozenset[str] = frozenset()) -> bool | None:
+        """Does class ``cls`` (a module-level class name, or any class definition) derive from
+        ``torch.nn.Module``? None when a base comes from code this file does not show."""
+        node = self.local_classes.get(cls) if isinstance(cls, str) else cls
+        if node is None or self._class_name(node) in _seen:
+            return None
+        unknown = False
+        for expr in self._class_bases(node):
+            qual = self.qualname(expr) or ""
+            if qual.startswith(MODULE_BASES):
+                return True
+            if qual in self.local_classes:
+                verdict = self.is_module_class(qual, _seen | {self._class_name(node)})
+                if verdict:
+                    return True
+                unknown = unknown or verdict is None
+            elif not never_module(qual):
+                unknown = True
+        return None if unknown else False
+
+    # ----- calls -----------------------------------------------------------------------
+    def api_of(self, func: Any, apis: Sequence[str], assigned: Mapping[str, Sequence[Any]]) -> tuple[str, bool] | None:
+        """Which of ``apis`` calling ``func`` calls, and whether that is certain.
+
+        Also through an alias: a module-level constant or a local in ``assigned`` bound to an
+        API, possibly as one branch of a choice (``pool = nn.AvgPool2d if s > 1 else Same``,
+        where the call is then only maybe the API).
+        """
+        direct = self.resolves_to(func, apis)
+        if direct is not None:
+            return direct, True
+        name = self._constant_name(func)
+        if name is None:
+            return None
+        values = assigned.get(name) or ([self.constants[name]] if name in self.constants else [])
+        hits = [self.resolves_to(alt, apis) for value in values for alt in self._alternatives(value)]
+        found = [hit for hit in hits if hit is not None]
+        return (found[0], len(found) == len(hits)) if found else None
+
+    def api_call(self, call: Any, apis: Sequence[str], assigned: Mapping[str, Sequence[Any]]
+                 ) -> tuple[str, bool, Sequence[Any], bool] | None:
+        """``(api, certain, args, partial)`` when ``call`` calls one of ``apis``, else None.
+
+        ``functools.partial(api, ...)`` counts, with ``partial`` True: parameters it leaves
+        unbound are supplied later, so they are unknown rather than their defaults.
+        """
+        hit = self.api_of(call.func, apis, assigned)
+        if hit is not None:
+            return hit[0], hit[1], self._call_args(call), False
+        args = self._call_args(call)
+        if args and args[0].keyword is None and not args[0].star and self.qualname(call.func) == "functools.partial":
+            hit = self.api_of(args[0].value, apis, assigned)
+            if hit is not None:
+                return hit[0], hit[1], args[1:], True
+        return None
+
+    # ----- what each tree answers -------------------------------------------------------
+    @staticmethod
+    @abstractmethod
+    def _dotted(expr: Any) -> str | None:
+        """``a.b.c`` for a Name/Attribute chain, else None."""
+
+    @staticmethod
+    @abstractmethod
+    def _alternatives(expr: Any) -> Iterator[Any]:
+        """The values an expression may take: both branches of ``a if c else b`` and ``a or b``."""
+
+    @abstractmethod
+    def _constant_name(self, expr: Any) -> str | None:
+        """A plain name's text (not ``True``, ``False``, ``None``), else None."""
+
+    @abstractmethod
+    def _display_elements(self, expr: Any) -> list[Any] | None:
+        """A tuple or list display's elements, a starred one as None; None for anything else."""
+
+    @abstractmethod
+    def _literal(self, expr: Any) -> Any:
+        """``ast.literal_eval`` of the node, raising what it raises."""
+
+    @abstractmethod
+    def _call_args(self, call: Any) -> Sequence[Any]:
+        """The call's arguments as written, each with libcst ``Arg``'s ``keyword``, ``star``, ``value``."""
+
+    @abstractmethod
+    def _class_name(self, node: Any) -> str: ...
+
+    @abstractmethod
+    def _class_bases(self, node: Any) -> Iterator[Any]:
+        """The base expressions, a subscripted one's value (``Generic[T]`` → ``Generic``), no
+        keywords or starred bases."""
+
+
 @dataclass
-class SourceFile:
+class SourceFile(FileFacts):
     """A parsed file: its text, its tree and lazily computed name and value tables."""
 
     path: str
@@ -222,31 +370,6 @@ class SourceFile:
             and not node.relative
         )
 
-    def qualname(self, expr: cst.BaseExpression) -> str | None:
-        """The qualified name an expression refers to, resolved through the file's imports.
-
-        Names defined in the file itself resolve to themselves (``Lambda`` → ``Lambda``).
-        """
-        dotted = dotted_name(expr)
-        if dotted is None:
-            return None
-        head, _, rest = dotted.partition(".")
-        if head in self.imports:
-            full = self.imports[head] + ("." + rest if rest else "")
-            return canonical(full)
-        return dotted
-
-    def resolves_to(self, expr: cst.BaseExpression, candidates: Sequence[str]) -> str | None:
-        """Which of ``candidates`` (qualified names) ``expr`` names, also via ``import *``."""
-        name = self.qualname(expr)
-        if name in candidates:
-            return name
-        if name and "." not in name and name not in self.imports and name not in self.local_classes:
-            for module in self.star_imports:
-                if f"{module}.{name}" in candidates:
-                    return f"{module}.{name}"
-        return None
-
     # ----- values ----------------------------------------------------------------------
     @cached_property
     def constants(self) -> dict[str, cst.BaseExpression]:
@@ -264,28 +387,6 @@ class SourceFile:
                       and isinstance(small.target, cst.Name)):
                     seen.setdefault(small.target.value, []).append(small.value)
         return {name: values[0] for name, values in seen.items() if len(values) == 1}
-
-    def value(self, expr: cst.BaseExpression | None, _depth: int = 0) -> Any:
-        """The Python value of a literal or module-level constant expression, else UNKNOWN."""
-        if expr is None or _depth > 8:
-            return UNKNOWN
-        if isinstance(expr, cst.Name):
-            if expr.value in ("True", "False", "None"):
-                return {"True": True, "False": False, "None": None}[expr.value]
-            if expr.value in self.constants:
-                return self.value(self.constants[expr.value], _depth + 1)
-            return UNKNOWN
-        if isinstance(expr, (cst.Tuple, cst.List)):
-            items = [self.value(el.value, _depth + 1) for el in expr.elements
-                     if not isinstance(el, (cst.StarredElement,))]
-            if len(items) != len(expr.elements) or any(i is UNKNOWN for i in items):
-                return UNKNOWN
-            return tuple(items)
-        try:
-            code = self.module.code_for_node(expr)
-            return ast.literal_eval(code.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return UNKNOWN
 
     @cached_property
     def module_names(self) -> frozenset[str]:
@@ -313,76 +414,39 @@ class SourceFile:
             stmt.name.value: stmt for stmt in self.module.body if isinstance(stmt, cst.ClassDef)
         }
 
-    def is_module_class(self, cls: str | cst.ClassDef, _seen: frozenset[str] = frozenset()) -> bool | None:
-        """Does class ``cls`` (a module-level class name, or any ClassDef) derive from
-        ``torch.nn.Module``? None when a base comes from code this file does not show."""
-        node = self.local_classes.get(cls) if isinstance(cls, str) else cls
-        if node is None or node.name.value in _seen:
-            return None
-        unknown = False
-        for base in node.bases:
-            if base.keyword is not None or base.star:
-                continue
-            expr = base.value.value if isinstance(base.value, cst.Subscript) else base.value
-            qual = self.qualname(expr) or ""
-            if qual.startswith(_MODULE_BASES):
-                return True
-            if qual in self.local_classes:
-                verdict = self.is_module_class(qual, _seen | {node.name.value})
-                if verdict:
-                    return True
-                unknown = unknown or verdict is None
-            elif not never_module(qual):
-                unknown = True
-        return None if unknown else False
-
-    # ----- calls -----------------------------------------------------------------------
-    def api_of(
-        self, func: cst.BaseExpression, apis: Sequence[str], assigned: Mapping[str, Sequence[cst.BaseExpression]]
-    ) -> tuple[str, bool] | None:
-        """Which of ``apis`` calling ``func`` calls, and whether that is certain.
-
-        Also through an alias: a module-level constant or a local in ``assigned`` bound to an
-        API, possibly as one branch of a choice (``pool = nn.AvgPool2d if s > 1 else Same``,
-        where the call is then only maybe the API).
-        """
-        direct = self.resolves_to(func, apis)
-        if direct is not None:
-            return direct, True
-        if not isinstance(func, cst.Name):
-            return None
-        values = assigned.get(func.value) or (
-            [self.constants[func.value]] if func.value in self.constants else []
-        )
-        hits = [self.resolves_to(alt, apis) for value in values for alt in _alternatives(value)]
-        found = [hit for hit in hits if hit is not None]
-        return (found[0], len(found) == len(hits)) if found else None
-
-    def api_call(
-        self, call: cst.Call, apis: Sequence[str], assigned: Mapping[str, Sequence[cst.BaseExpression]]
-    ) -> tuple[str, bool, Sequence[cst.Arg], bool] | None:
-        """``(api, certain, args, partial)`` when ``call`` calls one of ``apis``, else None.
-
-        ``functools.partial(api, ...)`` counts, with ``partial`` True: parameters it leaves
-        unbound are supplied later, so they are unknown rather than their defaults.
-        """
-        hit = self.api_of(call.func, apis, assigned)
-        if hit is not None:
-            return hit[0], hit[1], call.args, False
-        if (
-            call.args
-            and call.args[0].keyword is None
-            and not call.args[0].star
-            and self.qualname(call.func) == "functools.partial"
-        ):
-            hit = self.api_of(call.args[0].value, apis, assigned)
-            if hit is not None:
-                return hit[0], hit[1], call.args[1:], True
+    # ----- what ``FileFacts`` asks of libcst nodes -----------------------------------------
+    def _constant_name(self, expr: cst.BaseExpression) -> str | None:
+        if type(expr) is cst.Name and expr.value not in ("True", "False", "None"):
+            return expr.value
         return None
 
+    def _display_elements(self, expr: cst.BaseExpression) -> list[cst.BaseExpression | None] | None:
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            return [None if isinstance(el, cst.StarredElement) else el.value for el in expr.elements]
+        return None
+
+    def _literal(self, expr: cst.BaseExpression) -> Any:
+        return ast.literal_eval(self.module.code_for_node(expr).strip())
+
+    _dotted = staticmethod(dotted_name)
+
+    @staticmethod
+    def _alternatives(expr: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+        return _alternatives(expr)
+
+    def _call_args(self, call: cst.Call) -> Sequence[cst.Arg]:
+        return call.args
+
+    def _class_name(self, node: cst.ClassDef) -> str:
+        return node.name.value
+
+    def _class_bases(self, node: cst.ClassDef) -> Iterator[cst.BaseExpression]:
+        for base in node.bases:
+            if base.keyword is None and not base.star:
+                yield base.value.value if isinstance(base.value, cst.Subscript) else base.value
 
 #: bases from outside the file that make a class an nn.Module
-_MODULE_BASES = (
+MODULE_BASES = (
     "torch.nn.", "torch.jit.ScriptModule", "pytorch_lightning.LightningModule",
     "lightning.LightningModule", "lightning.pytorch.LightningModule",
 )
