@@ -209,3 +209,24 @@ def test_the_help_names_every_target_and_each_onnx_targets_default_opset() -> No
     for name, profile in PROFILES.items():
         assert f"{name} ({profile.runtime_label})" in HELP["target"]
         assert (f"{profile.default_opset} for {name}" in HELP["opset"]) == profile.onnx, name
+
+
+def test_the_audit_summary_says_how_many_failures_a_finding_predicted() -> None:
+    """Every bad stage of every row counts; one predicted by a finding counts as predicted."""
+    from modelcheck.audit.run import AuditReport, AuditRow, summary_line
+    from modelcheck.findings import StageResult
+    from modelcheck.targets import make_target
+
+    rows = [
+        AuditRow("a.py:Up", "class", "ok", stages=[
+            StageResult("a.py:Up", "export", "passed"),
+            StageResult("a.py:Up", "onnxruntime", "mismatch", predicted_by=("MC201",)),
+            StageResult("a.py:Up", "caffe2", "mismatch", predicted_by=("MC201",))]),
+        AuditRow("b.py:Gap", "class", "ok", stages=[StageResult("b.py:Gap", "caffe2", "failed")]),
+        AuditRow("c.py:Fine", "class", "ok", stages=[StageResult("c.py:Fine", "caffe2", "passed")]),
+    ]
+    report = AuditReport("repo", make_target("caffe2"), rows)
+    summary = report.to_json()["summary"]
+    assert (summary["failures"], summary["predicted"]) == (3, 2)
+    assert summary_line(report).endswith("; 2 of 3 smoke-test failure(s) predicted by a finding")
+    assert "predicted" not in summary_line(AuditReport("repo", make_target("caffe2"), rows[2:]))

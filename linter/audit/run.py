@@ -224,6 +224,8 @@ class AuditReport:
                 "skipped": statuses.get("skipped", 0),
                 "cached": sum(row.cached for row in self.rows),
                 "seconds": round(self.seconds, 2),
+                "failures": sum(stage.bad for row in self.rows for stage in row.stages),
+                "predicted": sum(stage.bad and bool(stage.predicted_by) for row in self.rows for stage in row.stages),
             },
         }
 
@@ -1251,9 +1253,12 @@ def _short(path: str) -> str:
 
 def summary_line(report: AuditReport) -> str:
     data = report.to_json()["summary"]
+    from modelcheck.report.terminal import predicted_text
+
     return (f"{data['models']} model(s) audited for {report.profile.label} in {data['seconds']:.1f} s: "
             f"{data['breaking']} would break, {data['cached']} from the cache"
-            + (f", {data['skipped']} skipped" if data["skipped"] else ""))
+            + (f", {data['skipped']} skipped" if data["skipped"] else "")
+            + (f"; {predicted_text(data['failures'], data['predicted'])}" if data["failures"] else ""))
 
 
 def render_rich(report: AuditReport, console: Any) -> None:
