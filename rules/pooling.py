@@ -65,6 +65,8 @@ class PoolFacts:
     dilation: Any = 1
     certain_api: bool = True  # False when the callee is only maybe this pool (an alias with choices)
     count_include_pad: Any = True  # average pools only
+    #: the traced input's spatial size (a traced call knows it; source and a built layer do not)
+    input_size: Any = UNKNOWN
 
 
 class CeilModePooling(Rule):
@@ -180,7 +182,10 @@ class NcnnCeilModePooling(Rule):
       Possible only when the stride exceeds kernel − padding (dilation `d`: `d(k − 1) + 1 − padding`).
 
     No error either way. Both depend on the input size: `AvgPool2d(3, 2, 1)` is right on 17×17.
-    `divisor_override` is another matter: ncnn cannot load such a pool at all.
+    So the finding is certain only where tracing saw the pool's input size and `ceil_mode`
+    rounds up (or drops a window) at that size; read from source it says "may", and tracing at a
+    size where nothing rounds up refutes it. `divisor_override` is another matter: ncnn cannot
+    load such a pool at all.
 
     ## Fix safety
     No automatic fix. By hand, where the stride is at most kernel − padding (PyTorch never drops
@@ -210,9 +215,14 @@ class NcnnCeilModePooling(Rule):
             return None
         short = facts.api.rsplit(".", 1)[-1]
         dims = _per_dim(facts)
+        sizes = _sizes(facts, dims)
         averaged = "avg" in short.lower() and facts.count_include_pad is not False
-        divides = averaged and (dims is None or any(rounds_up_somewhere(*d) for d in dims))
-        drops = dims is not None and any(drops_somewhere(*d) for d in dims)
+        if sizes is not None and dims is not None:  # traced: decided at the size the model ran at
+            divides = averaged and any(rounds_up_at(size, *d) for size, d in zip(sizes, dims, strict=True))
+            drops = any(drops_at(size, *d) for size, d in zip(sizes, dims, strict=True))
+        else:  # at some input size
+            divides = averaged and (dims is None or any(rounds_up_somewhere(*d) for d in dims))
+            drops = dims is not None and any(drops_somewhere(*d) for d in dims)
         if not (divides or drops):
             return None
         problems = []
@@ -224,11 +234,40 @@ class NcnnCeilModePooling(Rule):
         if drops:
             problems.append("where PyTorch drops a last window that would start in the padding, ncnn keeps it: "
                             "one more row and column")
-        certain = (facts.ceil_mode is True and facts.certain_api and dims is not None
+        certain = (sizes is not None and facts.ceil_mode is True and facts.certain_api and dims is not None
                    and (drops or facts.count_include_pad is True))
         what = f"{short}(ceil_mode=True)" if facts.ceil_mode is True else f"{short}(ceil_mode=?)"
-        return Match(f"{what} computes something else on ncnn, without error: {'; and '.join(problems)}",
+        where = f"at the traced size {'×'.join(map(str, sizes))}" if sizes else "at input sizes where it rounds up"
+        return Match(f"{what} computes something else on ncnn {where}, without error: {'; and '.join(problems)}",
                      certain=certain)
+
+
+def _sizes(facts: PoolFacts, dims: list[tuple[int, int, int, int]] | None) -> tuple[int, ...] | None:
+    """The traced input's spatial size, one per pooled dimension, when known."""
+    size = facts.input_size
+    if dims is None or not isinstance(size, tuple) or len(size) != len(dims):
+        return None
+    return size if all(isinstance(v, int) for v in size) else None
+
+
+def _lengths(size: int, k: int, s: int, p: int, d: int) -> tuple[int, int]:
+    """PyTorch's output length with ceil_mode (a last window starting in the right padding dropped) and
+    the length ceil_mode's rounding alone gives: they differ when PyTorch drops that window."""
+    span = size + 2 * p - d * (k - 1) - 1
+    rounded = -(-span // s) + 1
+    return (rounded - 1 if (rounded - 1) * s >= size + p else rounded), rounded
+
+
+def rounds_up_at(size: int, k: int, s: int, p: int, d: int) -> bool:
+    """Does ``ceil_mode`` add a window at this input length?"""
+    span = size + 2 * p - d * (k - 1) - 1
+    return span % s != 0 and _lengths(size, k, s, p, d)[0] > span // s + 1
+
+
+def drops_at(size: int, k: int, s: int, p: int, d: int) -> bool:
+    """Does PyTorch drop ``ceil_mode``'s last window at this input length (ncnn keeps it)?"""
+    pytorch, rounded = _lengths(size, k, s, p, d)
+    return pytorch != rounded
 
 
 RULES: tuple[Rule, ...] = (CeilModePooling(), NcnnCeilModePooling())
@@ -277,30 +316,27 @@ def describe(facts: PoolFacts) -> str:
     return f"{facts.api.rsplit('.', 1)[-1]}(ceil_mode={facts.ceil_mode!r})"
 
 
-def layer_facts(module: Any, api: str) -> PoolFacts:
-    """PoolFacts of a built pooling layer."""
-    return PoolFacts(
-        api=api, ceil_mode=bool(module.ceil_mode), kernel_size=plain(module.kernel_size),
-        stride=plain(module.stride), padding=plain(module.padding), dilation=plain(getattr(module, "dilation", 1)),
-        count_include_pad=bool(getattr(module, "count_include_pad", True)),
-    )
-
-
 def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tracing: bool) -> PoolFacts:
-    """PoolFacts of one traced pooling call."""
+    """PoolFacts of one traced pooling call, with its input's spatial size."""
     bound = bind_call(SIGNATURES[api], args, kwargs)
     kernel = plain(bound.get("kernel_size"))
     stride = plain(bound.get("stride"))
+    match = re.search(r"pool([123])d", api, re.IGNORECASE)
+    shape = getattr(bound.get("input"), "shape", None)
+    dims = int(match.group(1)) if match else 0
+    size = tuple(int(v) for v in shape[-dims:]) if shape is not None and dims and len(shape) >= dims else UNKNOWN
     return PoolFacts(
         api=api, ceil_mode=bool(bound.get("ceil_mode", False)), kernel_size=kernel,
         stride=kernel if stride in (None, ()) else stride, padding=plain(bound.get("padding", 0)),
         dilation=plain(bound.get("dilation", 1)), count_include_pad=bool(bound.get("count_include_pad", True)),
+        input_size=size,
     )
 
 
 FAMILY = Family(
     name="pooling", rules=RULES, facts_type=PoolFacts, trigger=TRIGGER, extract=extract, describe=describe,
-    layer_apis=frozenset(api for api in SIGNATURES if is_layer(api)), layer_facts=layer_facts,
+    # a layer's facts come from its traced calls, which know the input size (MC302 depends on it)
+    layer_apis=frozenset(api for api in SIGNATURES if is_layer(api)), layer_calls=True,
     call_apis=frozenset(api for api in SIGNATURES if not is_layer(api)), call_facts=call_facts,
     failing_ops=re.compile(r"(?<!global)(?<!adaptive_)(?:max|avg|average|lp)_?pool", re.IGNORECASE),
 )
