@@ -122,6 +122,19 @@ def load_config(pyproject: Path | None) -> Config:
     config = Config()
     if pyproject is None:
         return config
+    table = _read_table(pyproject)
+    config.root = pyproject.parent
+    try:
+        _apply_target_keys(config, table)
+        _apply_rule_keys(config, table)
+        _apply_run_keys(config, table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{pyproject}: [tool.modelcheck]: {exc}") from None
+    return config
+
+
+def _read_table(pyproject: Path) -> dict[str, Any]:
+    """The ``[tool.modelcheck]`` table; unreadable TOML, a non-table or an unknown key is an error."""
     try:
         table = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("modelcheck", {})
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -131,46 +144,57 @@ def load_config(pyproject: Path | None) -> Config:
     unknown = set(table) - KNOWN_KEYS
     if unknown:
         raise ConfigError(f"{pyproject}: unknown [tool.modelcheck] key(s): {', '.join(sorted(unknown))}")
-    config.root = pyproject.parent
-    try:
-        if "target" in table:  # one name, or a list of them
-            names = table["target"] if isinstance(table["target"], list) else [table["target"]]
-            config.target = ",".join(_choice(name, "target", TARGET_NAMES) for name in names)
-        if "opset" in table:
-            config.opset = _int(table["opset"], "opset")
-        if "exporter" in table:
-            config.exporter = _choice(table["exporter"], "exporter", EXPORTERS)
-        for key in ("select", "ignore"):
-            if key in table:
-                setattr(config, key, codes(_str_list(table[key], key), key))
-        if "exclude" in table:
-            config.exclude = _str_list(table["exclude"], "exclude")
-        if "force-exclude" in table:
-            if not isinstance(table["force-exclude"], bool):
-                raise ValueError(f"force-exclude must be true or false, not {table['force-exclude']!r}")
-            config.force_exclude = table["force-exclude"]
-        if "per-file-ignores" in table:
-            ignores = table["per-file-ignores"]
-            if not isinstance(ignores, dict):
-                raise ValueError("per-file-ignores must be a table of pattern = [codes]")
-            config.per_file_ignores = {
-                str(k): codes(_str_list(v, f"per-file-ignores.{k}"), f"per-file-ignores.{k}")
-                for k, v in ignores.items()
-            }
-        if "fail-on" in table:
-            config.fail_on = _choice(table["fail-on"], "fail-on", FAIL_ON)
-        if "input-shape" in table:
-            config.set_input_shapes(parse_shapes(table["input-shape"]))
-        if "inputs" in table:
-            config.inputs = parse_inputs_ref(table["inputs"], "inputs", base=config.root)
-        for key in ("timeout", "atol", "rtol"):
-            if key in table:
-                setattr(config, key, _number(table[key], key, positive=key == "timeout"))
-        if "models" in table:
-            config.models = _models(table["models"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{pyproject}: [tool.modelcheck]: {exc}") from None
-    return config
+    return table
+
+
+def _apply_target_keys(config: Config, table: dict[str, Any]) -> None:
+    """``target`` (one name or a list), ``opset``, ``exporter``: where the model goes."""
+    if "target" in table:
+        names = table["target"] if isinstance(table["target"], list) else [table["target"]]
+        config.target = ",".join(_choice(name, "target", TARGET_NAMES) for name in names)
+    if "opset" in table:
+        config.opset = _int(table["opset"], "opset")
+    if "exporter" in table:
+        config.exporter = _choice(table["exporter"], "exporter", EXPORTERS)
+
+
+def _apply_rule_keys(config: Config, table: dict[str, Any]) -> None:
+    """``select``, ``ignore``, ``exclude``, ``force-exclude``, ``per-file-ignores``, ``fail-on``:
+    which files and findings count."""
+    for key in ("select", "ignore"):
+        if key in table:
+            setattr(config, key, codes(_str_list(table[key], key), key))
+    if "exclude" in table:
+        config.exclude = _str_list(table["exclude"], "exclude")
+    if "force-exclude" in table:
+        if not isinstance(table["force-exclude"], bool):
+            raise ValueError(f"force-exclude must be true or false, not {table['force-exclude']!r}")
+        config.force_exclude = table["force-exclude"]
+    if "per-file-ignores" in table:
+        config.per_file_ignores = _per_file_ignores(table["per-file-ignores"])
+    if "fail-on" in table:
+        config.fail_on = _choice(table["fail-on"], "fail-on", FAIL_ON)
+
+
+def _per_file_ignores(value: Any) -> dict[str, list[str]]:
+    """``per-file-ignores``: a table of pattern = [codes], each list checked as ``ignore`` is."""
+    if not isinstance(value, dict):
+        raise ValueError("per-file-ignores must be a table of pattern = [codes]")
+    return {str(k): codes(_str_list(v, f"per-file-ignores.{k}"), f"per-file-ignores.{k}") for k, v in value.items()}
+
+
+def _apply_run_keys(config: Config, table: dict[str, Any]) -> None:
+    """``input-shape``, ``inputs``, ``timeout``, ``atol``, ``rtol``, ``models``: what tracing and
+    the smoke test run, and how strictly."""
+    if "input-shape" in table:
+        config.set_input_shapes(parse_shapes(table["input-shape"]))
+    if "inputs" in table:
+        config.inputs = parse_inputs_ref(table["inputs"], "inputs", base=config.root)
+    for key in ("timeout", "atol", "rtol"):
+        if key in table:
+            setattr(config, key, _number(table[key], key, positive=key == "timeout"))
+    if "models" in table:
+        config.models = _models(table["models"])
 
 
 #: rule codes and prefixes: "MC", "MC2", "MC201"

@@ -23,7 +23,7 @@ import importlib.machinery
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -371,42 +371,58 @@ def _guarded_try(node: cst.Try) -> bool:
     return False
 
 
-def import_statements(
-    module: cst.Module,
-) -> Iterator[tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None, bool]]:
+#: an import with its statement line (None in a one-line ``def f(): import x``) and whether it is guarded
+ImportAt = tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None, bool]
+_BLOCKS = (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.With)
+
+
+def import_statements(module: cst.Module) -> Iterator[ImportAt]:
     """Every import with its statement line and whether it is guarded (in a ``try`` that
     catches ImportError, or under an ``if`` testing a version)."""
+    return _imports_in(module.body, False)
 
-    def visit(nodes: Sequence[cst.CSTNode], guarded: bool) -> Iterator[Any]:
-        for node in nodes:
-            if isinstance(node, cst.SimpleStatementLine):
-                for small in node.body:
-                    if isinstance(small, (cst.Import, cst.ImportFrom)):
-                        yield small, node, guarded
-            elif isinstance(node, cst.Try):
-                yield from visit(node.body.body, guarded or _guarded_try(node))
-                for handler in node.handlers:
-                    yield from visit(handler.body.body, guarded)
-                for part in (node.orelse, node.finalbody):
-                    if part is not None:
-                        yield from visit(part.body.body, guarded)
-            elif isinstance(node, (cst.If, cst.Else)):
-                test = guarded
-                if isinstance(node, cst.If):
-                    test = guarded or bool(_VERSION_TEST.search(cst.Module([]).code_for_node(node.test)))
-                yield from visit(node.body.body, test)
-                if isinstance(node, cst.If) and node.orelse is not None:
-                    yield from visit([node.orelse], test)
-            elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.With)):
-                body = node.body
-                if isinstance(body, cst.IndentedBlock):
-                    yield from visit(body.body, guarded)
-                elif isinstance(body, cst.SimpleStatementSuite):
-                    for small in body.body:
-                        if isinstance(small, (cst.Import, cst.ImportFrom)):
-                            yield small, None, guarded
 
-    return visit(module.body, False)
+def _imports_in(nodes: Sequence[cst.CSTNode], guarded: bool) -> Iterator[ImportAt]:
+    """The imports of a statement list, into the compound statements that can hold them."""
+    for node in nodes:
+        if isinstance(node, cst.SimpleStatementLine):
+            yield from _small_imports(node.body, node, guarded)
+        elif isinstance(node, cst.Try):
+            yield from _try_imports(node, guarded)
+        elif isinstance(node, (cst.If, cst.Else)):
+            yield from _branch_imports(node, guarded)
+        elif isinstance(node, _BLOCKS):
+            body = node.body
+            if isinstance(body, cst.IndentedBlock):
+                yield from _imports_in(body.body, guarded)
+            elif isinstance(body, cst.SimpleStatementSuite):
+                yield from _small_imports(body.body, None, guarded)
+
+
+def _small_imports(smalls: Sequence[cst.BaseSmallStatement], line: cst.SimpleStatementLine | None,
+                   guarded: bool) -> Iterator[ImportAt]:
+    for small in smalls:
+        if isinstance(small, (cst.Import, cst.ImportFrom)):
+            yield small, line, guarded
+
+
+def _try_imports(node: cst.Try, guarded: bool) -> Iterator[ImportAt]:
+    """A ``try`` body catching ImportError guards its imports; handlers, else and finally do not."""
+    yield from _imports_in(node.body.body, guarded or _guarded_try(node))
+    for handler in node.handlers:
+        yield from _imports_in(handler.body.body, guarded)
+    for part in (node.orelse, node.finalbody):
+        if part is not None:
+            yield from _imports_in(part.body.body, guarded)
+
+
+def _branch_imports(node: cst.If | cst.Else, guarded: bool) -> Iterator[ImportAt]:
+    """An ``if`` testing a version guards both its branches (``elif`` and ``else`` included)."""
+    if isinstance(node, cst.If):
+        guarded = guarded or bool(_VERSION_TEST.search(cst.Module([]).code_for_node(node.test)))
+    yield from _imports_in(node.body.body, guarded)
+    if isinstance(node, cst.If) and node.orelse is not None:
+        yield from _imports_in([node.orelse], guarded)
 
 
 @lru_cache(maxsize=256)
@@ -492,64 +508,93 @@ def _installed(name: str, folder: str, cwd: str, path: tuple[str, ...]) -> str:
     return location
 
 
-def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+_WHY_SCRIPT = " (not rewritten: the file is also run as a script, where a relative import fails)"
+
+
+@dataclass(frozen=True)
+class _ImportSite:
+    """What MC401 reads about the importing file's folder."""
+
+    #: modules next to the file that an absolute-looking import means in Python 2; empty when the
+    #: file's imports are absolute (no package, ``absolute_import``, or Python-3-only syntax)
+    siblings: frozenset[str]
+    folder: str
+    #: the file is also run as a script, where a relative import fails: not rewritten
+    script: bool
+
+
+def _import_site(source: SourceFile) -> _ImportSite:
+    folder = os.path.dirname(os.path.abspath(source.path))
     siblings = sibling_modules(source.path)
     # a file with Python-3-only syntax was written for absolute imports (as MC402 reads it)
-    relative_ok = bool(siblings) and not has_future(source.module, "absolute_import") \
-        and not PY3_ONLY.search(source.text)
-    if relative_ok:
-        assert siblings is not None
-        # a module importing its own name never meant itself (timm/utils/random.py: `import random`)
-        siblings = siblings - {os.path.splitext(os.path.basename(source.path))[0]}
-    folder = os.path.dirname(os.path.abspath(source.path))
-    script = runs_as_script(source) if relative_ok else False
-    why_script = " (not rewritten: the file is also run as a script, where a relative import fails)"
+    if not siblings or has_future(source.module, "absolute_import") or PY3_ONLY.search(source.text):
+        return _ImportSite(frozenset(), folder, False)
+    # a module importing its own name never meant itself (timm/utils/random.py: `import random`)
+    own = os.path.splitext(os.path.basename(source.path))[0]
+    return _ImportSite(siblings - {own}, folder, runs_as_script(source))
+
+
+def _import_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    site = _import_site(source)
     for node, _line, guarded in import_statements(source.module):
         if guarded:
             continue
         if isinstance(node, cst.Import):
             for alias in node.names:
-                full = dotted_name(alias.name) or ""
-                entry = removed_entry(full, "")
-                if entry is not None:
-                    yield alias, PortFacts(REMOVED_API, f"import {full}", _removed_text(entry, full, ""), False)
-                    continue
-                top = full.split(".")[0]
-                if relative_ok and top in siblings:
-                    elsewhere = top_level_elsewhere(top, folder)
-                    if elsewhere:
-                        yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", f"{top}.py", False, elsewhere)
-                        continue
-                    dotted = "." in full
-                    detail = f"{top}.py" + (" (`import X.Y` is not rewritten: use `from . import X` and "
-                                            "import X.Y inside X)" if dotted else why_script if script else "")
-                    yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", detail, not dotted and not script)
-            continue
-        if node.relative or node.module is None:
-            continue
-        module = dotted_name(node.module) or ""
-        if module == "__future__":
-            continue
-        if not isinstance(node.names, cst.ImportStar):
-            removed = False
-            for alias in node.names:
-                name = dotted_name(alias.name) or ""
-                entry = removed_entry(module, name)
-                if entry is not None:
-                    removed = True
-                    yield alias, PortFacts(REMOVED_API, f"from {module} import {name}",
-                                           _removed_text(entry, module, name), entry.replacement is not None)
-            if removed:
-                continue
-        top = module.split(".")[0]
-        if relative_ok and top in siblings:
-            elsewhere = top_level_elsewhere(top, folder)
-            if elsewhere:
-                yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...", f"{top}.py", False,
-                                      elsewhere)
-                continue
-            yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...",
-                                  f"{top}.py" + (why_script if script else ""), not script)
+                yield from _import_alias_facts(alias, site)
+        elif not node.relative and node.module is not None:
+            yield from _from_import_facts(node, dotted_name(node.module) or "", site)
+
+
+def _import_alias_facts(alias: cst.ImportAlias, site: _ImportSite) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    """``import X.Y``: a removed API (MC404), else X a sibling module (MC401)."""
+    full = dotted_name(alias.name) or ""
+    entry = removed_entry(full, "")
+    if entry is not None:
+        yield alias, PortFacts(REMOVED_API, f"import {full}", _removed_text(entry, full, ""), False)
+        return
+    top = full.split(".")[0]
+    if top not in site.siblings:
+        return
+    elsewhere = top_level_elsewhere(top, site.folder)
+    if elsewhere:
+        yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", f"{top}.py", False, elsewhere)
+        return
+    dotted = "." in full
+    detail = f"{top}.py" + (" (`import X.Y` is not rewritten: use `from . import X` and "
+                            "import X.Y inside X)" if dotted else _WHY_SCRIPT if site.script else "")
+    yield alias, PortFacts(RELATIVE_IMPORT, f"import {full}", detail, not dotted and not site.script)
+
+
+def _from_import_facts(node: cst.ImportFrom, module: str,
+                       site: _ImportSite) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    """``from X import a, b``: each removed name (MC404), else X a sibling module (MC401)."""
+    if module == "__future__":
+        return
+    removed = list(_removed_names(node, module))
+    if removed:
+        yield from removed
+        return
+    top = module.split(".")[0]
+    if top not in site.siblings:
+        return
+    elsewhere = top_level_elsewhere(top, site.folder)
+    if elsewhere:
+        yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...", f"{top}.py", False, elsewhere)
+        return
+    yield node, PortFacts(RELATIVE_IMPORT, f"from {module} import ...",
+                          f"{top}.py" + (_WHY_SCRIPT if site.script else ""), not site.script)
+
+
+def _removed_names(node: cst.ImportFrom, module: str) -> Iterator[tuple[cst.CSTNode, PortFacts]]:
+    if isinstance(node.names, cst.ImportStar):
+        return
+    for alias in node.names:
+        name = dotted_name(alias.name) or ""
+        entry = removed_entry(module, name)
+        if entry is not None:
+            yield alias, PortFacts(REMOVED_API, f"from {module} import {name}",
+                                   _removed_text(entry, module, name), entry.replacement is not None)
 
 
 def _removed_text(entry: Removed, module: str, name: str) -> str:
@@ -672,33 +717,37 @@ class _Scope:
         if expr is None:
             return frozenset()
         if isinstance(expr, cst.BinaryOperation):
-            inner = self.origins(expr.left) | self.origins(expr.right)
-            if isinstance(expr.operator, cst.Divide):
-                if _float_literal(expr.left) or _float_literal(expr.right):
-                    return frozenset()
-                return inner | {expr}
-            return inner
+            return self._binary(expr)
         if isinstance(expr, cst.UnaryOperation):
             return self.origins(expr.expression)
         if isinstance(expr, cst.IfExp):
             return self.origins(expr.body) | self.origins(expr.orelse)
         if isinstance(expr, (cst.Tuple, cst.List)):
-            out: frozenset[cst.CSTNode] = frozenset()
-            for element in expr.elements:
-                out |= self.origins(element.value)
-            return out
+            return self._union(element.value for element in expr.elements)
         if isinstance(expr, cst.Call):
-            qual = self.source.qualname(expr.func)
-            if qual in _PASS_THROUGH:
-                out = frozenset()
-                for arg in expr.args:
-                    out |= self.origins(arg.value)
-                return out
+            if self.source.qualname(expr.func) in _PASS_THROUGH:
+                return self._union(arg.value for arg in expr.args)
             return frozenset()
         if isinstance(expr, (cst.Name, cst.Attribute)) and self.with_names:
             name = dotted_name(expr)
             return self._name(name) if name else frozenset()
         return frozenset()
+
+    def _binary(self, expr: cst.BinaryOperation) -> frozenset[cst.CSTNode]:
+        """A ``/`` carries itself and its operands' divisions, none when a float literal in it
+        says a float was meant; other operators carry their operands'."""
+        inner = self.origins(expr.left) | self.origins(expr.right)
+        if not isinstance(expr.operator, cst.Divide):
+            return inner
+        if _float_literal(expr.left) or _float_literal(expr.right):
+            return frozenset()
+        return inner | {expr}
+
+    def _union(self, exprs: Iterable[cst.CSTNode]) -> frozenset[cst.CSTNode]:
+        out: frozenset[cst.CSTNode] = frozenset()
+        for expr in exprs:
+            out |= self.origins(expr)
+        return out
 
     def _name(self, name: str) -> frozenset[cst.CSTNode]:
         if name in self._cache:
@@ -790,44 +839,57 @@ def _division_facts(source: SourceFile) -> Iterator[tuple[cst.CSTNode, PortFacts
     if "/" not in source.text or PY3_ONLY.search(source.text):
         return
     future = has_future(source.module, "division")
-    reached: dict[cst.CSTNode, str] = {}
-    order: list[cst.CSTNode] = []
     collector = _ScopeCollector()
     walk(source.module, collector)
-    for record in collector.records:
+    for origin, what in _reached_sinks(source, collector.records).items():
+        yield origin, _division_fact(origin, what, future)
+
+
+def _reached_sinks(source: SourceFile, records: list[_Record]) -> dict[cst.CSTNode, str]:
+    """Each division that reaches a sink → the first sink it reaches (what needs an int there),
+    in the order found."""
+    reached: dict[cst.CSTNode, str] = {}
+    for record in records:
         if not record.divides:
             continue
         scope = _Scope(source, record.with_names)
         scope.assigned = record.assigned
-        sinks: list[tuple[str, cst.BaseExpression]] = []
-        for call in record.calls:
-            hit = _sink_args(source, call)
-            if hit is not None:
-                sinks.extend((hit[0], arg) for arg in hit[1])
-        for sub in record.subscripts:
-            for element in sub.slice:
-                part = element.slice
-                if isinstance(part, cst.Index):
-                    sinks.append(("an index", part.value))
-                elif isinstance(part, cst.Slice):
-                    for bound in (part.lower, part.upper, part.step):
-                        if bound is not None:
-                            sinks.append(("a slice", bound))
-        for what, arg in sinks:
+        for what, arg in _sinks(source, record):
             for origin in scope.origins(arg):
-                if origin not in reached:
-                    reached[origin] = what
-                    order.append(origin)
-    for origin in order:
-        if isinstance(origin, cst.AugAssign):
-            text = f"{cst.Module([]).code_for_node(origin.target)} /= {cst.Module([]).code_for_node(origin.value)}"
-        else:
-            text = cst.Module([]).code_for_node(origin).strip()
-        detail = reached[origin]
-        if future:
-            detail += " (the file has `from __future__ import division`, so `//` would change its other uses: " \
-                      "not rewritten)"
-        yield origin, PortFacts(DIVISION, _short(text), detail, not future)
+                reached.setdefault(origin, what)
+    return reached
+
+
+def _sinks(source: SourceFile, record: _Record) -> list[tuple[str, cst.BaseExpression]]:
+    """(what, argument) for every value of the scope that must be an int: sizes in calls,
+    indices and slice bounds."""
+    sinks: list[tuple[str, cst.BaseExpression]] = []
+    for call in record.calls:
+        hit = _sink_args(source, call)
+        if hit is not None:
+            sinks.extend((hit[0], arg) for arg in hit[1])
+    for sub in record.subscripts:
+        for element in sub.slice:
+            part = element.slice
+            if isinstance(part, cst.Index):
+                sinks.append(("an index", part.value))
+            elif isinstance(part, cst.Slice):
+                sinks.extend(("a slice", bound) for bound in (part.lower, part.upper, part.step) if bound is not None)
+    return sinks
+
+
+def _division_fact(origin: cst.CSTNode, what: str, future: bool) -> PortFacts:
+    """MC402's fact: the division as written and where it flows; with ``from __future__ import
+    division`` not fixable (``//`` would change the file's other divisions)."""
+    if isinstance(origin, cst.AugAssign):
+        text = f"{cst.Module([]).code_for_node(origin.target)} /= {cst.Module([]).code_for_node(origin.value)}"
+    else:
+        text = cst.Module([]).code_for_node(origin).strip()
+    detail = what
+    if future:
+        detail += " (the file has `from __future__ import division`, so `//` would change its other uses: " \
+                  "not rewritten)"
+    return PortFacts(DIVISION, _short(text), detail, not future)
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -301,6 +301,17 @@ def apply_flags(
     rtol: float | None = None, inputs: str | None = None,
 ) -> None:
     """Command-line flags override pyproject values (shared by ``modelcheck`` and ``modelcheck audit``)."""
+    _apply_target_flags(config, target, opset, exporter)
+    _apply_rule_flags(config, fail_on, select, ignore)
+    if input_shape is not None:
+        config.set_input_shapes(parse_shapes(input_shape))
+    if inputs is not None:
+        config.inputs = parse_inputs_ref(inputs)
+    _apply_limit_flags(config, timeout, atol, rtol)
+
+
+def _apply_target_flags(config: Config, target: Any, opset: int | None, exporter: Exporter | None) -> None:
+    """``--target``, ``--opset``, ``--exporter``: a new target without ``--opset`` drops pyproject's opset."""
     if target:  # one TargetName (audit) or the list --target gave (check)
         from modelcheck.targets import split_names
 
@@ -311,6 +322,11 @@ def apply_flags(
         config.opset = opset
     if exporter is not None:
         config.exporter = exporter.value
+
+
+def _apply_rule_flags(config: Config, fail_on: FailOn | None, select: list[str] | None,
+                      ignore: list[str] | None) -> None:
+    """``--fail-on``, ``--select``, ``--ignore``: which findings count; ``--ignore`` adds to pyproject's."""
     if fail_on is not None:
         config.fail_on = fail_on.value  # type: ignore[assignment]
     elif isinstance(config.fail_on, Severity):
@@ -319,10 +335,10 @@ def apply_flags(
         config.select = codes(select, "--select")
     if ignore := _split_codes(ignore):
         config.ignore = [*config.ignore, *codes(ignore, "--ignore")]
-    if input_shape is not None:
-        config.set_input_shapes(parse_shapes(input_shape))
-    if inputs is not None:
-        config.inputs = parse_inputs_ref(inputs)
+
+
+def _apply_limit_flags(config: Config, timeout: float | None, atol: float | None, rtol: float | None) -> None:
+    """``--timeout``, ``--atol``, ``--rtol``: how long children may run and how close outputs must be."""
     if timeout is not None:
         if timeout <= 0:
             raise ValueError("--timeout must be positive")

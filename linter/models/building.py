@@ -268,44 +268,64 @@ def uninstall() -> None:
     global _state
     state = _state
     if state.installed:
-        if builtins.__import__ is _import:
-            builtins.__import__ = state.real_import
-        for finder in state.finders:
-            if finder in sys.meta_path:
-                sys.meta_path.remove(finder)
-        torch = sys.modules.get("torch")
-        if torch is not None and state.torch_load is not None:
-            if getattr(torch.load, "_modelcheck_patched", False):
-                torch.load = state.torch_load
-            torch.nn.Module.load_state_dict = state.load_state_dict
-        for (module_name, name), original in state.patched.items():
-            module = sys.modules.get(module_name)
-            if module is not None and getattr(getattr(module, name, None), "_modelcheck_patched", False):
-                setattr(module, name, original)
-        for namespace, name, original, replacement in state.rebound:
-            if namespace.get(name) is replacement:
-                namespace[name] = original
-    for stubbed in state.stubbed:
-        if isinstance(sys.modules.get(stubbed), StubModule):
-            del sys.modules[stubbed]
-    for parent_name, hidden in state.hidden.items():
-        parent = sys.modules.get(parent_name)
-        if parent is None:
-            continue
-        for child, stub in hidden.items():
-            if parent.__dict__.get(child) is stub:
-                del parent.__dict__[child]
-        original = state.parent_getattr.get(parent_name)
-        if getattr(parent.__dict__.get("__getattr__"), "_modelcheck_hider", False):
-            if original is None:
-                del parent.__dict__["__getattr__"]
-            else:
-                parent.__dict__["__getattr__"] = original
+        _restore_import_hooks(state)
+        _restore_loaders(state)
+    _remove_stubs(state)
     for folder in state.sys_path:
         while folder in sys.path:
             sys.path.remove(folder)
     _guarded_lines.cache_clear()
     _state = _State()
+
+
+def _restore_import_hooks(state: _State) -> None:
+    """``builtins.__import__`` and ``sys.meta_path`` without modelcheck's import and finders."""
+    if builtins.__import__ is _import:
+        builtins.__import__ = state.real_import
+    for finder in state.finders:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+
+
+def _restore_loaders(state: _State) -> None:
+    """The original ``torch.load``, ``nn.Module.load_state_dict``, library loaders and the copies
+    of them rebound in other modules; one something else replaced since is left alone."""
+    torch = sys.modules.get("torch")
+    if torch is not None and state.torch_load is not None:
+        if getattr(torch.load, "_modelcheck_patched", False):
+            torch.load = state.torch_load
+        torch.nn.Module.load_state_dict = state.load_state_dict
+    for (module_name, name), original in state.patched.items():
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(getattr(module, name, None), "_modelcheck_patched", False):
+            setattr(module, name, original)
+    for namespace, name, original, replacement in state.rebound:
+        if namespace.get(name) is replacement:
+            namespace[name] = original
+
+
+def _remove_stubs(state: _State) -> None:
+    """Stubs out of ``sys.modules``, and out of their parents with the ``__getattr__`` hiding them."""
+    for stubbed in state.stubbed:
+        if isinstance(sys.modules.get(stubbed), StubModule):
+            del sys.modules[stubbed]
+    for parent_name, hidden in state.hidden.items():
+        parent = sys.modules.get(parent_name)
+        if parent is not None:
+            _unhide(parent.__dict__, hidden, state.parent_getattr.get(parent_name))
+
+
+def _unhide(namespace: dict[str, Any], hidden: Mapping[str, Any], original_getattr: Any) -> None:
+    """One parent module's namespace without its stub children and with its own ``__getattr__``
+    (none when it had none)."""
+    for child, stub in hidden.items():
+        if namespace.get(child) is stub:
+            del namespace[child]
+    if getattr(namespace.get("__getattr__"), "_modelcheck_hider", False):
+        if original_getattr is None:
+            del namespace["__getattr__"]
+        else:
+            namespace["__getattr__"] = original_getattr
 
 
 def _patch_library(module: types.ModuleType) -> None:

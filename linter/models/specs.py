@@ -297,9 +297,24 @@ def load_module(spec: ModelSpec) -> ModuleType:
     for folder in (str(root), str(path.parent)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    module = _import_first(_candidate_names(path, name), path)
+    # None: the natural name is taken by another file (a user file called ``types.py``, or shadowed)
+    return module if module is not None else _load_by_location(path)
+
+
+def _candidate_names(path: Path, name: str) -> list[str]:
+    """The names to import the file by: its dotted name, then (no relative import in it) its stem
+    alone, since the package's ``__init__`` may fail where the file alone does not."""
     candidates = [name] if name and _IDENT.match(name) else []
     if "." in name and _IDENT.match(path.stem) and not _RELATIVE_IMPORT.search(path.read_text(errors="replace")):
-        candidates.append(path.stem)  # the package's __init__ may fail where the file alone does not
+        candidates.append(path.stem)
+    return candidates
+
+
+def _import_first(candidates: list[str], path: Path) -> ModuleType | None:
+    """The first candidate that imports as ``path`` (one already in ``sys.modules`` included);
+    None when each is taken by another file or not found. The user's error from the first
+    candidate that raised one is raised once the last candidate fails too, or none succeeds."""
     package_error: BaseException | None = None
     for candidate in candidates:
         existing = sys.modules.get(candidate)
@@ -307,23 +322,29 @@ def load_module(spec: ModelSpec) -> ModuleType:
             if _same_file(existing, path):
                 return existing
             continue
-        parts = candidate.split(".")
-        try:
-            module = importlib.import_module(candidate)
-        except Exception as exc:
-            own = {".".join(parts[: i + 1]) for i in range(len(parts))}
-            if isinstance(exc, ModuleNotFoundError) and exc.name in own:
-                continue  # our own lookup failed, not one of the user's imports
-            package_error = package_error or exc
-            if candidate != candidates[-1]:
-                continue
-            raise package_error from None
-        if _same_file(module, path):
+        module, error = _try_import(candidate)
+        if error is not None:
+            package_error = package_error or error
+            if candidate == candidates[-1]:
+                raise package_error from None
+        elif module is not None and _same_file(module, path):
             return module
     if package_error is not None:
         raise package_error
-    # the natural name is taken by another file (a user file called ``types.py``, or shadowed)
-    return _load_by_location(path)
+    return None
+
+
+def _try_import(candidate: str) -> tuple[ModuleType | None, BaseException | None]:
+    """(module, None), or (None, the user's error); (None, None) when the lookup of the name itself
+    failed, not one of the user's imports."""
+    try:
+        return importlib.import_module(candidate), None
+    except Exception as exc:
+        parts = candidate.split(".")
+        own = {".".join(parts[: i + 1]) for i in range(len(parts))}
+        if isinstance(exc, ModuleNotFoundError) and exc.name in own:
+            return None, None
+        return None, exc
 
 
 def _same_file(module: ModuleType, path: Path) -> bool:

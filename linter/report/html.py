@@ -301,6 +301,18 @@ def _unreached_cell(findings: Sequence[Finding]) -> str:
 def _matrix(page: Page) -> str:
     """The models × targets table: fixed columns, then a column group per target."""
     stages = {label: _stage_names(page.rows, label) for label in page.targets}
+    head1, head2, columns = _matrix_head(page, stages)
+    body = [_matrix_row(row, page, stages) for row in page.rows]
+    if not body:
+        body.append(f'<tr><td colspan="{columns}" class="empty">no model was built</td></tr>')
+    return ('<div class="scroll"><table id="matrix" class="sortable">'
+            f'<thead><tr>{"".join(head1)}</tr><tr>{"".join(head2)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _matrix_head(page: Page, stages: dict[str, list[str]]) -> tuple[list[str], list[str], int]:
+    """The two header rows and the number of columns: fixed columns span both rows; each target's
+    group has its status and stage columns below. ``data-col`` numbers the columns for sorting."""
     lead = [("model", "model")] + [(c, c) for c in page.columns if c in ("pickle", "findings")]
     tail = [(c, c) for c in page.columns if c in ("time", "notes", "unreached")]
     head1, head2 = [], []
@@ -320,41 +332,41 @@ def _matrix(page: Page) -> str:
     for key, text in tail:
         head1.append(f'<th rowspan="2" data-col="{col}" data-key="{key}" scope="col">{esc(text)}</th>')
         col += 1
-    body = []
-    for row in page.rows:
-        cells = [_model_cell(row)]
-        if "pickle" in page.columns:
-            cells.append(_pickle_cell(row.pickle))
-        if "findings" in page.columns:
-            cells.append(_findings_cell(row.findings))
-        for label in page.targets:
-            result = row.results.get(label)
-            if result is None:
-                cells.append(_td('<span class="none">not run</span>', "skip", 9))
-                cells.extend(_stage_cell(None) for _ in stages[label])
-                continue
-            css = _css_class(result.status)
-            content = _badge(result.status, css)
-            if result.detail and result.status not in ("ok", "would break"):
-                content += f'<div class="detail short">{esc(_clip(result.detail, 160))}</div>'
-            cells.append(_td(content, f"st {css}", _rank(css), result.detail))
-            by_name = {s.name: s for s in result.stages}
-            cells.extend(_stage_cell(by_name.get(name)) for name in stages[label])
-        if "time" in page.columns:
-            text = "cached" if row.cached else (f"{row.seconds:.1f} s" if row.seconds is not None else "–")
-            cells.append(_td(esc(text), "num", row.seconds if row.seconds is not None else -1))
-        if "notes" in page.columns:
-            cells.append(_td(_more(f"{len(row.notes)} note{'s' if len(row.notes) != 1 else ''}", row.notes)
-                             or '<span class="none">–</span>', "", len(row.notes)))
-        if "unreached" in page.columns:
-            cells.append(_unreached_cell(row.unreached))
-        body.append(f'<tr data-model="{esc(row.model)}">{"".join(cells)}</tr>')
-    if not body:
-        span = col
-        body.append(f'<tr><td colspan="{span}" class="empty">no model was built</td></tr>')
-    return ('<div class="scroll"><table id="matrix" class="sortable">'
-            f'<thead><tr>{"".join(head1)}</tr><tr>{"".join(head2)}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return head1, head2, col
+
+
+def _matrix_row(row: MatrixRow, page: Page, stages: dict[str, list[str]]) -> str:
+    """One model's row: its fixed cells, then each target's status and stage cells."""
+    cells = [_model_cell(row)]
+    if "pickle" in page.columns:
+        cells.append(_pickle_cell(row.pickle))
+    if "findings" in page.columns:
+        cells.append(_findings_cell(row.findings))
+    for label in page.targets:
+        cells.extend(_target_cells(row.results.get(label), stages[label]))
+    if "time" in page.columns:
+        text = "cached" if row.cached else (f"{row.seconds:.1f} s" if row.seconds is not None else "–")
+        cells.append(_td(esc(text), "num", row.seconds if row.seconds is not None else -1))
+    if "notes" in page.columns:
+        cells.append(_td(_more(f"{len(row.notes)} note{'s' if len(row.notes) != 1 else ''}", row.notes)
+                         or '<span class="none">–</span>', "", len(row.notes)))
+    if "unreached" in page.columns:
+        cells.append(_unreached_cell(row.unreached))
+    return f'<tr data-model="{esc(row.model)}">{"".join(cells)}</tr>'
+
+
+def _target_cells(result: TargetResult | None, stage_names: list[str]) -> list[str]:
+    """One target's status cell (its detail shown short unless ok) and a cell per stage column;
+    ``not run`` and empty stage cells when the model never reached this target."""
+    if result is None:
+        return [_td('<span class="none">not run</span>', "skip", 9), *(_stage_cell(None) for _ in stage_names)]
+    css = _css_class(result.status)
+    content = _badge(result.status, css)
+    if result.detail and result.status not in ("ok", "would break"):
+        content += f'<div class="detail short">{esc(_clip(result.detail, 160))}</div>'
+    by_name = {s.name: s for s in result.stages}
+    return [_td(content, f"st {css}", _rank(css), result.detail),
+            *(_stage_cell(by_name.get(name)) for name in stage_names)]
 
 
 def _model_cell(row: MatrixRow) -> str:

@@ -198,41 +198,50 @@ def render_rich(report: Report, console: Console) -> None:
         if finding.location.path != current:
             current = finding.location.path
             console.print(Text(f"\n{current}", style="bold underline"))
-        loc = finding.location
-        head = Text()
-        head.append(f"  {loc.line}:{loc.column} ", style="dim")
-        head.append(finding.code, style=_STYLE[finding.severity])
-        head.append(f" {finding.severity.value}{_where(finding, report)}", style=_STYLE[finding.severity])
-        if finding.fixable:
-            head.append(" [*]", style="green")
-        head.append(f" {finding.message}")
-        if finding.module_path:
-            head.append(f" in {finding.model}:{finding.module_path}", style="magenta")
-        if finding.evidence is not Evidence.STATIC:
-            head.append(f" ({finding.evidence})", style="dim")
-        console.print(head)
-        under = _underline(finding)
-        if under:
-            console.print(Text(f"      {under[0]}", style="white"))
-            console.print(Text(f"      {under[1]}", style=_STYLE[finding.severity]))
+        _render_finding(finding, report, console)
     many = len(targets_of(report)) > 1
     for model in report.models:
         _render_model(model, console, many)
     if many and report.models:
         _render_matrix(report, console)
-    data = summary(report)
-    if data["by_code"]:
-        table = Table(title="Findings by code", show_edge=False)
-        table.add_column("code")
-        table.add_column("severity")
-        table.add_column("count", justify="right")
-        pairs = Counter((f.code, f.severity) for f in report.findings)
-        for (code, severity), count in sorted(pairs.items(), key=lambda kv: (kv[0][0], -kv[0][1].rank)):
-            table.add_row(code, Text(severity.value, style=_STYLE[severity]), str(count))
-        console.print()
-        console.print(table)
+    if summary(report)["by_code"]:
+        _render_code_counts(report, console)
     console.print()
     console.print(Text(summary_line(report), style="bold"))
+
+
+def _render_finding(finding: Finding, report: Report, console: Console) -> None:
+    """One finding: ``line:column code severity [*] message``, then its source line underlined."""
+    loc = finding.location
+    head = Text()
+    head.append(f"  {loc.line}:{loc.column} ", style="dim")
+    head.append(finding.code, style=_STYLE[finding.severity])
+    head.append(f" {finding.severity.value}{_where(finding, report)}", style=_STYLE[finding.severity])
+    if finding.fixable:
+        head.append(" [*]", style="green")
+    head.append(f" {finding.message}")
+    if finding.module_path:
+        head.append(f" in {finding.model}:{finding.module_path}", style="magenta")
+    if finding.evidence is not Evidence.STATIC:
+        head.append(f" ({finding.evidence})", style="dim")
+    console.print(head)
+    under = _underline(finding)
+    if under:
+        console.print(Text(f"      {under[0]}", style="white"))
+        console.print(Text(f"      {under[1]}", style=_STYLE[finding.severity]))
+
+
+def _render_code_counts(report: Report, console: Console) -> None:
+    """Findings by code: one row per (code, severity), most severe first within a code."""
+    table = Table(title="Findings by code", show_edge=False)
+    table.add_column("code")
+    table.add_column("severity")
+    table.add_column("count", justify="right")
+    pairs = Counter((f.code, f.severity) for f in report.findings)
+    for (code, severity), count in sorted(pairs.items(), key=lambda kv: (kv[0][0], -kv[0][1].rank)):
+        table.add_row(code, Text(severity.value, style=_STYLE[severity]), str(count))
+    console.print()
+    console.print(table)
 
 
 def _render_matrix(report: Report, console: Console) -> None:
