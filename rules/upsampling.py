@@ -66,6 +66,8 @@ class UpsampleFacts:
     size: Any = None
     deprecated: str | None = None
     recompute_scale_factor: Any = None  # True: the output size sets the sampling step, as with size=
+    #: the traced input's spatial size (a traced call knows it; source and a built layer do not)
+    input_size: Any = UNKNOWN
 
     @property
     def linear(self) -> Any:
@@ -354,7 +356,9 @@ class BilinearFractionalScale(Rule):
     scale is a whole number: a 17×17 map upsampled by 1.5 (25×25) differs from PyTorch by 0.57
     in ExecuTorch 1.4.1, with no error, while the same model with `size=` or
     `recompute_scale_factor=True` (which step by the size ratio in PyTorch too) or
-    `align_corners=True` matches (measured, docs/targets/executorch.md). LiteRT's own
+    `align_corners=True` matches (measured, docs/targets/executorch.md). So the finding is
+    certain only where tracing saw the input size and size × factor is not whole there; read
+    from source it says "may", and a traced size where it is whole refutes it. LiteRT's own
     RESIZE_BILINEAR steps the same way, with or without XNNPACK: 0.57 off on the same model in
     ai-edge-litert 2.3.0 (docs/targets/litert.md). A whole-number factor
     is exact at every size. coremltools 9.0 refuses to convert the same resize when size ×
@@ -396,11 +400,17 @@ class BilinearFractionalScale(Rule):
             return None
         factor = f"scale_factor={facts.scale_factor!r}"
         if bilinear is True and fractional is True and UNKNOWN not in exact:
+            whole = _whole_at(facts.input_size, facts.scale_factor)
+            if whole is True:  # traced at a size where size × factor is whole: the runtimes agree there
+                return None
+            where = (f"at the traced size {'×'.join(map(str, facts.input_size))}" if whole is False
+                     else "unless size × factor is a whole number (the input size decides)")
             return Match(
                 f"{facts.what} with {factor}: XNNPACK and LiteRT's RESIZE_BILINEAR interpolate by the "
-                "input/output size ratio, not by the factor, and compute something else than PyTorch unless "
-                "size × factor is a whole number (measured max diff 0.57 in ExecuTorch and in LiteRT on a "
-                "17×17 input at 1.5); coremltools refuses to convert it then"
+                f"input/output size ratio, not by the factor, and compute something else than PyTorch {where} "
+                "(measured max diff 0.57 in ExecuTorch and in LiteRT on a 17×17 input at 1.5); coremltools "
+                "refuses to convert it then",
+                certain=whole is False,
             )
         unknown = "the mode" if bilinear is UNKNOWN else "the scale factor" if fractional is UNKNOWN else \
             "align_corners or recompute_scale_factor"
@@ -410,6 +420,16 @@ class BilinearFractionalScale(Rule):
             "(and coremltools may refuse to convert it)",
             certain=False,
         )
+
+
+def _whole_at(size: Any, scale: Any) -> Any:
+    """Is size × scale a whole number on every axis at the traced size: True, False or UNKNOWN."""
+    if not isinstance(size, tuple) or not size:
+        return UNKNOWN
+    scales = tuple(scale) if isinstance(scale, (list, tuple)) else (scale,) * len(size)
+    if len(scales) != len(size) or not all(isinstance(f, (int, float)) for f in scales):
+        return UNKNOWN
+    return all(float(length * f).is_integer() for length, f in zip(size, scales, strict=True))
 
 
 def _fractional(scale: Any) -> Any:
@@ -548,7 +568,14 @@ def call_facts(api: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], traci
         align_corners=spec.align_corners if spec.mode is not None else bound.get("align_corners"),
         size_from_shape=from_shape, scale_factor=plain(bound.get("scale_factor")), size=plain(size),
         deprecated=spec.deprecated, recompute_scale_factor=bound.get("recompute_scale_factor"),
+        input_size=_spatial(bound.get("input")),
     )
+
+
+def _spatial(tensor: Any) -> Any:
+    """The spatial size (after N, C) of a traced input, or UNKNOWN."""
+    shape = getattr(tensor, "shape", None)
+    return tuple(int(v) for v in shape[2:]) if shape is not None and len(shape) > 2 else UNKNOWN
 
 
 def _holds_tensor(value: Any) -> bool:

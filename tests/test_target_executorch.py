@@ -11,6 +11,8 @@ modelcheck in between.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +237,20 @@ def test_install_is_idempotent(tmp_path: Path) -> None:
     assert "ExecuTorch" in result.stdout + result.stderr and "1.4.1" in result.stdout + result.stderr
     assert "pip install" not in result.stdout + result.stderr
     assert stamp.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_mc207_is_decided_at_the_traced_size(tmp_path: Path) -> None:
+    """Read from source MC207 says "may" (the input size decides); tracing at 17×17 (25.5 → 25 pixels)
+    makes it an error, at 16×16 (exactly 24) refutes it: no wolf cried where the runtimes agree."""
+    shutil.copy(FRACTIONAL, tmp_path / "net.py")
+    name = re.search(r"^class (\w+)\(nn\.Module\)", FRACTIONAL.read_text(), re.MULTILINE).group(1)
+    found = {}
+    for size in (17, 16):
+        done = _cli("net.py", "--model", f"net.py:{name}", "--input-shape", f"1,3,{size},{size}", "--no-smoke",
+                    "--target", "executorch", "--format", "json", cwd=tmp_path)
+        report = json.loads(done.stdout)
+        found[size] = ([(f["code"], f["severity"]) for f in report["findings"] if f["code"] == "MC207"],
+                       any("MC207" in note and "refuted by tracing" in note for note in report["notes"]))
+    assert found[17] == ([("MC207", "error")], False)
+    assert found[16] == ([], True)
