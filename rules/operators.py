@@ -23,13 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
 from modelcheck.findings import Severity
 from modelcheck.ops import table as optable
 from modelcheck.rules.base import Match, Rule
 from modelcheck.rules.family import Family, bind_call, discover_families
-from modelcheck.static.source import UNKNOWN, ScopedVisitor, SourceFile, bind_arguments, cst, walk
+from modelcheck.static.source import UNKNOWN, FileFacts, ScopedVisitor, SourceFile, bind_arguments, cst, walk
 from modelcheck.targets import PROFILES, Target
 
 NAME = "operators"
@@ -581,7 +582,9 @@ STATIC_METHODS: frozenset[str] = frozenset(
 ) - AMBIGUOUS_METHODS
 
 
-_ARGS = r"(?:[^()]|\([^()]*\))*?"  # the arguments before the one looked for: parentheses one deep
+_NESTED = r"\((?:[^()]|\([^()]*\))*\)"  # a parenthesized group, parentheses two deep inside
+_ARGS = rf"(?:[^()]|{_NESTED})*?"  # the arguments before the one looked for (a call's ``)`` ends them)
+_ARG = rf"(?:[^(),]|{_NESTED})*"  # one argument
 
 
 def _decided_by_arguments(api: str) -> bool:
@@ -590,64 +593,180 @@ def _decided_by_arguments(api: str) -> bool:
     return bool(mine) and set(TABLE.row(mine[0].key)) == {"ok"}
 
 
-def _argument_patterns(api: str) -> set[str]:
-    """Where in masked source an argument that makes ``api`` fail can be: the keyword of a deciding
-    fact (``dilation=``), or for a string value (``padding='same'``) that keyword before a string of
-    its length (strings are masked to underscores) or the value as a name (``torch.float16``)."""
+def _argument_patterns(api: str) -> tuple[set[str], set[str]]:
+    """Where in masked source an argument that makes ``api`` fail can be: a string value
+    (``padding='same'``) as a string of its length, by keyword or position (strings are masked to
+    underscores; prefix letters stay), or as a name (``torch.float16``, ``torch.half``); another
+    value after its keyword (``dilation=``) or at its position (as many arguments before it).
+    Returns the patterns that may stand after other arguments, and those of positions."""
     patterns: set[str] = set()
+    positions: set[str] = set()
     plainest = next(probe for probe in TABLE.probes_for(api) if probe.key in PROBES)
+    params = SIGNATURES[api].params if api in SIGNATURES else ()
     for key in TABLE.deciding_keys(api):
         for probe in TABLE.probes_for(api):
             value = probe.facts.get(key)
             if probe.key not in PROBES or value in (None, plainest.facts.get(key)) or not _fails_somewhere(probe):
                 continue
             if isinstance(value, str):
-                patterns |= {rf"\b{key}\s*=\s*_{{{len(value) + 2}}}(?!\w)", rf"\b{re.escape(value)}\b"}
+                names = [value, *(alias for alias, name in _DTYPE_ALIASES.items() if name == value)]
+                patterns |= {rf"(?<!\w)[rRuU]?_{{{len(value) + 2}}}(?!\w)", *(rf"\b{re.escape(n)}\b" for n in names)}
             else:
                 patterns.add(rf"\b{key}\s*=")
-    return patterns
+                if key in params:
+                    positions.add(rf"(?:{_ARG},){{{params.index(key)}}}")
+    return patterns, positions
+
+
+_TOKEN = re.compile(r"[A-Za-z_]\w*")
+_FOLLOWED = re.compile(r"\s*(\(|,|=(?!=)|)")  # what follows a name: a call, the next argument, a binding
+_TARGETS = re.compile(r"[ \t]*((?:[A-Za-z_]\w*[ \t]*(?::[^=\n]*)?=(?!=)[ \t]*)+)")  # ``a = b = ``, ``a: T = ``
+_TARGET = re.compile(r"([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=")
+_MODULE_TARGETS = re.compile(r"^((?:[A-Za-z_]\w*[ \t]*(?::[^=\n]*)?=(?!=)[ \t]*)+)", re.MULTILINE)
+_RENAME = re.compile(r"\s+as\s+([A-Za-z_]\w*)")
+_CALL_ARGUMENTS = re.compile(rf"(?:[^()]|{_NESTED})*")
+_FIRST_ARGUMENT = re.compile(r"\(\s*(?:[A-Za-z_]\w*\s*\.\s*)*$")
+
+
+@lru_cache(maxsize=512)
+def _word(name: str) -> re.Pattern[str]:
+    return re.compile(re.escape(name) + r"(?!\w)")
 
 
 class Trigger:
     """The pre-screen's test (``Family.trigger``: ``search`` and ``finditer`` as a compiled pattern
-    has them): a call of an API whose every use may fail somewhere (``LayerNorm(``, ``.flip(``), a
-    call of an argument-decided API with an argument that makes it fail (``padding_mode=``:
-    ``nn.Conv2d(3, 8, 3)`` is on every line of a CNN and fails nowhere), or ``**``. One pattern
-    finds every call and a set look-up keeps the names: an alternation of 120 names in one regex
-    took the pre-screen 3 times as long on timm's and torchvision's models."""
+    has them): where ``extract`` may find something, which is where ``FileFacts.api_call`` may
+    name an API of this family, or a tensor method, or a ``**``.
 
-    _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+    An API goes by its last name: a call of it (``LayerNorm(``, ``.flip(``); the function or layer
+    passed on (``partial(nn.LayerNorm, eps=1e-6)``); and the local names an assignment
+    (``norm = norm or nn.LayerNorm``) or an import (``from torch import pow as power``) gives it,
+    their calls and mentions too. An argument-decided API (``nn.Conv2d(3, 8, 3)`` is on every line
+    of a CNN and fails nowhere) counts only with an argument after it that may make it fail
+    (``padding_mode=``, or a module-level name: ``value`` reads constants). The words of a file are
+    found with one ``findall`` and a set look-up, then each API word present is looked for alone:
+    an alternation of 120 names in one regex took the pre-screen 3 times as long on timm's and
+    torchvision's models."""
+
     _POWER = re.compile(r"[\w)\]]\s*\*\*")
 
-    def __init__(self, names: frozenset[str], arguments: Mapping[str, re.Pattern[str]]) -> None:
-        self.names, self.arguments = names, dict(arguments)
+    def __init__(self, calls: frozenset[str], values: frozenset[str], arguments: Mapping[str, re.Pattern[str]]
+                 ) -> None:
+        #: names whose every call may fail; the API names (not methods) among them and ``arguments``,
+        #: which count passed on too; argument-decided names and where their failing arguments are
+        self.calls, self.values, self.arguments = calls, values, dict(arguments)
+        self.words = calls | frozenset(self.arguments)
 
     def finditer(self, text: str) -> Iterator[re.Match[str]]:
-        for match in self._CALL.finditer(text):
-            name = match.group(1)
-            if name in self.names or (name in self.arguments and self.arguments[name].match(text, match.end())):
-                yield match
+        scan = _Scan(self, text)
+        for word in sorted(self.words.intersection(_TOKEN.findall(text))):
+            yield from scan.mentions(word, word)
+        for alias, word in list(scan.aliases.items()):
+            if alias not in self.words:
+                yield from scan.mentions(alias, word)
         yield from self._POWER.finditer(text)
 
     def search(self, text: str) -> re.Match[str] | None:
         return next(self.finditer(text), None)
 
 
+@dataclass
+class _Scan:
+    """One file's text read by a :class:`Trigger`."""
+
+    trigger: Trigger
+    text: str
+    aliases: dict[str, str] = field(default_factory=dict)  # a local name → the API name it stands for
+
+    def mentions(self, word: str, api: str) -> Iterator[re.Match[str]]:
+        """The places where ``word``, standing for the API name ``api``, may be that API called or
+        passed on; notes the local names it is given in ``aliases``."""
+        text, trigger = self.text, self.trigger
+        decided = api in trigger.arguments and api not in trigger.calls
+        for match in _word(word).finditer(text):
+            start = match.start()
+            if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+                continue  # the end of a longer word
+            follows = _FOLLOWED.match(text, match.end())
+            after = follows.group(1)
+            if after == "=":
+                continue  # a keyword, a parameter or a target: not a use
+            if after != "(" and self._aliased(match, api):
+                yield match  # the alias's line: a class body keeps only its hot statements
+            elif after != "(" and not ((api in trigger.values or word != api) and _passed_on(text, start)):
+                continue  # a parameter's default, a keyword argument, an isinstance test: never called here
+            elif not decided or (after in ("(", ",") and self._fails_with(api, follows.end())):
+                yield match
+
+    def _fails_with(self, api: str, start: int) -> bool:
+        """May the arguments from ``start`` on make the argument-decided ``api`` fail?"""
+        if self.trigger.arguments[api].match(self.text, start):
+            return True
+        arguments = _CALL_ARGUMENTS.match(self.text, start).group()
+        return not self.constants.isdisjoint(_TOKEN.findall(arguments))
+
+    @cached_property
+    def constants(self) -> frozenset[str]:
+        """The names bound at module level, which ``FileFacts.value`` reads as constants."""
+        return frozenset(name for targets in _MODULE_TARGETS.findall(self.text) for name in _TARGET.findall(targets))
+
+    def _aliased(self, match: re.Match[str], api: str) -> bool:
+        """Does the statement around a mention of an API give it local names (``norm = nn.LayerNorm``,
+        ``import ... pow as power``)? Notes them in ``aliases``. Only a value's alternatives are
+        aliases (``FileFacts.api_of``): the mention stands outside brackets after the ``=``; and a
+        line that ends in a comma or closes more brackets than it opens holds a parameter or a
+        keyword argument."""
+        text = self.text
+        names: list[str] = []
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        targets = _TARGETS.match(text, line_start)
+        if targets is not None and targets.end() <= match.start() and _at_top(text[targets.end():match.start()]):
+            line_end = text.find("\n", match.start())
+            line = text[line_start:line_end if line_end >= 0 else len(text)].rstrip()
+            if not line.endswith(",") and line.count(")") <= line.count("("):
+                names = _TARGET.findall(targets.group(1))
+        rename = _RENAME.match(text, match.end())
+        if rename is not None:
+            names.append(rename.group(1))
+        for name in names:
+            self.aliases.setdefault(name, api)
+        return bool(names)
+
+
+def _passed_on(text: str, start: int) -> bool:
+    """Is the name at ``start`` (``nn.LayerNorm``) a call's first argument, as in
+    ``partial(nn.LayerNorm, eps=1e-6)``, the one way ``FileFacts.api_call`` takes an API it is not
+    calling?"""
+    return _FIRST_ARGUMENT.search(text, max(0, start - 200), start) is not None
+
+
+def _at_top(code: str) -> bool:
+    """Does ``code`` close every bracket it opens: is what follows it an alternative of the value
+    (``a or nn.LayerNorm``), not inside a call or a display (``dict(norm=nn.LayerNorm)``)?"""
+    return all(code.count(left) == code.count(right) for left, right in ("()", "[]", "{}"))
+
+
 def _trigger() -> Trigger:
     apis = [*STATIC_CALLS, *(f"torch.Tensor.{name}" for name in STATIC_METHODS)]
-    names = frozenset(api.rsplit(".", 1)[-1] for api in apis if not _decided_by_arguments(api))
-    arguments: dict[str, set[str]] = {}
+    calls = frozenset(api.rsplit(".", 1)[-1] for api in apis if not _decided_by_arguments(api))
+    anywhere: dict[str, set[str]] = {}
+    positions: dict[str, set[str]] = {}
     for api in apis:
         if _decided_by_arguments(api):
-            arguments.setdefault(api.rsplit(".", 1)[-1], set()).update(_argument_patterns(api))
-    return Trigger(names, {name: re.compile(rf"{_ARGS}(?:{'|'.join(sorted(found))})")
-                           for name, found in arguments.items()})
+            name = api.rsplit(".", 1)[-1]
+            patterns, at = _argument_patterns(api)
+            anywhere.setdefault(name, set()).update(patterns)
+            positions.setdefault(name, set()).update(at)
+    values = frozenset(api.rsplit(".", 1)[-1] for api in STATIC_CALLS)
+    return Trigger(calls, values, {name: re.compile("|".join([rf"{_ARGS}(?:{'|'.join(sorted(found))})",
+                                                              *sorted(positions[name])]))
+                                   for name, found in anywhere.items()})
 
 
 TRIGGER = _trigger()
 
 
-def _static_value(source: SourceFile, expr: cst.BaseExpression) -> Any:
+def _static_value(source: FileFacts, expr: Any) -> Any:
     """A literal's value; a ``torch.`` name as its qualified name (``torch.float16``); else UNKNOWN."""
     value = source.value(expr)
     if value is UNKNOWN:
@@ -656,7 +775,7 @@ def _static_value(source: SourceFile, expr: cst.BaseExpression) -> Any:
     return value
 
 
-def static_facts(source: SourceFile, api: str, args: Sequence[cst.Arg], partial: bool = False,
+def static_facts(source: FileFacts, api: str, args: Sequence[Any], partial: bool = False,
                  certain_api: bool = True) -> OperatorFacts:
     """Facts of a call in source: literal arguments, defaults for absent ones (unknown when
     ``*args``/``**kwargs`` or ``functools.partial`` may supply them)."""
@@ -668,24 +787,51 @@ def static_facts(source: SourceFile, api: str, args: Sequence[cst.Arg], partial:
     return OperatorFacts(api, derive(api, values), certain_api)
 
 
-def _method_api(source: SourceFile, call: cst.Call) -> str | None:
+def _method_api(source: FileFacts, receiver: Any, name: str) -> str | None:
     """``torch.Tensor.pow`` for ``x.pow(2)`` when ``pow`` is an unambiguous tensor method and ``x``
     is not a module the file imports (``np.flip`` is numpy's)."""
-    func = call.func
-    if not isinstance(func, cst.Attribute) or func.attr.value not in STATIC_METHODS:
+    if name not in STATIC_METHODS:
         return None
-    receiver = source.qualname(func.value)
-    if receiver is not None and receiver.split(".")[0] in {name.split(".")[0] for name in source.imports.values()}:
+    qualname = source.qualname(receiver)
+    if qualname is not None and qualname.split(".")[0] in {module.split(".")[0] for module in source.imports.values()}:
         return None
-    return f"torch.Tensor.{func.attr.value}"
+    return f"torch.Tensor.{name}"
+
+
+def is_exported(functions: Sequence[str]) -> bool:
+    """Is code inside these defs (outermost first) exported: inside a function other than
+    ``__init__``? What runs at module or class level, or while a model is built, is not."""
+    return bool(functions) and functions[-1] != "__init__"
+
+
+def facts_from_call(source: FileFacts, call: Any, assigned: Mapping[str, Sequence[Any]],
+                    exported: bool) -> OperatorFacts | None:
+    """The facts of an operator call or layer, or None: a layer wherever it is built, a function or
+    an unambiguous tensor method only in exported code. ``source`` is either tree's (libcst's
+    ``SourceFile``, the ``ast`` path's ``AstSource``): both extractors call this on every call."""
+    hit = source.api_call(call, STATIC_CALLS, assigned)
+    if hit is not None:
+        api, certain, args, partial = hit
+        return static_facts(source, api, args, partial, certain) if _is_class(api) or exported else None
+    method = source.method_call(call) if exported else None
+    if method is None:
+        return None
+    receiver, name, args = method
+    api = _method_api(source, receiver, name)
+    return None if api is None else static_facts(source, api, args, certain_api=False)
+
+
+def power_facts(source: FileFacts, left: Any, right: Any) -> OperatorFacts | None:
+    """The facts of ``left ** right`` in exported code; None for plain arithmetic on numbers."""
+    if isinstance(source.value(left), (int, float)):
+        return None
+    values = {"exponent": source.value(right)}
+    return OperatorFacts("torch.Tensor.__pow__", derive("torch.Tensor.__pow__", values), certain_api=False)
 
 
 class _Extractor(ScopedVisitor):
-    """Operator calls, layers, tensor methods and ``**`` in a file, with their facts.
-
-    Layers are reported where they are built; functions, methods and ``**`` only inside a
-    function other than ``__init__`` (what runs at module or class level, or while a model is
-    constructed, is not exported)."""
+    """Operator calls, layers, tensor methods and ``**`` in a file, with their facts (see
+    ``facts_from_call``; ``static.fast_rules.operators_extract`` is the ``ast`` path's walk)."""
 
     def __init__(self, source: SourceFile) -> None:
         super().__init__()
@@ -701,29 +847,16 @@ class _Extractor(ScopedVisitor):
         super().leave_FunctionDef(original_node)
         self.functions.pop()
 
-    @property
-    def exported(self) -> bool:
-        return bool(self.functions) and self.functions[-1] != "__init__"
-
     def visit_Call(self, node: cst.Call) -> None:
-        hit = self.source.api_call(node, STATIC_CALLS, self.assigned)
-        if hit is not None:
-            api, certain, args, partial = hit
-            if _is_class(api) or self.exported:
-                self.found.append((node, static_facts(self.source, api, args, partial, certain)))
-            return
-        method = _method_api(self.source, node) if self.exported else None
-        if method is not None:
-            self.found.append((node, static_facts(self.source, method, node.args, certain_api=False)))
+        facts = facts_from_call(self.source, node, self.assigned, is_exported(self.functions))
+        if facts is not None:
+            self.found.append((node, facts))
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-        if not isinstance(node.operator, cst.Power) or not self.exported:
-            return
-        if isinstance(self.source.value(node.left), (int, float)):  # plain arithmetic on numbers
-            return
-        values = {"exponent": self.source.value(node.right)}
-        self.found.append((node, OperatorFacts("torch.Tensor.__pow__", derive("torch.Tensor.__pow__", values),
-                                               certain_api=False)))
+        if isinstance(node.operator, cst.Power) and is_exported(self.functions):
+            facts = power_facts(self.source, node.left, node.right)
+            if facts is not None:
+                self.found.append((node, facts))
 
 
 def extract(source: SourceFile) -> Iterator[tuple[cst.CSTNode, OperatorFacts]]:

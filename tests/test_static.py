@@ -185,10 +185,56 @@ def test_pre_screen_keeps_little_of_a_file_with_one_hot_spot():
         # found by fuzzing: a lone CR ends a line for Python and libcst (the pre-screen crashed)
         ("import torch.nn as nn\r\r\nclass M(nn.Module):\r    def __init__(self):\r\n        self.f = lambda x: x\r"
          "        self.g = lambda x: x\r\n", 2),
+        # a module-level alias of an API (FileFacts.api_of reads constants), called in a function
+        ("import torch.nn.functional as F\nUP = F.interpolate\n\n\ndef f(x):\n"
+         "    return UP(x, scale_factor=2, mode='bilinear')\n", 1),
+        # a call in an f-string's field is code: the pre-screen masked it as a string and missed it
+        ("import torch.nn.functional as F\n\n\ndef f(x):\n"
+         "    return f'{F.interpolate(x, scale_factor=2, mode=\"bilinear\")}'\n", 1),
     ],
-    ids=["string", "decorators-brackets", "backslash", "clauses-stub", "alias", "tabs-crlf", "lone-cr"],
+    ids=["string", "decorators-brackets", "backslash", "clauses-stub", "alias", "tabs-crlf", "lone-cr",
+         "constant-alias", "f-string"],
 )
 def test_pre_screen_layouts(text, count):
+    found = _static_findings("t.py", text)
+    assert len(found) == count
+    assert found == _full_parse_findings("t.py", text)
+
+
+_OPS = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\nfrom functools import partial\n"
+_INIT = _OPS + "class M(nn.Module):\n    def __init__(self{params}):\n        {body}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        # every way FileFacts.api_call names an API: passed to partial, through an alias or an import's name
+        (_INIT.format(params="", body="self.b = Block(norm_layer=partial(nn.LayerNorm, eps=1e-6))"), 1),
+        (_OPS + "NORM = nn.LayerNorm\n\n\nclass M(nn.Module):\n    def __init__(self):\n        self.n = NORM(8)\n", 1),
+        (_OPS + "A = B = nn.LayerNorm\n\n\nclass M(nn.Module):\n    def __init__(self):\n        self.n = B(8)\n", 1),
+        (_INIT.format(params=", norm=None", body="norm = norm or nn.LayerNorm\n        self.n = norm(8)"), 1),
+        (_OPS + "def f(x):\n    p: object = torch.pow\n    return p(x, 2)\n", 1),
+        ("from torch import pow as power\n\n\ndef f(x):\n    return power(x, 2)\n", 1),
+        # an API decided by its arguments, with a failing one however it is given
+        (_INIT.format(params="", body="c = nn.Conv2d\n        self.c = c(1, 2, 3, padding='same')"), 1),
+        (_INIT.format(params="", body="self.c = partial(\n            nn.Conv2d,\n            padding='same')"), 1),
+        (_INIT.format(params="", body="self.c = nn.Conv2d(3, 8, 3, 1, r'same')"), 1),
+        (_INIT.format(params=", c, r", body="self.c = nn.Conv2d(int(c * (1 + r)), 8, 3, padding='same')"), 1),
+        (_OPS + "PAD = 'same'\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+         "        self.c = nn.Conv2d(3, 8, 3, padding=PAD)\n", 1),
+        (_OPS + "class M(nn.Module):\n    conv = nn.Conv2d\n    same = conv(1, 2, 3, padding='same')\n", 1),
+        (_OPS + "def f(x):\n    return x.to(torch.half)\n", 1),
+        (_OPS + "def f(x, m, v):\n    return F.batch_norm(x, m, v, None, None, True)\n", 1),
+        (_OPS + "def f(x):\n    return x.topk(3, 1, False)\n", 1),
+        # a parameter's default is not a use (the pre-screen may keep it; nothing is found)
+        (_INIT.format(params=", norm_layer=nn.LayerNorm", body="self.n = norm_layer(8)"), 0),
+    ],
+    ids=["partial", "module-alias", "chained-alias", "or-alias", "annotated-alias", "import-as", "local-alias-argument",
+         "partial-argument", "positional-string", "nested-parentheses", "constant-argument", "class-level-alias",
+         "dtype-alias", "positional-bool", "positional-topk", "default"],
+)
+def test_pre_screen_finds_operators_however_they_are_named(text, count):
+    """The operators family's trigger sees what its extractor sees (found on timm: ``partial(nn.LayerNorm, ...)``)."""
     found = _static_findings("t.py", text)
     assert len(found) == count
     assert found == _full_parse_findings("t.py", text)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -256,6 +256,10 @@ class AstSource(FileFacts):
     _alternatives = staticmethod(alternatives)
     _call_args = staticmethod(call_args)
 
+    @staticmethod
+    def _attribute(expr: ast.expr) -> tuple[ast.expr, str] | None:
+        return (expr.value, expr.attr) if type(expr) is ast.Attribute else None
+
     def _class_name(self, node: ast.ClassDef) -> str:
         return node.name
 
@@ -343,31 +347,49 @@ def children(node: ast.AST) -> list[ast.AST]:
     return out
 
 
-def scoped_calls(tree: ast.AST, on_call: Callable[[ast.Call, dict[str, list[ast.expr]], bool], None]) -> None:
-    """``on_call(call, assigned, in_fstring)`` for every call, in walk order, with what each name
-    of the innermost function (module level outside functions) was assigned so far, as
-    ``source.ScopedVisitor`` keeps it."""
-    scopes: list[dict[str, list[ast.expr]]] = [{}]
-    fstrings = 0
+@dataclass
+class Where:
+    """Where ``scoped_walk`` is in the tree: what ``source.ScopedVisitor`` keeps, and what the
+    visitors of the call families keep beside it."""
+
+    #: per enclosing function (the module first): what each name was assigned so far
+    scopes: list[dict[str, list[ast.expr]]] = field(default_factory=lambda: [{}])
+    functions: list[str] = field(default_factory=list)  # the enclosing defs' names, outermost first
+    fstrings: int = 0  # how many f-strings hold the node: ast positions there are not libcst's
+
+    @property
+    def assigned(self) -> dict[str, list[ast.expr]]:
+        """What each name of the innermost function (module level outside functions) was assigned so far."""
+        return self.scopes[-1]
+
+
+def scoped_walk(tree: ast.AST, on_node: Callable[[ast.AST, Where], None],
+                kinds: frozenset[type] = frozenset({ast.Call})) -> None:
+    """``on_node(node, where)`` for every node of one of ``kinds``, in walk order, with the
+    scopes as ``source.ScopedVisitor`` keeps them (a def's scope and name are pushed before its
+    decorators and defaults are visited, as libcst's ``visit_FunctionDef`` comes first)."""
+    where = Where()
+    scopes, functions = where.scopes, where.functions
 
     def visit(node: ast.AST) -> None:
-        nonlocal fstrings
         kind = type(node)
-        if kind is ast.Call:
-            on_call(node, scopes[-1], fstrings > 0)
-        elif kind is ast.Assign or kind is ast.AnnAssign:
+        if kind in kinds:
+            on_node(node, where)
+        if kind is ast.Assign or kind is ast.AnnAssign:
             _bind(node, scopes[-1])
         elif kind in _DEFS:
             scopes.append({})
+            functions.append(node.name)
             for child in children(node):
                 visit(child)
+            functions.pop()
             scopes.pop()
             return
         elif kind is ast.JoinedStr:
-            fstrings += 1
+            where.fstrings += 1
             for child in children(node):
                 visit(child)
-            fstrings -= 1
+            where.fstrings -= 1
             return
         for child in children(node):
             visit(child)

@@ -4,10 +4,13 @@ Each is its family's libcst ``extract`` (``rules/<family>.py``) read over :class
 the same facts, for the node libcst reports at. The call families whose ``facts_from_call`` asks
 the source only ``api_call``, ``bind_arguments`` and ``value`` (pooling, adaptive pooling) run that
 very function on ast calls; so does upsampling, given the port of its one tree walk (does a size
-read a shape: ``_is_shape_expr``); pickling's visitor is ported here. ``EXTRACTORS`` says which
+read a shape: ``_is_shape_expr``); operators runs its ``facts_from_call`` and ``power_facts`` on
+ast calls and ``**`` (``FileFacts.method_call`` reads a tensor method on either tree), only its
+walk (enclosing defs, scopes) is here; pickling's visitor is ported here. ``EXTRACTORS`` says which
 families have one; ``static.run`` checks the others (porting) with libcst. A family's ``extract``
-and its port change together: the tests that compare ``check_source`` with a full libcst parse
-(fixtures, fuzzing) fail until both agree.
+and its port change together: the tests that compare each port with its extractor
+(``tests/test_static_fast.py``) and ``check_source`` with a full libcst parse (fixtures, fuzzing)
+fail until both agree.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from modelcheck.rules import adaptive_pooling, pickling, pooling, upsampling
+from modelcheck.rules import adaptive_pooling, operators, pickling, pooling, upsampling
 from modelcheck.static.fast import (
     AstSource,
     Unsupported,
+    Where,
     call_args,
     children,
     dotted_name,
-    scoped_calls,
+    scoped_walk,
 )
 from modelcheck.static.source import never_module
 
@@ -60,6 +64,13 @@ def _is_shape_expr(expr: ast.AST, assigned: Mapping[str, Sequence[ast.expr]], se
     return found
 
 
+def _found(found: Found, node: ast.AST, facts: Any, where: Where) -> None:
+    """Note a finding's node, unless an f-string holds it: check that file with libcst then."""
+    if where.fstrings:
+        raise Unsupported("a finding inside an f-string: ast positions there are not libcst's")
+    found.append((node, facts))
+
+
 def calls_with_facts(facts_from_call: Callable[[AstSource, ast.Call, Mapping[str, Sequence[ast.expr]]], Any]
                      ) -> Callable[[AstSource], Found]:
     """A call family's extractor: ``source.calls_with_facts`` on the ast tree."""
@@ -67,17 +78,40 @@ def calls_with_facts(facts_from_call: Callable[[AstSource, ast.Call, Mapping[str
     def extract(source: AstSource) -> Found:
         found: Found = []
 
-        def on_call(call: ast.Call, assigned: dict[str, list[ast.expr]], in_fstring: bool) -> None:
-            facts = facts_from_call(source, call, assigned)
+        def on_call(call: ast.Call, where: Where) -> None:
+            facts = facts_from_call(source, call, where.assigned)
             if facts is not None:
-                if in_fstring:
-                    raise Unsupported("a call inside an f-string: ast positions there are not libcst's")
-                found.append((call, facts))
+                _found(found, call, facts, where)
 
-        scoped_calls(source.tree, on_call)
+        scoped_walk(source.tree, on_call)
         return found
 
     return extract
+
+
+# ----- operators: calls, tensor methods and ``**`` in exported code ---------------------------------
+
+_CALL_OR_BINOP = frozenset({ast.Call, ast.BinOp})
+
+
+def operators_extract(source: AstSource) -> Found:
+    """``operators.extract``: a call's facts from ``operators.facts_from_call``, a ``**``'s from
+    ``operators.power_facts``, with what libcst's visitor keeps (scopes, enclosing defs)."""
+    found: Found = []
+
+    def on_node(node: ast.AST, where: Where) -> None:
+        exported = operators.is_exported(where.functions)
+        if type(node) is ast.Call:
+            facts = operators.facts_from_call(source, node, where.assigned, exported)
+        elif exported and type(node.op) is ast.Pow:
+            facts = operators.power_facts(source, node.left, node.right)
+        else:
+            return
+        if facts is not None:
+            _found(found, node, facts, where)
+
+    scoped_walk(source.tree, on_node, _CALL_OR_BINOP)
+    return found
 
 
 # ----- pickling: what gets stored on a module ---------------------------------------------------
@@ -292,4 +326,5 @@ EXTRACTORS: dict[str, Callable[[AstSource], Found]] = {
     # these read a call only through api_call, bind_arguments and value, which AstSource answers alike
     "pooling": calls_with_facts(pooling.facts_from_call),
     "adaptive_pooling": calls_with_facts(adaptive_pooling.facts_from_call),
+    "operators": operators_extract,
 }

@@ -450,8 +450,10 @@ def _syntax_finding(path: str, text: str, line: int, column: int, message: str) 
 # trigger, the headers of the classes around them, and whatever module-level name those refer
 # to (a def or class it names as a header with a ``pass`` body). A line map takes positions back
 # to the file. The rules run on that tree unchanged; if the reduced code does not parse (a
-# layout the scan misread), the whole file is parsed. On timm/models 7% of the lines get parsed,
-# and tests check the findings equal those of a full parse (timm, and fixtures of odd layouts).
+# layout the scan misread), the whole file is parsed. An f-string's fields are code: the triggers
+# read f-strings as written. On timm/models 23% of the lines get parsed, by ``ast`` for the
+# families ``static.fast_rules`` ports (libcst parses 1%, for porting), and tests check the
+# findings equal those of a full parse (timm, fixtures of odd layouts, fuzzing).
 
 #: a string literal (prefix letters stay behind as harmless name characters) or a comment
 _STRING_OR_COMMENT = re.compile(
@@ -500,9 +502,10 @@ class _Item:
         )
 
 
-def _mask(text: str) -> tuple[list[str], set[int]]:
+def _mask(text: str, fstrings: list[tuple[int, int]] | None = None) -> tuple[list[str], set[int]]:
     """The lines with strings replaced by underscores and comments by spaces, and the lines
-    that begin inside a multi-line string (never the start of a statement)."""
+    that begin inside a multi-line string (never the start of a statement). The spans of the
+    f-strings are added to ``fstrings`` if given: their fields are code."""
     inside: set[int] = set()
     line_of = 0
     last = 0
@@ -515,9 +518,23 @@ def _mask(text: str) -> tuple[list[str], set[int]]:
         if "\n" in token:
             inside.update(range(line_of + 1, line_of + 1 + token.count("\n")))
         fill = " " if token.startswith("#") else "_"
+        if fstrings is not None and fill == "_" and "f" in text[max(0, match.start() - 2):match.start()].lower():
+            fstrings.append(match.span())
         return "\n".join(fill * len(part) for part in token.split("\n"))
 
     return _STRING_OR_COMMENT.sub(blank, text).split("\n"), inside
+
+
+def _scanned(masked: str, text: str, fstrings: list[tuple[int, int]]) -> str:
+    """What the triggers read: the masked text with the f-strings as written, since a finding may
+    stand in one's fields (``f"{x ** 2}"``). Masking keeps every offset, so lines stay the same."""
+    if not fstrings:
+        return masked
+    pieces, last = [], 0
+    for start, end in fstrings:
+        pieces += [masked[last:start], text[start:end]]
+        last = end
+    return "".join([*pieces, masked[last:]])
 
 
 def _items(lines: list[str], inside: set[int]) -> list[_Item]:
@@ -573,17 +590,18 @@ def reduce_source(text: str, families: Sequence[ModuleType]) -> tuple[list[Modul
     """
     if not any(family.trigger.search(text) or family.nested_defs for family in families):
         return [], "", []
-    lines, inside = _mask(text)
+    fstrings: list[tuple[int, int]] = []
+    lines, inside = _mask(text, fstrings)
     items = _items(lines, inside)
     offsets = [0]
-    masked = "\n".join(lines)
+    scanned = _scanned("\n".join(lines), text, fstrings)
     for line in lines:
         offsets.append(offsets[-1] + len(line) + 1)
     nested = {item.start for item in _all_items(items) if item.nested}
     active: list[ModuleType] = []
     hot: set[int] = set()
     for family in families:
-        found = {bisect_right(offsets, m.start()) - 1 for m in family.trigger.finditer(masked)}
+        found = {bisect_right(offsets, m.start()) - 1 for m in family.trigger.finditer(scanned)}
         if family.nested_defs:
             found |= nested
         if found:
@@ -591,11 +609,28 @@ def reduce_source(text: str, families: Sequence[ModuleType]) -> tuple[list[Modul
             hot |= found
     if not active:
         return [], "", []
-    keep = _keep(items, lines, hot)
+    hot |= _constant_uses(items, lines, scanned, offsets, hot)
+    keep = _keep(items, scanned.split("\n") if fstrings else lines, hot)  # names in f-strings are read too
     original = text.split("\n")
     numbers = sorted(keep)
     code = "\n".join(original[n] if keep[n] is None else keep[n] for n in numbers)
     return active, code + "\n", [n + 1 for n in numbers]
+
+
+def _constant_uses(items: list[_Item], lines: list[str], scanned: str, offsets: list[int], hot: set[int]) -> set[int]:
+    """The lines that name what a hot module-level assignment binds: ``FileFacts.api_of`` reads
+    module constants, so ``UP = F.interpolate`` makes ``UP(x, scale_factor=2)`` in any function a
+    call of the API."""
+    ordered = sorted(hot)
+    names: set[str] = set()
+    for item in items:
+        index = bisect_left(ordered, item.start)
+        if item.head not in ("def", "class") and index < len(ordered) and ordered[index] <= item.end:
+            names |= item.binds(lines)
+    if not names:
+        return set()
+    uses = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(names))) + r")\b")
+    return {bisect_right(offsets, match.start()) - 1 for match in uses.finditer(scanned)}
 
 
 def _all_items(items: list[_Item]) -> Iterator[_Item]:
@@ -605,55 +640,74 @@ def _all_items(items: list[_Item]) -> Iterator[_Item]:
 
 
 def _keep(items: list[_Item], lines: list[str], hot: set[int]) -> dict[int, str | None]:
-    """Line number → None (keep as is) or a replacement (a ``pass`` stub) for kept lines."""
-    keep: dict[int, str | None] = {}
-    ordered = sorted(hot)
+    """Line number → None (keep as is) or a replacement (a ``pass`` stub) for kept lines: the
+    imports and hot statements, then the module-level statements the kept code refers to."""
+    kept = _Kept(lines, sorted(hot))
+    pending = kept.statements(items)
+    kept.referred(pending)
+    return kept.keep
 
-    def has_hot(first: int, last: int) -> bool:
-        index = bisect_left(ordered, first)
-        return index < len(ordered) and ordered[index] <= last
 
-    def whole(item: _Item) -> None:
-        keep.update(dict.fromkeys(range(item.start, item.end + 1)))
+@dataclass
+class _Kept:
+    """The lines ``reduce_source`` keeps, as they are chosen (see ``_keep``)."""
 
-    def header(item: _Item) -> None:
-        keep.update(dict.fromkeys(range(item.start, item.children[0].start)))
+    lines: list[str]
+    hot: list[int]  # sorted
+    keep: dict[int, str | None] = field(default_factory=dict)
 
-    def stub(item: _Item) -> None:
+    def statements(self, items: list[_Item]) -> list[_Item]:
+        """Keep the imports and the module's statements that hold a hot line (of a class, only its
+        header and the statements that hold one); the others are returned, for ``referred``."""
+        pending: list[_Item] = []
+        for item in items:
+            if item.imports():
+                self.whole(item)
+            elif not self.has_hot(item.start, item.end):
+                pending.append(item)
+            elif item.head == "class" and item.children and not self.has_hot(item.start, item.children[0].start - 1):
+                self.header(item)  # a class keeps its header and only the methods that may matter
+                for child in item.children:
+                    if self.has_hot(child.start, child.end):
+                        self.whole(child)
+            else:
+                self.whole(item)
+        return pending
+
+    def referred(self, pending: list[_Item]) -> None:
+        """Keep the module-level statements of ``pending`` that bind a name the kept code refers to
+        (constants, classes for their bases, functions), until no more are needed."""
+        names = _names(self.lines, self.keep)
+        while True:
+            added = [item for item in pending if item.binds(self.lines) & names]
+            if not added:
+                return
+            for item in added:
+                pending.remove(item)
+                before = set(self.keep)
+                if item.head in ("def", "class"):
+                    self.stub(item)
+                else:
+                    self.whole(item)
+                names |= _names(self.lines, set(self.keep) - before)
+
+    def has_hot(self, first: int, last: int) -> bool:
+        index = bisect_left(self.hot, first)
+        return index < len(self.hot) and self.hot[index] <= last
+
+    def whole(self, item: _Item) -> None:
+        self.keep.update(dict.fromkeys(range(item.start, item.end + 1)))
+
+    def header(self, item: _Item) -> None:
+        self.keep.update(dict.fromkeys(range(item.start, item.children[0].start)))
+
+    def stub(self, item: _Item) -> None:
         """The header of a def/class with ``pass`` for a body: its name and bases stay known."""
         if not item.children:
-            whole(item)
+            self.whole(item)
             return
-        header(item)
-        keep[item.children[0].start] = " " * item.children[0].indent + "pass"
-
-    pending: list[_Item] = []
-    for item in items:
-        if item.imports():
-            whole(item)
-        elif not has_hot(item.start, item.end):
-            pending.append(item)
-        elif item.head == "class" and item.children and not has_hot(item.start, item.children[0].start - 1):
-            header(item)  # a class keeps its header and only the methods that may matter
-            for child in item.children:
-                if has_hot(child.start, child.end):
-                    whole(child)
-        else:
-            whole(item)
-    # module-level names the kept code refers to: constants, classes (bases), functions
-    names = _names(lines, keep)
-    while True:
-        added = [item for item in pending if item.binds(lines) & names]
-        if not added:
-            return keep
-        for item in added:
-            pending.remove(item)
-            before = set(keep)
-            if item.head in ("def", "class"):
-                stub(item)
-            else:
-                whole(item)
-            names |= _names(lines, set(keep) - before)
+        self.header(item)
+        self.keep[item.children[0].start] = " " * item.children[0].indent + "pass"
 
 
 def _names(lines: list[str], numbers: Iterable[int]) -> set[str]:

@@ -206,11 +206,21 @@ class FileFacts(ABC):
                 return hit[0], hit[1], args[1:], True
         return None
 
+    def method_call(self, call: Any) -> tuple[Any, str, Sequence[Any]] | None:
+        """``(receiver, name, args)`` for a method call ``receiver.name(args)``, else None."""
+        attribute = self._attribute(call.func)
+        return None if attribute is None else (attribute[0], attribute[1], self._call_args(call))
+
     # ----- what each tree answers -------------------------------------------------------
     @staticmethod
     @abstractmethod
     def _dotted(expr: Any) -> str | None:
         """``a.b.c`` for a Name/Attribute chain, else None."""
+
+    @staticmethod
+    @abstractmethod
+    def _attribute(expr: Any) -> tuple[Any, str] | None:
+        """``(value, name)`` for an attribute ``value.name``, else None."""
 
     @staticmethod
     @abstractmethod
@@ -429,6 +439,10 @@ class SourceFile(FileFacts):
         return ast.literal_eval(self.module.code_for_node(expr).strip())
 
     _dotted = staticmethod(dotted_name)
+
+    @staticmethod
+    def _attribute(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, str] | None:
+        return (expr.value, expr.attr.value) if isinstance(expr, cst.Attribute) else None
 
     @staticmethod
     def _alternatives(expr: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
