@@ -19,6 +19,7 @@ installed module found by ``PathFinder.find_spec``); nothing is imported.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import os
 import re
@@ -372,8 +373,14 @@ def _guarded_try(node: cst.Try) -> bool:
 
 
 #: an import with its statement line (None in a one-line ``def f(): import x``) and whether it is guarded
-ImportAt = tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None, bool]
-_BLOCKS = (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.With)
+#: (import statement, its line, guarded by try/except ImportError); a string: libcst loads lazily
+ImportAt = "tuple[cst.Import | cst.ImportFrom, cst.SimpleStatementLine | None, bool]"
+
+
+@functools.cache
+def _blocks() -> tuple[type, ...]:
+    """Statements whose bodies hold imports too (libcst classes: looked up when first needed)."""
+    return (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.With)
 
 
 def import_statements(module: cst.Module) -> Iterator[ImportAt]:
@@ -391,7 +398,7 @@ def _imports_in(nodes: Sequence[cst.CSTNode], guarded: bool) -> Iterator[ImportA
             yield from _try_imports(node, guarded)
         elif isinstance(node, (cst.If, cst.Else)):
             yield from _branch_imports(node, guarded)
-        elif isinstance(node, _BLOCKS):
+        elif isinstance(node, _blocks()):
             body = node.body
             if isinstance(body, cst.IndentedBlock):
                 yield from _imports_in(body.body, guarded)
