@@ -6,6 +6,11 @@ must never pay for torch.
 
 __version__ = "0.1.0"
 
+#: folders never walked into: version control, environments, caches, build output
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".tox", ".nox",
+                        ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules", ".modelcheck",
+                        "build", "dist", ".eggs"})
+
 
 
 def own_code_dirs() -> tuple[str, ...]:

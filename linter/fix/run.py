@@ -67,7 +67,7 @@ from modelcheck.fixers.base import (
 )
 from modelcheck.rules import FAMILY_OF_CODE, RULES_BY_CODE, SYNTAX_ERROR
 from modelcheck.smoke.stages import failing_node, failing_op
-from modelcheck.static.run import _CODING, PathError, check_source
+from modelcheck.static.run import CODING, PathError, check_source
 from modelcheck.static.source import SourceFile
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def rebuild(plan: FilePlan) -> None:
 def _encoding(raw: bytes) -> str:
     """The encoding the static pass read the file with (``read_source``): its PEP 263 coding
     cookie, else UTF-8 with or without a BOM."""
-    cookie = _CODING.match(raw)
+    cookie = CODING.match(raw)
     return cookie.group(1).decode("ascii") if cookie else "utf-8-sig"
 
 

@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", ".tox", ".nox", ".mypy_cache",
-                        ".ruff_cache", ".pytest_cache", "node_modules", ".modelcheck", "build", "dist", ".eggs",
-                        "site-packages"})
+from modelcheck import SKIP_DIRS
+
+#: the static pass's skipped folders, plus environments a repo may hold under other names
+_SKIP_DIRS = SKIP_DIRS | {"env", "site-packages"}
 _MAX_FILES = 5000
 _MAX_BYTES = 2_000_000  # a generated file this big holds no call sites worth reading
 _PREFERRED = re.compile(r"test|infer|demo|eval|predict|inference|sample|run", re.IGNORECASE)

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelcheck import SKIP_DIRS
 from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, Severity
 from modelcheck.rules import FAMILIES, SYNTAX_ERROR
@@ -27,9 +28,6 @@ from modelcheck.static.fast_rules import EXTRACTORS
 from modelcheck.static.source import SourceFile, cst, source_lines
 from modelcheck.targets import Target
 
-_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".tox", ".nox",
-                        ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules", ".modelcheck",
-                        "build", "dist", ".eggs"})
 _NOQA = re.compile(
     r"#\s*(?:noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?"
     r"|modelcheck:\s*ignore(?:\[(?P<mc_codes>[^\]]*)\])?)",
@@ -37,7 +35,8 @@ _NOQA = re.compile(
 )
 
 
-_CODING = re.compile(rb"(?:[^\n]*\n)?[ \t\f]*#[^\n]*?coding[:=][ \t]*([-\w.]+)")
+#: PEP 263's encoding declaration on line 1 or 2
+CODING = re.compile(rb"(?:[^\n]*\n)?[ \t\f]*#[^\n]*?coding[:=][ \t]*([-\w.]+)")
 
 
 class PathError(OSError):
@@ -115,7 +114,7 @@ def _walk(folder: Path, config: Config) -> Iterator[Path]:
             if config.excluded(child):
                 continue
             if child.is_dir():
-                if child.name in _SKIP_DIRS or child.name.endswith(".egg-info"):
+                if child.name in SKIP_DIRS or child.name.endswith(".egg-info"):
                     continue
                 real = _real(child)
                 if real not in entered:  # else a cycle (a_self -> .) or a second way in
@@ -133,7 +132,7 @@ def read_source(path: Path) -> tuple[str | None, str | None]:
         return None, f"{path}: skipped, cannot read ({exc.strerror or exc})"
     if b"\x00" in data:
         return None, f"{path}: skipped, binary file"
-    cookie = _CODING.match(data)  # PEP 263: "# -*- coding: latin-1 -*-" on line 1 or 2
+    cookie = CODING.match(data)  # PEP 263: "# -*- coding: latin-1 -*-" on line 1 or 2
     encoding = cookie.group(1).decode("ascii") if cookie else "utf-8-sig"
     try:
         return data.decode(encoding), None

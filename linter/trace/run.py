@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelcheck import own_code_dirs
+from modelcheck import SKIP_DIRS, own_code_dirs
 from modelcheck.findings import Finding, Location, ModelResult
 from modelcheck.jobs.run import ChildOutcome, run_job
 from modelcheck.models.specs import ModelSpec, discovery_files, specs_from_config
 from modelcheck.rules import FAMILIES, FAMILY_OF_CODE
 from modelcheck.rules.base import matches_for
-from modelcheck.static.run import _SKIP_DIRS, StaticResult, check_paths, suppressed
+from modelcheck.static.run import StaticResult, check_paths, suppressed
 from modelcheck.text import read_json, signal_name
 from modelcheck.trace.job import ROOT_PATH, decode_facts
 
@@ -192,7 +192,7 @@ def is_project_file(path: str, roots: Iterable[Path], config: Any) -> bool:
     for root in roots:
         if real.is_relative_to(root):
             inside = real.relative_to(root).parts[:-1]
-            if any(part in _SKIP_DIRS or part.endswith(".egg-info") for part in inside):
+            if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in inside):
                 return False
             return not config.excluded(Path(path))
     return False
