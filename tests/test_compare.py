@@ -228,3 +228,12 @@ def test_a_resnet50_backbone_passes_and_bilinear_at_opset_9_still_mismatches(tmp
     assert stage.status == "mismatch", stage.detail
     assert stage.max_rel_diff is not None and stage.max_rel_diff > RTOL * 10, stage.detail  # docs: 0.35-0.5
     assert "of its scale" in stage.detail
+
+
+def test_a_scalar_output_is_compared_like_any_other() -> None:
+    """A model returning a 0-d tensor (a score, ``x.mean()``): the comparison crashed on it ("numpy.float64
+    does not support item assignment"), found when the operator table's ``Tensor.mean() [all elements]``
+    probe went through the smoke test's comparison."""
+    assert comparison([np.float32(2.0)], [np.float32(2.0)]).status == "passed"
+    wrong = comparison([np.array(2.5, dtype=np.float32)], [np.array(2.0, dtype=np.float32)])
+    assert wrong.status == "mismatch" and "max abs diff 0.5" in wrong.detail and "scalar" not in wrong.detail

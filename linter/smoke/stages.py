@@ -233,7 +233,7 @@ def _compare_output(index: int, a: Any, b: Any, atol: float, rtol: float) -> _Ou
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     nan_a, nan_b = np.isnan(a64), np.isnan(b64)
     with np.errstate(invalid="ignore"):  # inf - inf: equal infinities are zeroed below
-        diff = np.abs(np.where(nan_a | nan_b, 0.0, a64 - b64))
+        diff = np.asarray(np.abs(np.where(nan_a | nan_b, 0.0, a64 - b64)))  # a 0-d output stays an array
     diff[np.isinf(a64) & (a64 == b64)] = 0.0
     finite = np.abs(b64[np.isfinite(b64)])
     scale = float(finite.max()) if finite.size else 0.0
