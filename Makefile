@@ -68,7 +68,8 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz.py --minutes 10
 
-# The operator compatibility table (linter/ops/table.json), measured again on ONNX Runtime and the real Caffe2.
+# The operator compatibility table (linter/ops/table.json), measured again on ONNX Runtime, the real Caffe2,
+# ORT mobile and the mobile targets' own converters and runtimes (in their environments).
 .PHONY: optable
-optable: caffe2
+optable: caffe2 targets
 	$(BIN)/python -m modelcheck.ops

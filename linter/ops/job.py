@@ -8,10 +8,16 @@ which cell was running and records it as crashed, and starts a new job for the r
 1. export with the TorchScript exporter (``dynamo=False``; caffe2: ``keep_initializers_as_inputs``)
    and record the ONNX op types the exporter emitted;
 2. ``onnx.checker.check_model(full_check=True)``;
-3. run it: ONNX Runtime (CPU) for the onnx target, in this process; the real Caffe2 for the caffe2
-   target through :func:`modelcheck.runtimes.caffe2.run.run_onnx` (its own chroot process, about
-   half a second, so several run on a thread pool while this thread exports the next cells);
+3. run it: ONNX Runtime (CPU) for the onnx target, in this process; for ort-mobile the file
+   converted to the ORT format first, as that target's smoke test does; the real Caffe2 for the
+   caffe2 target through :func:`modelcheck.runtimes.caffe2.run.run_onnx` (its own chroot process,
+   about half a second, so several run on a thread pool while this thread exports the next cells);
 4. compare with PyTorch eager: max abs diff, and that diff relative to the output's max ``|value|``.
+
+A target that does not go through ONNX (ExecuTorch, LiteRT, ncnn, Core ML) is measured by its own
+profile's ``export`` and ``run_file`` — the very functions its smoke test calls — in a job started
+in that target's environment (:func:`measure_converted`); a target with no runtime here (Core ML)
+is recorded as converted and not run.
 
 Results go to ``done.jsonl`` in the job folder as they finish (one line per probe and per cell).
 """
@@ -29,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from modelcheck.smoke.job import flatten
+from modelcheck.smoke.stages import ATOL as SMOKE_ATOL
+from modelcheck.smoke.stages import RTOL as SMOKE_RTOL
 
-#: a runtime's output matches PyTorch when max|got - expected| <= ATOL + RTOL * max|expected|
-ATOL, RTOL = 1e-5, 1e-4
+#: a runtime's output matches PyTorch when max|got - expected| <= ATOL + RTOL * max|expected|: the smoke test's rule
+ATOL, RTOL = SMOKE_ATOL, SMOKE_RTOL
 #: float16 outputs: one float16 step (2**-10 of the value) is rounding, not a wrong result
 ATOL16, RTOL16 = 1e-3, 2e-3
 
@@ -41,6 +49,9 @@ _ONNX_OP = (re.compile(r"\(ONNX op (\w+)\)"), re.compile(r'op_type:\s*"?(\w+)'),
             re.compile(r"translate op (\w+)"), re.compile(r"of operator \((\w+)\)"))
 _ORT_NODE = re.compile(r"[Nn]ode \(([^)]+)\)")
 _C2_OP = re.compile(r"\(Caffe2 op (\w+)\)")
+#: an aten operator as torch.export, ExecuTorch and the converters name it (``aten.grid_sampler_2d.default``)
+_ATEN_NAMED = re.compile(r"\baten(?:::|\.)(\w+)")
+ORT_MOBILE = "ort-mobile"
 _NOISE = re.compile(r"\s*(?:\[Caused by the value|Please feel free to request support).*$")
 
 
@@ -154,34 +165,18 @@ def graph_ops(path: Path) -> dict[str, str]:
 
 
 def compare(got: list[Any], expected: list[Any]) -> dict[str, Any]:
-    """``matches`` plus max abs diff and that diff relative to the output's max ``|value|``."""
+    """``matches`` plus max abs diff and that diff relative to the output's max ``|value|``, by the
+    smoke test's own rule (:func:`modelcheck.smoke.stages.comparison`), so that a cell says
+    "mismatch" exactly where the smoke test would; float16 outputs get one float16 step of slack."""
     import numpy as np
+    from modelcheck.smoke.stages import comparison
 
-    if len(got) != len(expected):
-        return {"matches": False, "detail": f"{len(got)} output(s), PyTorch has {len(expected)}"}
-    worst_abs = worst_rel = 0.0
-    problems = []
-    for index, (a, b) in enumerate(zip(got, expected, strict=True)):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            problems.append(f"output {index}: shape {list(a.shape)}, PyTorch {list(b.shape)}")
-            continue
-        if a.size == 0:
-            continue
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        nan = np.isnan(a64) != np.isnan(b64)
-        if nan.any():
-            problems.append(f"output {index}: NaN at {int(nan.sum())} element(s) where PyTorch has none")
-        diff = float(np.nan_to_num(np.abs(a64 - b64), nan=0.0, posinf=np.inf).max())
-        scale = float(np.nan_to_num(np.abs(b64), nan=0.0).max())
-        rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-        worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, rel)
-        atol, rtol = (ATOL16, RTOL16) if b.dtype == np.float16 else (ATOL, RTOL)
-        if not diff <= atol + rtol * scale:
-            problems.append(f"output {index}: max abs diff {diff:.3g} ({rel:.3g} of max |value| {scale:.3g})")
-    result: dict[str, Any] = {"matches": not problems, "max_abs_diff": worst_abs, "rel_diff": worst_rel}
-    if problems:
-        result["detail"] = "; ".join(problems)
+    half = any(np.asarray(e).dtype == np.float16 for e in expected)
+    done = comparison(got, expected, *((ATOL16, RTOL16) if half else (ATOL, RTOL)))
+    result: dict[str, Any] = {"matches": done.status == "passed", "max_abs_diff": done.max_abs,
+                              "rel_diff": done.max_rel}
+    if done.status != "passed":
+        result["detail"] = done.detail
     return result
 
 
@@ -194,6 +189,15 @@ def _onnxruntime(path: Path, feeds: dict[str, Any]) -> list[Any]:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+
+
+def _ort_format(path: Path, folder: Path) -> Path:
+    """The ort-mobile target's file: the ONNX export converted to the ORT format by ONNX Runtime's tool."""
+    from modelcheck.targets.ort_mobile import convert
+
+    converted = folder / "ort-mobile"
+    converted.mkdir(exist_ok=True)
+    return convert(path, converted)
 
 
 def _ort_op(text: str, ops: dict[str, str]) -> str | None:
@@ -249,6 +253,140 @@ def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> str | None:
     return None
 
 
+# ------------------------------------------------------- a target with its own converter
+
+
+def _converts(target: str) -> bool:
+    """Is ``target`` measured by its own converter (its profile exports no ONNX)?"""
+    from modelcheck.targets import PROFILES
+
+    return not PROFILES[target].onnx
+
+
+def measure_converted(key: str, target: str, model: Any, inputs: tuple[Any, ...], feeds: dict[str, Any],
+                      expected: list[Any], aten: list[str], folder: Path, recorder: Recorder) -> None:
+    """One cell of a non-ONNX target: its profile's ``export`` (the converter its smoke test runs),
+    then its ``run_file`` on the result, compared with PyTorch; ``runs`` None where it has no runtime here."""
+    from modelcheck.targets import PROFILES
+
+    profile = PROFILES[target]
+    cell: dict[str, Any] = {"type": "cell", "key": key, "target": target, "opset": 0}
+    batches = sorted({int(x.shape[0]) for x in inputs if getattr(x, "dim", lambda: 0)() > 0})
+    if profile.batchless and batches != [1]:  # its stage runs batch items one by one: not the operator
+        cell.update(runs=None, run_error=f"not measured: {profile.runtime_label} has no batch axis and this "
+                    f"probe's inputs have batch {', '.join(map(str, batches))}")
+        recorder.write(cell)
+        return
+    recorder.current(key, target, 0, "export")
+    started = time.monotonic()
+    try:
+        path = _convert(profile, model, inputs, folder / target)
+    except Exception as exc:  # every converter raises its own kinds of errors
+        cell.update(exports=False, export_error=one_line(exc), export_seconds=time.monotonic() - started)
+        _name_aten_op(cell, str(exc), aten)
+        recorder.write(cell)
+        return
+    cell.update(exports=True, export_seconds=time.monotonic() - started)
+    recorder.current(key, target, 0, "run")
+    started = time.monotonic()
+    if profile.run_file is None:
+        cell.update(runs=None, run_error=f"converted only: {profile.runtime_label} does not run here")
+    else:
+        try:
+            got = profile.run_file(path, feeds)
+        except Exception as exc:  # the runtime refuses an op, a shape or a dtype
+            cell.update(runs=False, run_error=one_line(exc))
+            _name_aten_op(cell, str(exc), aten)
+        else:
+            cell.update(runs=True, **compare(got, expected))
+            if cell["matches"] is False:
+                _name_aten_op(cell, "", aten)
+    cell["run_seconds"] = time.monotonic() - started
+    recorder.write(cell)
+
+
+def _convert(profile: Any, model: Any, inputs: tuple[Any, ...], artifacts: Path) -> Path:
+    """The profile's own ``export`` on a probe, its files in a folder of their own, its chatter muted."""
+    import shutil
+
+    from modelcheck.models.specs import ExampleInputs
+    from modelcheck.smoke.stages import ExportContext
+
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    names = [f"input_{i}" for i in range(len(inputs))]
+    context = ExportContext(_flat(model, inputs, profile.batchless), ExampleInputs(inputs), names, artifacts,
+                            {"name": profile.name, "opset": 0, "exporter": profile.exporters[0]})
+    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+        warnings.simplefilter("ignore")
+        return profile.export(context)
+
+
+def _flat(model: Any, inputs: tuple[Any, ...], pin_batch: bool) -> Any:
+    """The probe returning a plain tuple of tensors, as the ONNX exporter flattens it: a probe is about
+    its operator, and ``torch.export`` refuses to serialize a ``torch.return_types`` output (``topk``).
+
+    ``pin_batch`` (a target whose tensors have no batch axis, :attr:`Profile.batchless`): each 4-d
+    float input first goes through an identity 1×1 convolution (exact: ``x * 1 + 0``), so the probe
+    is measured as an operator inside a model. pnnx infers the batch axis from the layers before an
+    op; on an op applied to the model's input itself it guesses, and ``Softmax(dim=1)`` there becomes
+    ncnn's axis 1 (H) — measured, and a hazard of its own the smoke test catches, but not the
+    operator's.
+    """
+    import torch
+
+    class Flat(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+            self.pins = torch.nn.ModuleList(_identity(x) if pin_batch else torch.nn.Identity() for x in inputs)
+
+        def forward(self, *inputs: Any) -> tuple[Any, ...]:
+            return tuple(flatten(self.inner(*(pin(x) for pin, x in zip(self.pins, inputs, strict=True)))))
+
+    return Flat(model).eval()
+
+
+def _identity(tensor: Any) -> Any:
+    """A 1×1 convolution that returns a 4-d float input unchanged; ``nn.Identity`` for any other input."""
+    import torch
+
+    if not (isinstance(tensor, torch.Tensor) and tensor.dim() == 4 and tensor.is_floating_point()):
+        return torch.nn.Identity()
+    channels = tensor.shape[1]
+    conv = torch.nn.Conv2d(channels, channels, 1).to(tensor.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(channels, dtype=tensor.dtype).view(channels, channels, 1, 1))
+        conv.bias.zero_()
+    return conv
+
+
+def _name_aten_op(cell: dict[str, Any], text: str, aten: list[str]) -> None:
+    """``failed_op`` of a non-ONNX cell: the aten op its error names, else the probe's only aten op."""
+    named = _ATEN_NAMED.search(text)
+    if named:
+        cell.update(failed_op=f"aten::{named.group(1)}", failed_op_from="error")
+    elif len(aten) == 1:
+        cell.update(failed_op=aten[0], failed_op_from="graph")
+
+
+def env_versions(targets: list[str]) -> dict[str, str]:
+    """What the targets measured in this environment ran on: ``{"coreml": "coremltools 9.0, torch 2.13.0, numpy
+    2.4.6"}`` (numpy too: coremltools 9.0 converts shape arithmetic only with numpy < 2.4)."""
+    from importlib import metadata
+
+    from modelcheck.targets import PROFILES
+
+    found = {}
+    for target in targets:
+        env = PROFILES[target].env
+        if env is None:
+            continue
+        names = [env.version_of, *(r for r in env.requirements if r != env.version_of)]
+        found[target] = ", ".join(f"{name} {metadata.version(name)}" for name in names)
+    return found
+
+
 # ------------------------------------------------------------------------------------ the job
 
 
@@ -274,7 +412,7 @@ def run(payload: dict[str, Any]) -> Any:
             probe_dir = folder / f"probe-{number}"
             probe_dir.mkdir(exist_ok=True)
             _measure_probe(by_key.get(key), key, cells, probe_dir, recorder, pool, payload)
-    return {"cells": recorder.cells}
+    return {"cells": recorder.cells, "versions": env_versions(sorted({t for c in groups.values() for t, _ in c}))}
 
 
 def _catalogue(payload: dict[str, Any]) -> list[Any]:
@@ -319,11 +457,15 @@ def _measure_probe(probe: Any, key: str, cells: list[tuple[str, int]], folder: P
         aten = traced_ops(model, inputs)
     except Exception:  # tracing is informative only; the exporter reports its own failure
         aten = []
-    recorder.write({"type": "probe", "key": key, "aten_ops": aten,
-                    "outputs": [{"shape": list(e.shape), "dtype": str(e.dtype)} for e in expected]})
+    if payload.get("probe_records", True):  # a target environment's job leaves them to the main one
+        recorder.write({"type": "probe", "key": key, "aten_ops": aten,
+                        "outputs": [{"shape": list(e.shape), "dtype": str(e.dtype)} for e in expected]})
     feeds = {f"input_{i}": x.numpy() for i, x in enumerate(inputs)}
     for target, opset in cells:
-        _measure_cell(key, target, opset, model, inputs, feeds, expected, folder, recorder, pool, payload)
+        if _converts(target):
+            measure_converted(key, target, model, inputs, feeds, expected, aten, folder, recorder)
+        else:
+            _measure_cell(key, target, opset, model, inputs, feeds, expected, folder, recorder, pool, payload)
 
 
 def _measure_cell(key: str, target: str, opset: int, model: Any, inputs: tuple[Any, ...], feeds: dict[str, Any],
@@ -360,7 +502,7 @@ def _measure_cell(key: str, target: str, opset: int, model: Any, inputs: tuple[A
     recorder.current(key, target, opset, "onnxruntime")
     started = time.monotonic()
     try:
-        got = _onnxruntime(path, feeds)
+        got = _onnxruntime(_ort_format(path, folder) if target == ORT_MOBILE else path, feeds)
     except Exception as exc:  # ORT raises for ops, types and shapes it cannot run
         cell.update(runs=False, run_error=one_line(exc))
         _name_failed_op(cell, _ort_op(str(exc), ops) or _first(_ONNX_OP, cell.get("checker_error", "")), ops)

@@ -36,6 +36,8 @@ class Measured:
     cells: dict[Work, dict[str, Any]] = field(default_factory=dict)
     jobs: int = 0
     crashes: list[str] = field(default_factory=list)
+    #: what the targets measured in environments of their own ran on (``env_versions``)
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 def _read_folder(folder: Path, measured: Measured) -> None:
@@ -76,27 +78,55 @@ def _blame(folder: Path, outcome: ChildOutcome, chunk: list[Work], measured: Mea
 def measure(work: list[Work], *, chunk_probes: int = 30, caffe2_home: Path | None = None,
             caffe2_timeout: float = 60.0, extra_probes: Path | None = None,
             progress: Callable[[str], None] = print) -> Measured:
-    """Measure every cell of ``work`` in child jobs of ``chunk_probes`` probes each."""
+    """Measure every cell of ``work`` in child jobs of ``chunk_probes`` probes each; a target with an
+    environment of its own (ExecuTorch, LiteRT, ncnn, Core ML) in jobs started in that environment."""
     measured = Measured()
-    remaining = list(work)
-    total = len(remaining)
-    while remaining:
-        keys = list(dict.fromkeys(w[0] for w in remaining))[:chunk_probes]
-        chunk = [w for w in remaining if w[0] in keys]
-        with tempfile.TemporaryDirectory(prefix="modelcheck-optable-") as tmp:
-            payload = {"action": "measure", "work": [list(w) for w in chunk], "folder": tmp,
-                       "caffe2_timeout": caffe2_timeout, "caffe2_home": str(caffe2_home) if caffe2_home else None,
-                       "extra_probes": str(extra_probes) if extra_probes else None}
-            outcome = run_job(JOB_KIND, payload, timeout=120.0 + 10.0 * len(chunk))
-            measured.jobs += 1
-            _read_folder(Path(tmp), measured)
-            if outcome.status == "error":  # our bug, not the probe's: stop with the traceback
-                raise RuntimeError(f"the optable job failed: {outcome.error}\n{outcome.traceback_tail}")
-            if not outcome.ok:
-                _blame(Path(tmp), outcome, chunk, measured)
-        remaining = [w for w in remaining if w not in measured.cells]
-        progress(f"  {total - len(remaining)}/{total} cells measured ({outcome.seconds:.0f} s for that job)")
+    for python, cells in _by_environment(work).items():
+        remaining = cells
+        total = len(remaining)
+        where = f" in {python.parent.parent.name}'s environment" if python else ""
+        while remaining:
+            keys = list(dict.fromkeys(w[0] for w in remaining))[:chunk_probes]
+            chunk = [w for w in remaining if w[0] in keys]
+            seconds = _measure_chunk(chunk, python, measured, caffe2_home=caffe2_home, caffe2_timeout=caffe2_timeout,
+                                     extra_probes=extra_probes)
+            remaining = [w for w in remaining if w not in measured.cells]
+            progress(f"  {total - len(remaining)}/{total} cells measured{where} ({seconds:.0f} s for that job)")
     return measured
+
+
+def _by_environment(work: list[Work]) -> dict[Path | None, list[Work]]:
+    """The cells grouped by the interpreter that measures them: this one (None), or a target's own;
+    a target whose environment is not installed stops the run with the install command."""
+    from modelcheck.runtimes.envs import job_python
+    from modelcheck.targets import PROFILES
+
+    groups: dict[Path | None, list[Work]] = {}
+    pythons = {target: job_python(PROFILES[target]) for target in dict.fromkeys(w[1] for w in work)}
+    for cell in work:
+        groups.setdefault(pythons[cell[1]], []).append(cell)
+    return groups
+
+
+def _measure_chunk(chunk: list[Work], python: Path | None, measured: Measured, *, caffe2_home: Path | None,
+                   caffe2_timeout: float, extra_probes: Path | None) -> float:
+    """One ``optable`` job over ``chunk``; a crash or hang blames the cell it was on. Its seconds."""
+    with tempfile.TemporaryDirectory(prefix="modelcheck-optable-") as tmp:
+        payload = {"action": "measure", "work": [list(w) for w in chunk], "folder": tmp,
+                   "caffe2_timeout": caffe2_timeout, "caffe2_home": str(caffe2_home) if caffe2_home else None,
+                   "extra_probes": str(extra_probes) if extra_probes else None, "probe_records": python is None}
+        # a converter takes seconds per probe and its environment's imports up to half a minute
+        per_cell = 10.0 if python is None else 40.0
+        outcome = run_job(JOB_KIND, payload, timeout=120.0 + per_cell * len(chunk), python=python)
+        measured.jobs += 1
+        _read_folder(Path(tmp), measured)
+        if outcome.status == "error":  # our bug, not the probe's: stop with the traceback
+            raise RuntimeError(f"the optable job failed: {outcome.error}\n{outcome.traceback_tail}")
+        if outcome.ok:
+            measured.versions.update((outcome.value or {}).get("versions", {}))
+        else:
+            _blame(Path(tmp), outcome, chunk, measured)
+    return outcome.seconds
 
 
 def list_probes(extra_probes: Path | None = None, timeout: float = 300.0) -> dict[str, Any]:
@@ -150,7 +180,7 @@ def assemble(listing: dict[str, Any], measured: Measured, seconds: float,
     return {
         "format": FORMAT,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": listing["versions"],
+        "versions": {**listing["versions"], **measured.versions},
         "cells": [cell_name(t, o) for t, o in cells],
         "tolerance": {"atol": ATOL, "rtol": RTOL, "float16": {"atol": ATOL16, "rtol": RTOL16},
                       "rule": "max|got - expected| <= atol + rtol * max|expected|"},
@@ -171,26 +201,44 @@ def summary(table: dict[str, Any]) -> list[str]:
              f"{f', {mean:.2f} s each' if mean else ''}; {len(cost['job_crashes'])} job crashes)"]
     for name in table["cells"]:
         counts = Counter(p["cells"][name]["verdict"] for p in table["probes"] if name in p["cells"])
+        if not counts:  # a run over some targets only
+            continue
         parts = [f"{counts[v]} {v}" for v in reversed(VERDICTS) if counts[v]]
         lines.append(f"  {name:10} " + ", ".join(parts))
     return lines
 
 
-README_BEGIN = "<!-- generated by python -m modelcheck.ops: failures at caffe2 opset 9 -->"
+README_BEGIN = "<!-- generated by python -m modelcheck.ops: failures at each target's default cell -->"
 README_END = "<!-- end of generated section -->"
+#: the cells the README lists failures for: each mobile target at its default opset
+README_CELLS = (("caffe2", 9), ("ort-mobile", 17), ("executorch", 0), ("litert", 0), ("ncnn", 0), ("coreml", 0))
+
+
+def readme_section(table: dict[str, Any]) -> str:
+    """The README's generated section: for each target at its default cell, every probe not ok there."""
+    parts = []
+    for target, opset in README_CELLS:
+        name = cell_name(target, opset)
+        if any(name in p["cells"] for p in table["probes"]):
+            parts.append(f"### {target}" + (f" opset {opset}" if opset else "") + "\n\n"
+                         + failures_markdown(table, target, opset))
+    return "\n\n".join(parts)
 
 
 def failures_markdown(table: dict[str, Any], target: str = "caffe2", opset: int = 9) -> str:
-    """The README's generated section: every probe not ok at (target, opset), grouped by family."""
+    """Every probe not ok at (target, opset), in catalogue order (grouped by family)."""
     name = cell_name(target, opset)
     rows = [(p["family"], p["key"], p["cells"][name]) for p in table["probes"]
             if name in p["cells"] and p["cells"][name]["verdict"] != "ok"]
     total = sum(1 for p in table["probes"] if name in p["cells"])
     versions = table["versions"]
-    lines = [f"{len(rows)} of {total} probes are not ok at {target} opset {opset} (measured {table['generated']} "
-             f"with torch {versions.get('torch')}, {versions.get('caffe2')}, "
-             f"onnxruntime {versions.get('onnxruntime')}):",
-             "", "| family | probe | verdict | ONNX op | error |", "| --- | --- | --- | --- | --- |"]
+    where = f"{target} opset {opset}" if opset else target
+    ran_on = (f"torch {versions.get('torch')}, {versions.get('caffe2')}, onnxruntime {versions.get('onnxruntime')}"
+              if target in ("caffe2", "onnx") else versions.get(target) or
+              f"torch {versions.get('torch')}, onnxruntime {versions.get('onnxruntime')}")
+    op = "ONNX op" if opset else "op"
+    lines = [f"{len(rows)} of {total} probes are not ok at {where} (measured {table['generated']} with {ran_on}):",
+             "", f"| family | probe | verdict | {op} | error |", "| --- | --- | --- | --- | --- |"]
     for family, key, cell in rows:
         error = _error_line(cell).replace("|", "\\|")
         error = error if len(error) <= 140 else error[:137] + "…"
@@ -238,21 +286,46 @@ def dumps(table: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def generate(out: Path, *, only: str | None = None, chunk_probes: int = 30, caffe2_timeout: float = 60.0,
-             extra_probes: Path | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure every probe (or those whose key contains ``only``) and write the table to ``out``."""
+def generate(out: Path, *, only: str | None = None, targets: tuple[str, ...] | None = None,
+             chunk_probes: int = 30, caffe2_timeout: float = 60.0, extra_probes: Path | None = None,
+             progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every probe (or those whose key contains ``only``) at every cell (or only the cells of
+    ``targets``, keeping the other cells of the table already at ``out``) and write the table to ``out``."""
     started = time.monotonic()
     progress("listing the probes and the exporter's symbolic registry …")
     listing = list_probes(extra_probes)
     if only:
         listing["probes"] = [p for p in listing["probes"] if only in p["key"]]
-    work = [(p["key"], target, opset) for p in listing["probes"] for target, opset in CELLS]
-    progress(f"measuring {len(listing['probes'])} probes × {len(CELLS)} (target, opset) = {len(work)} cells …")
+    cells = tuple(c for c in CELLS if targets is None or c[0] in targets)
+    work = [(p["key"], target, opset) for p in listing["probes"] for target, opset in cells]
+    progress(f"measuring {len(listing['probes'])} probes × {len(cells)} (target, opset) = {len(work)} cells …")
     measured = measure(work, chunk_probes=chunk_probes, caffe2_timeout=caffe2_timeout, extra_probes=extra_probes,
                        progress=progress)
+    earlier = _keep_earlier(out, measured, cells) if targets is not None else None
     table = assemble(listing, measured, time.monotonic() - started)
+    if earlier is not None:
+        table["versions"] = {**earlier.get("versions", {}), **table["versions"]}
+        table["earlier_costs"] = [*earlier.get("earlier_costs", []), earlier["cost"]] if "cost" in earlier else []
+    table["cost"]["targets"] = sorted({t for t, _ in cells})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(dumps(table), encoding="utf-8")
     tmp.replace(out)
     return table
+
+
+def _keep_earlier(out: Path, measured: Measured, cells: tuple[tuple[str, int], ...]) -> dict[str, Any] | None:
+    """The table at ``out`` (None if there is none): its cells outside ``cells`` and its probes' traced
+    ops go into ``measured`` so a run over some targets leaves the others as they were measured."""
+    if not out.exists():
+        return None
+    earlier = json.loads(out.read_text(encoding="utf-8"))
+    redone = {cell_name(t, o) for t, o in cells}
+    for probe in earlier.get("probes", []):
+        if probe["key"] not in measured.probes:
+            measured.probes[probe["key"]] = {"aten_ops": probe.get("aten_ops", []), "outputs": probe.get("outputs", [])}
+        for target, opset in CELLS:
+            name = cell_name(target, opset)
+            if name in probe.get("cells", {}) and name not in redone:
+                measured.cells.setdefault((probe["key"], target, opset), dict(probe["cells"][name]))
+    return earlier

@@ -18,8 +18,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-#: (target, opset) pairs measured; the caffe2 target's default is 9, the onnx target's 17
-CELLS: tuple[tuple[str, int], ...] = (("caffe2", 9), ("caffe2", 11), ("onnx", 9), ("onnx", 11), ("onnx", 17))
+#: (target, opset) pairs measured; the caffe2 target's default is 9, the onnx and ort-mobile targets'
+#: 17; a target that exports no ONNX (its own converter) has one cell, opset 0
+CELLS: tuple[tuple[str, int], ...] = (("caffe2", 9), ("caffe2", 11), ("onnx", 9), ("onnx", 11), ("onnx", 17),
+                                      ("ort-mobile", 17), ("executorch", 0), ("litert", 0), ("ncnn", 0),
+                                      ("coreml", 0))
 TABLE_PATH = Path(__file__).with_name("table.json")
 FORMAT = 1
 
@@ -29,8 +32,8 @@ VERDICTS = ("probe_error", "job_crashed", "export_fails", "run_crashes", "run_fa
 
 
 def cell_name(target: str, opset: int) -> str:
-    """``caffe2/9``: how cells are keyed in the JSON."""
-    return f"{target}/{opset}"
+    """``caffe2/9``, or ``executorch`` for a target with no opset: how cells are keyed in the JSON."""
+    return f"{target}/{opset}" if opset else target
 
 
 def verdict_of(cell: Mapping[str, Any]) -> str:
@@ -174,6 +177,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as facts: tuples and lists alike, as they come back from JSON."""
+    return _plain(a) == _plain(b)
 
 
 def match_score(probe: ProbeInfo, facts: Mapping[str, Any]) -> int | None:

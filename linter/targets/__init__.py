@@ -124,6 +124,9 @@ class Profile:
     #: runs the export's file on the target's runtime: (file, feeds by input name) → outputs (numpy);
     #: what a non-ONNX target's stage and its doctor check call
     run_file: Callable[[Path, dict[str, Any]], list[Any]] | None = None
+    #: its tensors have no batch axis (ncnn): its converter infers the batch axis from the layers
+    #: before an op, so the operator table measures its probes behind an identity convolution
+    batchless: bool = False
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(stage.name for stage in self.stages)

@@ -214,5 +214,6 @@ PROFILE = Profile(
     export_label="TorchScript + pnnx",
     env=TargetEnv(("torch", "pnnx", "ncnn", "numpy"), ("torch", "pnnx", "ncnn", "numpy"), "ncnn"),
     run_file=run_file,
+    batchless=True,
     artifacts=ARTIFACTS,
 )
