@@ -136,6 +136,7 @@ class AdaptivePoolNotDividing(Rule):
     """
 
     code = "MC602"
+    covers = ({"divides": False},)
     predicts = (("export", "failed", Severity.WARNING),)
     name = "adaptive-pool-not-dividing"
     summary = "adaptive pooling to a size that does not divide the input size cannot be exported"

@@ -9,7 +9,7 @@ evidence therefore go through the very same rule, and merge on the same code.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -70,6 +70,11 @@ class Rule:
     #: smoke test's stage ending so (``("caffe2", "mismatch", WARNING)``); ``"coreml/export"`` names
     #: one target's stage of a name every target has; measured in docs/evidence.md
     predicts: ClassVar[tuple[tuple[str, str, Severity], ...]] = ()
+    #: which of the measured operator table's probes of its family's APIs this rule decides about at
+    #: the targets it has a verdict for: None, all of them; else the probes whose facts include one
+    #: of these patterns (``({"ceil_mode": True},)``; ``()`` none: a rule about a name, not an
+    #: outcome). The table's own rules (MC5xx) speak for the rest (:func:`modelcheck.rules.operators.deferred`)
+    covers: ClassVar[tuple[Mapping[str, Any], ...] | None] = None
 
     def verdict(self, target: Target) -> Severity | None:
         """How bad the construct is for ``target``; None means harmless there."""

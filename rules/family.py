@@ -58,6 +58,10 @@ class Family:
     #: (api, positional args, keyword args, tracing) → facts or None
     call_facts: Callable[[str, tuple[Any, ...], Mapping[str, Any], bool], Any] = _no_facts
     failing_ops: re.Pattern[str] | None = None
+    #: a family that also lists APIs other families own (MC5xx, from the measured operator table):
+    #: those families' facts and findings come first, and its rules speak for such an API only at the
+    #: targets none of the owner's rules has a verdict for
+    fallback: bool = False
     codes: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:

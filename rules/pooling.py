@@ -199,6 +199,7 @@ class NcnnCeilModePooling(Rule):
     """
 
     code = "MC302"
+    covers = ({"ceil_mode": True},)
     predicts = (("ncnn", "mismatch", Severity.ERROR),)
     name = "ncnn-ceil-mode-pooling"
     summary = "ceil_mode pooling that ncnn computes differently (padded average, dropped last window)"

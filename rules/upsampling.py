@@ -323,6 +323,7 @@ class DeprecatedUpsample(Rule):
     """
 
     code = "MC205"
+    covers = ()  # a deprecated name, not an outcome: the table speaks for what the call does
     name = "deprecated-upsample"
     summary = "F.upsample, F.upsample_bilinear and F.upsample_nearest are deprecated"
     bad_example = (
@@ -374,6 +375,7 @@ class BilinearFractionalScale(Rule):
     """
 
     code = "MC207"
+    covers = ({"mode": "bilinear", "resize_by": "scale_factor", "align_corners": False},)
     predicts = (("executorch", "mismatch", Severity.WARNING), ("litert", "mismatch", Severity.WARNING),
                 ("coreml/export", "failed", Severity.WARNING))
     name = "bilinear-fractional-scale"

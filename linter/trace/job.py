@@ -265,15 +265,23 @@ def _construction_site(module: Any, frame: types.FrameType | None) -> dict[str, 
 
 # ----- module walk --------------------------------------------------------------------------------
 
-def layer_api(module: Any) -> tuple[Any, str] | None:
-    """(rule family, torch API name) for a torch layer some family is about (``torch.nn.MaxPool2d``)."""
+def layer_apis(module: Any) -> list[tuple[Any, str]]:
+    """(rule family, torch API name) for each family a torch layer is about (``torch.nn.MaxPool2d``):
+    the family that owns it first, a fallback family (:attr:`Family.fallback`) after it."""
     from modelcheck.rules import FAMILIES
 
     for cls in type(module).__mro__:
         if cls.__module__.startswith("torch.nn.modules."):
             name = f"torch.nn.{cls.__name__}"
-            return next(((family, name) for family in FAMILIES if name in family.layer_apis), None)
-    return None
+            found = [(family, name) for family in FAMILIES if name in family.layer_apis]
+            return sorted(found, key=lambda pair: pair[0].fallback)
+    return []
+
+
+def layer_api(module: Any) -> tuple[Any, str] | None:
+    """The first of :func:`layer_apis`: the family that owns the layer, and its API name."""
+    found = layer_apis(module)
+    return found[0] if found else None
 
 
 @dataclass
@@ -293,22 +301,23 @@ def walk_modules(model: Any, sites: ConstructionSites) -> ModuleWalk:
     for path, module in model.named_modules():
         walk.paths[id(module)] = path or ROOT_PATH
         site = site_by_path[path] = sites.get(module)
-        found = layer_api(module)
-        if found is None:
+        found = layer_apis(module)
+        if not found:
             continue
         if site is None:  # built without __init__ (deepcopy): the nearest ancestor's site
             parts = path.split(".")
             site = next((site_by_path.get(".".join(parts[:i])) for i in range(len(parts) - 1, -1, -1)
                          if site_by_path.get(".".join(parts[:i]))), None)
-        family, api = found
-        facts = family.layer_facts(module, api)
-        if facts is None:
-            walk.layer_sites[path or ROOT_PATH] = site
-            continue
-        walk.constructs.append({
-            **encode_facts(facts), "origin": "module", "module_path": path or ROOT_PATH,
-            "location": site, "source": _source_line(site),
-        })
+        for family, api in found:
+            facts = family.layer_facts(module, api)
+            if facts is None:
+                if family.layer_calls:
+                    walk.layer_sites[path or ROOT_PATH] = site
+                continue
+            walk.constructs.append({
+                **encode_facts(facts), "origin": "module", "module_path": path or ROOT_PATH,
+                "location": site, "source": _source_line(site),
+            })
     return walk
 
 
@@ -615,17 +624,18 @@ def _assignment_site(cls: type, attribute: str) -> dict[str, Any] | None:
 
 # ----- graph capture ------------------------------------------------------------------------------
 
-def capture_apis() -> dict[Any, tuple[Any, str]]:
-    """The functions whose calls are traced, by identity → (their rule family, public name)."""
+def capture_apis() -> dict[Any, tuple[tuple[Any, str], ...]]:
+    """The functions whose calls are traced, by identity → each (rule family, public name) about it,
+    the owning family first and a fallback family after it."""
     import torch.nn.functional  # noqa: F401 - the functions most families name
     from modelcheck.rules import FAMILIES
 
-    apis: dict[Any, tuple[Any, str]] = {}
-    for family in FAMILIES:
+    apis: dict[Any, tuple[tuple[Any, str], ...]] = {}
+    for family in sorted(FAMILIES, key=lambda family: family.fallback):
         for name in sorted(family.call_apis):
             fn = resolve_api(name)
-            if fn is not None:
-                apis.setdefault(fn, (family, name))
+            if fn is not None and family not in (f for f, _ in apis.get(fn, ())):
+                apis[fn] = (*apis.get(fn, ()), (family, name))
     return apis
 
 
@@ -669,7 +679,7 @@ class CallLog:
     facts, at the user's line (or, for a layer whose facts come from its calls, at the layer's
     construction site). Plain Python: the ``TorchFunctionMode`` around it only feeds it."""
 
-    apis: dict[Any, tuple[Any, str]]  # function → (rule family, public name)
+    apis: dict[Any, tuple[tuple[Any, str], ...]]  # function → each (rule family, public name), owner first
     paths: dict[int, str]  # id(module) → module path
     layer_sites: dict[str, dict[str, Any] | None]  # module path → construction site (``layer_calls``)
     functional_file: str
@@ -681,18 +691,18 @@ class CallLog:
     errors: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.names = {name for _, name in self.apis.values()}
+        self.names = {name for pairs in self.apis.values() for _, name in pairs}
 
     def seen(self, func: Any, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
         """One torch call of the forward (``frame``: its caller's)."""
         self.calls += 1
         try:
-            found = self.apis.get(func)
+            found = self.apis.get(func, ())
         except TypeError:
-            found = None
-        if found is not None:
+            found = ()
+        for family, api in found:
             try:
-                self.record(*found, args, kwargs, frame)
+                self.record(family, api, args, kwargs, frame)
             except Exception as exc:  # a capture bug must not fail the user's forward
                 self.errors.append(one_line(exc))
 
