@@ -596,7 +596,7 @@ class OperatorFailsExport(OperatorRule):
 
     code = "MC501"
     name = "operator-fails-export"
-    summary = "an operator the TorchScript exporter cannot export at the target's opset (measured)"
+    summary = "an operator the target's exporter or converter refuses (measured)"
     verdicts = EXPORT_FAILS
     predicts = (("export", "failed", Severity.WARNING),)
     bad_example = "import torch\n\n\ndef attend(a, b):\n    return torch.einsum('bik,bkj->bij', a, b)\n"

@@ -87,8 +87,9 @@ def test_where_the_owner_has_no_rule_the_table_speaks_for_its_api():
 
 def test_an_owner_rule_covers_only_what_it_decides():
     """MC207 decides bilinear resizing by a scale factor at LiteRT, not nearest resizing (LiteRT's
-    nearest resize by 0.5 computes something else, measured: the table's to say), and no pooling
-    rule has a verdict at LiteRT, where adaptive max pooling does not convert."""
+    nearest resize by 0.5 computes something else, measured: the table's to say); no adaptive
+    pooling rule has a verdict at LiteRT, where adaptive max pooling does not convert; MC302 covers
+    ceil_mode pools at ncnn, not divisor_override; no pooling rule speaks at ExecuTorch."""
     litert = make_target("litert")
     bilinear = ops.TABLE.probes["F.interpolate(scale_factor=1.5, mode='bilinear', align_corners=False)"]
     nearest = ops.TABLE.probes["F.interpolate(scale_factor=0.5, mode='nearest')"]
@@ -97,6 +98,16 @@ def test_an_owner_rule_covers_only_what_it_decides():
     facts = ops.OperatorFacts("torch.nn.AdaptiveMaxPool2d", (("global", True),))
     claim = ops.RULES[0].match_at(facts, litert)
     assert claim is not None and "litert_torch.convert" in claim.message and "Lowering not found" in claim.message
+    # MC302 decides ceil_mode pools at ncnn, not divisor_override, which ncnn cannot load at all
+    ncnn = make_target("ncnn")
+    divisor = ops.OperatorFacts("torch.nn.AvgPool2d", (("ceil_mode", False), ("count_include_pad", True),
+                                                       ("divisor_override", 3), ("padding", 0)))
+    claim = ops.RULES[1].match_at(divisor, ncnn)
+    assert claim is not None and claim.certain and "avgpool2d_0 failed" in claim.message
+    # and no pooling rule speaks at ExecuTorch, which cannot load a 3-d pool
+    pool3d = ops.RULES[1].match_at(ops.OperatorFacts("torch.nn.MaxPool3d", (("ceil_mode", False),)),
+                                   make_target("executorch"))
+    assert pool3d is not None and "ExecuTorch" in pool3d.message
 
 
 # ----- the table, probe by probe -------------------------------------------------------------------
