@@ -88,7 +88,7 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.Adapti
     if api.startswith("torch.nn.functional."):
         if "input" not in bound:
             return Decline("MC601", line, "the pooled tensor is not passed as an argument modelcheck can see")
-        text = f"{_operand(bound['input'])}.mean({_dims(api)}, keepdim=True)"
+        text = f"{operand(bound['input'])}.mean({_dims(api)}, keepdim=True)"
         helpers: tuple[Helper, ...] = ()
         imports: tuple[str, ...] = ()
     else:
@@ -108,7 +108,7 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.Adapti
                 rewrites=((id(call), rewrite),), helpers=helpers, imports=imports, anchors=(call,))
 
 
-def _operand(expr: cst.BaseExpression) -> str:
+def operand(expr: cst.BaseExpression) -> str:
     """``expr``'s code, parenthesised unless ``.mean`` can follow it as it is."""
     text = code_of(expr).strip()
     simple = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)

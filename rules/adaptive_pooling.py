@@ -131,8 +131,15 @@ class AdaptivePoolNotDividing(Rule):
     of input size" (measured, docs/evidence.md).
 
     ## Fix safety
-    There is no automatic fix: the right size depends on the architecture. Pool to a size that
-    divides the input (or resize the input) so the windows are uniform.
+    `--unsafe-fixes` writes the pooling as explicit windows: the layer becomes an instance of
+    `_AdaptivePoolWindows(size, "avg" or "max", dims)`, a helper module inserted once per file
+    (the functional call, that module applied to its input), which pools each of PyTorch's
+    windows (`[floor(j·n/o), ceil((j+1)·n/o))`, one axis at a time) with `narrow`, `mean`/`amax`
+    and `cat`: Slice, ReduceMean/ReduceMax and Concat, which export at every opset and run in
+    ONNX Runtime and Caffe2 (checked on the fixed model). Unsafe: PyTorch computes the windows of
+    any input, but the export holds those of the traced size only. The mean sums in another
+    order, so outputs agree to float rounding (checked on the built model; without one it is
+    held back). By hand: pool to a size that divides the input, or resize the input.
     """
 
     code = "MC602"
@@ -164,7 +171,7 @@ class AdaptivePoolNotDividing(Rule):
         sizes = "×".join("*" if o is None else str(o) for o in outputs)
         return Match(f"{facts.what} on a {'×'.join(map(str, inputs))} input: the output size {sizes} does not divide "
                      "the input, and the TorchScript exporter fails (\"output size that are not factor of input "
-                     "size\")")
+                     "size\")", fixable=True)
 
 
 RULES: tuple[Rule, ...] = (GlobalAveragePoolInCaffe2(), AdaptivePoolNotDividing())
