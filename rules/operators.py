@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any, ClassVar
 
 from modelcheck.findings import Severity
@@ -165,7 +165,7 @@ class Signature:
 
 _CONV = {"padding": 0, "dilation": 1, "padding_mode": "zeros"}
 _CONV_F = Signature(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), _CONV)
-_CONVT = {"dilation": 1}
+_CONVT = {"dilation": 1, "output_padding": 0}
 _CLAMP_T, _CLAMP_M = Signature(("input", "min", "max")), Signature(("min", "max"))
 _POW_T, _POW_M = Signature(("input", "exponent")), Signature(("exponent",))
 _TOPK = {"largest": True}
@@ -359,6 +359,7 @@ DERIVE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "padding": lambda v: _scalar(v.get("padding", UNKNOWN)),
     "padding_mode": lambda v: v.get("padding_mode", UNKNOWN),
     "dilation": lambda v: _scalar(v.get("dilation", UNKNOWN)),
+    "output_padding": lambda v: _scalar(v.get("output_padding", UNKNOWN)),
     "training": lambda v: v.get("training", UNKNOWN),
     "mode": lambda v: v.get("mode", UNKNOWN),
     "exponent": lambda v: _exponent(v.get("exponent", UNKNOWN)),
@@ -388,7 +389,17 @@ def derive(api: str, values: Mapping[str, Any], extra: Sequence[Any] = ()) -> tu
         facts["index"] = _index_kind(values["index"])
     if facts.get("exponent") in ("integer", "fraction"):
         facts["power"] = values["exponent"]
+    for key in _argument_keys(api):  # literal arguments break ties between probes (``output_padding=1``)
+        value = values.get(key, UNKNOWN)
+        if key not in facts and value is not UNKNOWN and value is not None and not isinstance(value, Tensor):
+            facts[key] = _scalar(tuple(value) if isinstance(value, list) else value)
     return tuple(facts.items())
+
+
+@cache
+def _argument_keys(api: str) -> tuple[str, ...]:
+    """The literal arguments the probes of ``api`` were measured with (``kernel_size``, ``output_padding``)."""
+    return tuple(sorted({key for probe in TABLE.probes_for(api) for key in probe.args}))
 
 
 # ----- what the table says about one construct at one target -----------------------------------
@@ -427,8 +438,10 @@ def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
 
     The variant is the best match on the known facts (the plainest among equals). A match on no
     fact at all while the facts ruled the API's other probes out is no evidence (a float
-    ``x * y`` is not the ``integer arithmetic`` probe). The outcome is certain when no deciding
-    fact is unknown, or when every variant the known facts allow fails there too.
+    ``x * y`` is not the ``integer arithmetic`` probe). The outcome is certain when every variant
+    the known facts allow fails there too, or when no deciding fact is unknown and the call states
+    the variant's literal arguments (``ConvTranspose2d(3, 2, 1, output_padding=1)``, which LiteRT
+    does not convert, where ``output_padding=0`` would match it only as the nearest variant).
     """
     mine = [p for p in TABLE.probes_for(facts.api) if p.key in PROBES]
     found = [(score, p) for score, p in TABLE.candidates(facts.api, facts.known) if p.key in PROBES]
@@ -440,8 +453,16 @@ def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
     cell = TABLE.cell(best.key, name, opset)
     if cell is None or not cell.exact or cell.verdict not in FAILING:
         return None
-    certain = facts.certain_api and (not facts.undecided or all(_fails(p, name, opset) for _, p in found))
+    every_variant_fails = all(_fails(p, name, opset) for _, p in found)
+    certain = facts.certain_api and (not facts.undecided or every_variant_fails)
+    if certain and not every_variant_fails and not _arguments_agree(best, facts.known):
+        certain = False  # the nearest measured variant differs in an argument, and another one passes
     return Outcome(cell, best, certain)
+
+
+def _arguments_agree(probe: optable.ProbeInfo, known: Mapping[str, Any]) -> bool:
+    """Does the call state every literal argument the probe was measured with, at the same value?"""
+    return all(key in known and optable.same(known[key], value) for key, value in probe.args.items())
 
 
 def _version(key: str) -> str:
