@@ -202,6 +202,7 @@ SIGNATURES: dict[str, Signature] = {
     "torch.Tensor.to": Signature(("dtype",)),
     "torch.Tensor.__getitem__": Signature(("index",)),
     "torch.Tensor.__setitem__": Signature(("index", "value")),
+    "torch.arange": Signature(("start", "end", "step")), "torch.linspace": Signature(("start", "end", "steps")),
     "torch.nn.functional.interpolate": _RESIZE_F, "torch.nn.functional.upsample": _RESIZE_F,
     "torch.nn.Upsample": Signature(("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
                                    _RESIZE),
@@ -304,6 +305,14 @@ def _index_kind(index: Any) -> Any:
     return max(kinds, key=_INDEX_RANK.index)
 
 
+def _dynamic(values: Mapping[str, Any]) -> Any:
+    """A range whose bounds are tensors (a traced shape), not numbers: True, False, or UNKNOWN."""
+    bounds = [values[key] for key in ("start", "end", "step", "steps") if key in values]
+    if not bounds or any(value is UNKNOWN for value in bounds):
+        return UNKNOWN
+    return any(isinstance(value, Tensor) for value in bounds)
+
+
 def _resize_by(values: Mapping[str, Any]) -> Any:
     """``scale_factor``, ``size`` (literal sizes) or ``size_of_tensor`` (sizes that are traced
     tensors, ``y.shape[-2:]`` under ``torch.jit.trace``): how an interpolation gets its output size."""
@@ -369,6 +378,7 @@ DERIVE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     **{key: (lambda v, key=key: v.get(key, UNKNOWN))
        for key in ("ceil_mode", "count_include_pad", "divisor_override", "return_indices", "align_corners")},
     "resize_by": lambda v: _resize_by(v),
+    "dynamic": lambda v: _dynamic(v),
     "global": lambda v: _global(v.get("output_size", UNKNOWN)),
     "divides": lambda v: _divides(v.get("output_size", UNKNOWN), v.get("input", UNKNOWN)),
 }
@@ -378,7 +388,7 @@ def derive(api: str, values: Mapping[str, Any], extra: Sequence[Any] = ()) -> tu
     """The facts of one call of ``api`` from its bound argument values (literals, UNKNOWN, or
     :class:`Tensor` for live tensors); ``extra`` holds positional values past the signature."""
     facts: dict[str, Any] = {}
-    for key in sorted(TABLE.deciding_keys(api)):
+    for key in sorted(TABLE.deciding_keys(api) | (_fact_keys(api) & DERIVE.keys())):
         facts[key] = DERIVE[key](values) if key in DERIVE else UNKNOWN
     method = api.rsplit(".", 1)[-1]
     if "dtype" in facts:
@@ -394,6 +404,13 @@ def derive(api: str, values: Mapping[str, Any], extra: Sequence[Any] = ()) -> tu
         if key not in facts and value is not UNKNOWN and value is not None and not isinstance(value, Tensor):
             facts[key] = _scalar(tuple(value) if isinstance(value, list) else value)
     return tuple(facts.items())
+
+
+@cache
+def _fact_keys(api: str) -> frozenset[str]:
+    """The facts the probes of ``api`` record: those :data:`DERIVE` can read from a call are read even
+    where they decide nothing among its probes (``dynamic``: ``arange(10)`` is not ``arange(x.shape[-1])``)."""
+    return frozenset(key for probe in TABLE.probes_for(api) for key in probe.facts)
 
 
 @cache

@@ -784,9 +784,11 @@ def _creation() -> list[Probe]:
         cr("torch.ones(x.shape)", t_("ones"), lambda x: torch.ones(x.shape) * x),
         cr("torch.full_like(x, 2.0)", t_("full_like"), lambda x: torch.full_like(x, 2.0) * x),
         cr("torch.arange(x.shape[-1])", t_("arange"), lambda x: x + torch.arange(x.shape[-1]), facts={"dynamic": True}),
-        cr("torch.meshgrid(arange(h), arange(w), indexing='ij') [grid]", t_("meshgrid", "arange"),
+        # stands for arange from shapes only: its failure (ncnn) is the aranges', and a meshgrid of
+        # constants passes there (a held-out warp field: meshgrid of linspace ran right on ncnn)
+        cr("torch.meshgrid(arange(h), arange(w), indexing='ij') [grid]", t_("arange"),
            lambda x: x + torch.stack(torch.meshgrid(torch.arange(x.shape[2]), torch.arange(x.shape[3]), indexing="ij"))
-           .sum(0)),
+           .sum(0), facts={"dynamic": True}),
         cr("torch.linspace(0, 1, 12)", t_("linspace"), lambda x: x * torch.linspace(0, 1, 12)),
         cr("F.one_hot(x.argmax(1), 4)", f_("one_hot"), lambda x: F.one_hot(x.argmax(1), 4)),
         cr("torch.tensor([...]) constant", t_("tensor"),
