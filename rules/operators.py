@@ -183,8 +183,9 @@ SIGNATURES: dict[str, Signature] = {
     "torch.nn.Conv2d": Signature(("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                                   "groups", "bias", "padding_mode"), _CONV),
     "torch.nn.functional.conv2d": _CONV_F, "torch.conv2d": _CONV_F,
-    "torch.nn.ConvTranspose2d": Signature(("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                                           "output_padding", "groups", "bias", "dilation", "padding_mode"), _CONVT),
+    **{f"torch.nn.ConvTranspose{d}d": Signature(("in_channels", "out_channels", "kernel_size", "stride",
+                                                 "padding", "output_padding", "groups", "bias", "dilation",
+                                                 "padding_mode"), _CONVT) for d in (1, 2, 3)},
     "torch.nn.functional.conv_transpose2d": Signature(("input", "weight", "bias", "stride", "padding",
                                                        "output_padding", "groups", "dilation"), _CONVT),
     "torch.nn.functional.batch_norm": Signature(("input", "running_mean", "running_var", "weight", "bias",
@@ -467,6 +468,8 @@ def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
     best = found[0][1]
     if len(found) < len(mine) and not best.facts and not set(best.soft) - {"input_rank"}:
         return None
+    if _special_case(best, facts, mine):
+        return None
     cell = TABLE.cell(best.key, name, opset)
     if cell is None or not cell.exact or cell.verdict not in FAILING:
         return None
@@ -475,6 +478,16 @@ def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
     if certain and not every_variant_fails and not _arguments_agree(best, facts.known):
         certain = False  # the nearest measured variant differs in an argument, and another one passes
     return Outcome(cell, best, certain)
+
+
+def _special_case(probe: optable.ProbeInfo, facts: OperatorFacts, probes: Sequence[optable.ProbeInfo]) -> bool:
+    """Was ``probe`` measured on a value of a fact the call does not know, and no probe of the API on
+    any other? Then it stands for a special case the call may well not be (``reshape`` to sizes read
+    from ``x.shape``, ``dynamic``, which coremltools fails on, for a ``reshape(1, -1)`` whose sizes
+    tracing sees only as numbers): no claim."""
+    return any(value is UNKNOWN and key in probe.facts and len({repr(optable.plain(p.facts.get(key)))
+                                                                  for p in probes}) < 2
+               for key, value in facts.facts)
 
 
 def _arguments_agree(probe: optable.ProbeInfo, known: Mapping[str, Any]) -> bool:
@@ -618,14 +631,16 @@ class OperatorFailsExport(OperatorRule):
     LiteRT (litert-torch 0.10.0): adaptive max pooling, antialiased resizing, boolean-mask
     indexing, `nonzero`, `sort`/`argsort`, `div(rounding_mode='floor')` and
     `ConvTranspose2d(3, 2, 1, output_padding=1)` do not convert; at Core ML (coremltools 9.0 with
-    numpy 2.4): 36 probes, among them shape arithmetic such as `x.view(x.size(0), -1)`
+    numpy 2.4): 45 probes, among them shape arithmetic such as `x.view(x.size(0), -1)`
     (`aten::Int`, apple/coremltools#2633), bicubic and 3-d resizing, `prod`, `chunk`, circular
     padding. Only measured cells count: caffe2 at opsets 9 and 11, onnx at 9, 11 and 17,
     ort-mobile at 17 (TorchScript exporter), and executorch, litert, ncnn and coreml through
     their own converters; at another opset or with the dynamo exporter there is no finding. An
     argument not known statically is taken to be the plainest variant measured; when that variant
     fails and another would not, the finding says "may" (one severity lower) and tracing settles
-    it.
+    it. A probe measured on a special case the call is not known to be (a `reshape` to sizes read
+    from `x.shape`, where the table has no `reshape` to plain numbers) makes no claim: coremltools
+    fails on the one and not the other, and tracing sees both as numbers.
 
     ## Fix safety
     There is no automatic fix: the equivalent depends on the operator (`torch.bmm` for a batched

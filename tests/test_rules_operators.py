@@ -144,7 +144,7 @@ def test_an_operator_that_passes_everywhere_is_not_even_looked_up():
     everywhere = {api for probe in ops.TABLE.probes.values() if set(ops.TABLE.row(probe.key)) <= {"ok", "not_run"}
                   for api in probe.apis}
     failing = {api for probe in ops.TABLE.probes.values() if set(ops.TABLE.row(probe.key)) & ops.FAILING
-               for api in probe.apis}
+               for api in probe.apis if ops._stands_for(probe, api)}  # permute in ``...view(n, -1, c)``: the view's
     assert {"torch.cat", "torch.nn.ReLU", "torch.Tensor.permute", "torch.matmul"} <= everywhere - failing
     assert not (everywhere - failing) & ops.APIS
 

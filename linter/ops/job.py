@@ -323,17 +323,28 @@ def _convert(profile: Any, model: Any, inputs: tuple[Any, ...], artifacts: Path)
 
 
 def _flat(model: Any, inputs: tuple[Any, ...], pin_batch: bool) -> Any:
-    """The probe returning a plain tuple of tensors, as the ONNX exporter flattens it: a probe is about
-    its operator, and ``torch.export`` refuses to serialize a ``torch.return_types`` output (``topk``).
+    """The probe as its target's converter gets it: itself, wherever that can be.
 
-    ``pin_batch`` (a target whose tensors have no batch axis, :attr:`Profile.batchless`): each 4-d
-    float input first goes through an identity 1×1 convolution (exact: ``x * 1 + 0``), so the probe
-    is measured as an operator inside a model. pnnx infers the batch axis from the layers before an
-    op; on an op applied to the model's input itself it guesses, and ``Softmax(dim=1)`` there becomes
-    ncnn's axis 1 (H) — measured, and a hazard of its own the smoke test catches, but not the
-    operator's.
+    A wrapper changes what ``torch.jit.trace`` records — the ``aten::Int`` of ``x.view(x.size(0), -1)``
+    is traced at the top level only, and coremltools 9.0 fails on it with numpy 2.4 — so a probe is
+    wrapped only when it must be:
+
+    - its output is not a tensor or a plain tuple of them: returned flattened, as the ONNX exporter
+      flattens it (``torch.export`` refuses to serialize ``torch.return_types``: ``topk``);
+    - ``pin_batch`` (a target whose tensors have no batch axis, :attr:`Profile.batchless`): each 4-d
+      float input first goes through an identity 1×1 convolution (exact: ``x * 1 + 0``), so the
+      probe is measured as an operator inside a model. pnnx infers the batch axis from the layers
+      before an op; on an op applied to the model's input itself it guesses, and ``Softmax(dim=1)``
+      there becomes ncnn's axis 1 (H) — measured, a hazard of its own the smoke test catches, but
+      not the operator's.
     """
     import torch
+
+    with torch.no_grad():
+        out = model(*inputs)
+    plain = isinstance(out, torch.Tensor) or (type(out) is tuple and all(isinstance(t, torch.Tensor) for t in out))
+    if plain and not pin_batch:
+        return model
 
     class Flat(torch.nn.Module):
         def __init__(self, inner: Any) -> None:

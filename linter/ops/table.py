@@ -179,6 +179,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """A fact's value as JSON gives it back (tuples as lists)."""
+    return _plain(value)
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal as facts: tuples and lists alike, as they come back from JSON."""
     return _plain(a) == _plain(b)
