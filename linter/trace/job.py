@@ -700,13 +700,13 @@ class CallLog:
             found = self.apis.get(func, ())
         except TypeError:
             found = ()
-        for family, api in found:
+        for index, (family, api) in enumerate(found):
             try:
-                self.record(family, api, args, kwargs, frame)
+                self.record(family, api, args, kwargs, frame, listed=index == 0)
             except Exception as exc:  # a capture bug must not fail the user's forward
                 self.errors.append(one_line(exc))
 
-    def record(self, family: Any, api: str, args: Any, kwargs: dict[str, Any], frame: Any) -> None:
+    def record(self, family: Any, api: str, args: Any, kwargs: dict[str, Any], frame: Any, listed: bool = True) -> None:
         frame, via_module, wrapper = _walk_to_user(frame, self.functional_file, self.names)
         if via_module is not None:  # inside a torch layer: the module walk has its facts
             path = self.paths.get(id(via_module), "?")
@@ -716,7 +716,7 @@ class CallLog:
                 layer = layer_api(via_module)
                 if facts is not None and layer is not None:
                     facts = dataclasses.replace(facts, api=layer[1])
-                    self.keep(layer[1], facts, self.layer_sites[path], path)
+                    self.keep(layer[1], facts, self.layer_sites[path], path, listed=listed)
             return
         if frame is None:
             return
@@ -724,16 +724,18 @@ class CallLog:
             api = wrapper
         facts = family.call_facts(api, args, kwargs, self.tracing)
         if facts is not None:
-            self.keep(api, facts, frame_site(frame), _enclosing_module_path(frame, self.paths))
+            self.keep(api, facts, frame_site(frame), _enclosing_module_path(frame, self.paths), listed=listed)
 
-    def keep(self, api: str, facts: Any, site: dict[str, Any], module_path: str) -> None:
+    def keep(self, api: str, facts: Any, site: dict[str, Any], module_path: str, listed: bool = True) -> None:
+        """One construct for the rules; ``listed``: also one op of the graph the report lists (a call
+        several families read is listed once, as the first, its owner, saw it)."""
         encoded = encode_facts(facts)
         key = (api, site["path"], site["line"], site["column"], module_path, json.dumps(encoded, sort_keys=True))
         if key in self.ops:
             self.ops[key]["count"] += 1
             return
         self.ops[key] = {"op": api, "location": site, "module_path": module_path,
-                         "args": encoded["facts"], "count": 1}
+                         "args": encoded["facts"], "count": 1, "listed": listed}
         self.constructs.append({**encoded, "origin": "call", "module_path": module_path,
                                 "location": site, "source": _source_line(site)})
 
@@ -802,7 +804,7 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     log = recorder.log
     graph["seconds"] = round(time.monotonic() - started, 3)
     graph["torch_calls"] = log.calls
-    graph["ops"] = list(log.ops.values())
+    graph["ops"] = [{k: v for k, v in op.items() if k != "listed"} for op in log.ops.values() if op["listed"]]
     graph["modules_called"] = sorted(log.called_modules)
     if log.errors:
         graph["capture_errors"] = log.errors[:5]
