@@ -631,7 +631,7 @@ class OperatorFailsExport(OperatorRule):
     LiteRT (litert-torch 0.10.0): adaptive max pooling, antialiased resizing, boolean-mask
     indexing, `nonzero`, `sort`/`argsort`, `div(rounding_mode='floor')` and
     `ConvTranspose2d(3, 2, 1, output_padding=1)` do not convert; at Core ML (coremltools 9.0 with
-    numpy 2.4): 45 probes, among them shape arithmetic such as `x.view(x.size(0), -1)`
+    numpy 2.4): 44 probes, among them shape arithmetic such as `x.view(x.size(0), -1)`
     (`aten::Int`, apple/coremltools#2633), bicubic and 3-d resizing, `prod`, `chunk`, circular
     padding. Only measured cells count: caffe2 at opsets 9 and 11, onnx at 9, 11 and 17,
     ort-mobile at 17 (TorchScript exporter), and executorch, litert, ncnn and coreml through

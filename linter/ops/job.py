@@ -325,9 +325,12 @@ def _convert(profile: Any, model: Any, inputs: tuple[Any, ...], artifacts: Path)
 def _flat(model: Any, inputs: tuple[Any, ...], pin_batch: bool) -> Any:
     """The probe as its target's converter gets it: itself, wherever that can be.
 
-    A wrapper changes what ``torch.jit.trace`` records — the ``aten::Int`` of ``x.view(x.size(0), -1)``
-    is traced at the top level only, and coremltools 9.0 fails on it with numpy 2.4 — so a probe is
-    wrapped only when it must be:
+    Nesting changes what ``torch.jit.trace`` records: the ``aten::Int`` of ``x.view(x.size(0), -1)``
+    is traced at the top level only, and coremltools 9.0 fails on it with numpy 2.4. So a probe sits
+    where such code sits in a model: a functional probe (user code, :class:`~modelcheck.ops.probes.Fn`)
+    at the top level, a torch layer (``nn.LocalResponseNorm``, whose own forward does shape
+    arithmetic) inside a wrapper, as a layer sits inside a model. Functional probes are wrapped
+    only when they must be:
 
     - its output is not a tensor or a plain tuple of them: returned flattened, as the ONNX exporter
       flattens it (``torch.export`` refuses to serialize ``torch.return_types``: ``topk``);
@@ -342,8 +345,10 @@ def _flat(model: Any, inputs: tuple[Any, ...], pin_batch: bool) -> Any:
 
     with torch.no_grad():
         out = model(*inputs)
+    from modelcheck.ops.probes import Fn
+
     plain = isinstance(out, torch.Tensor) or (type(out) is tuple and all(isinstance(t, torch.Tensor) for t in out))
-    if plain and not pin_batch:
+    if plain and not pin_batch and isinstance(model, Fn):
         return model
 
     class Flat(torch.nn.Module):
