@@ -197,28 +197,27 @@ def smoke(folder: Path) -> dict:
             "files": files}
 
 
-def main(repeat: int) -> int:
-    from modelcheck.runtimes.caffe2.run import runtime_status
-
-    status = runtime_status()
-    if not status.installed:
-        print(f"note: {status.reason}; the Caffe2 steps are left out of both sides")
+def _measure(repeat: int, with_caffe2: bool) -> dict[str, list[dict]]:
+    """Bare steps and modelcheck's smoke test, interleaved per round so a busy spell hits both sides."""
     runs: dict[str, list[dict]] = {"export": [], "onnxruntime": [], "caffe2": [], "smoke": []}
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
-        for i in range(repeat):  # interleaved, so a busy spell of the machine hits both sides
+        for i in range(repeat):
             bare_dir, smoke_dir = Path(tmp) / f"bare{i}", Path(tmp) / f"smoke{i}"
             bare_dir.mkdir()
             print(f"round {i + 1}/{repeat}: bare steps (each in a fresh process), then modelcheck's smoke test",
                   flush=True)
             runs["export"].append(_step("export", bare_dir))
             runs["onnxruntime"].append(_step("onnxruntime", bare_dir))
-            if status.installed:
+            if with_caffe2:
                 runs["caffe2"].append(_step("caffe2", bare_dir))
             runs["smoke"].append(smoke(smoke_dir))
-    export, ort, best_smoke = _best(runs["export"]), _best(runs["onnxruntime"]), _best(runs["smoke"])
-    caffe2 = _best(runs["caffe2"]) if runs["caffe2"] else None
-    outcome, files = best_smoke["outcome"], best_smoke["files"]
+    return runs
 
+
+def _print_bare(runs: dict[str, list[dict]], repeat: int) -> tuple[float, float]:
+    """The bare steps' table; returns their summed wall and CPU seconds (best round each)."""
+    export, ort = _best(runs["export"]), _best(runs["onnxruntime"])
+    caffe2 = _best(runs["caffe2"]) if runs["caffe2"] else None
     print(f"\nResNeXt-101 32x4d: {export['parameters'] / 1e6:.1f}M parameters, input {'×'.join(map(str, SHAPE))}; "
           f"best of {repeat} round(s)")
     print("\nbare steps                         seconds   peak RSS (MB)")
@@ -236,7 +235,12 @@ def main(repeat: int) -> int:
         bare_cpu += caffe2["process_cpu"]
     print(f"  sum                               {bare_sum:7.2f}")
     print("  all rounds (s): " + "; ".join(f"{name} {_rounds(runs[name])}" for name in runs if runs[name]))
+    return bare_sum, bare_cpu
 
+
+def _print_smoke(runs: dict[str, list[dict]], best_smoke: dict) -> None:
+    """What modelcheck's own smoke test took, inside and out."""
+    outcome, files = best_smoke["outcome"], best_smoke["files"]
     info = outcome.info
     timings = info.get("timings") or {}
     print("\nmodelcheck smoke test (one child job, Caffe2 in parallel with the checker and ONNX Runtime)")
@@ -250,6 +254,29 @@ def main(repeat: int) -> int:
         print(f"  {stage.name:12s} {stage.status:8s} {stage.seconds or 0:6.2f} s{diff}")
     print("  artifacts: " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in files.items()))
 
+
+def _all_pass(best_smoke: dict, with_caffe2: bool) -> bool:
+    """ResNeXt-101 passes every stage with a diff under 1e-5 and, with Caffe2, its nets are written."""
+    outcome, files = best_smoke["outcome"], best_smoke["files"]
+    wanted = ["export", "onnx_check", "onnxruntime"] + (["caffe2"] if with_caffe2 else [])
+    stages = {s.name: s for s in outcome.stages}
+    ok = all(stages[n].status == "passed" for n in wanted)
+    ok = ok and all(stages[n].max_abs_diff < 1e-5 for n in ("onnxruntime", "caffe2") if n in wanted)
+    return ok and (not with_caffe2 or {"init_net.pb", "predict_net.pb"} <= set(files))
+
+
+def main(repeat: int) -> int:
+    from modelcheck.runtimes.caffe2.run import runtime_status
+
+    status = runtime_status()
+    if not status.installed:
+        print(f"note: {status.reason}; the Caffe2 steps are left out of both sides")
+    runs = _measure(repeat, status.installed)
+    bare_sum, bare_cpu = _print_bare(runs, repeat)
+    best_smoke = _best(runs["smoke"])
+    _print_smoke(runs, best_smoke)
+    info = best_smoke["outcome"].info
+
     # Paired per round (the same spell of machine load on both sides), then the median.
     paired = sorted(
         runs["smoke"][i]["seconds"] / sum(runs[name][i]["seconds"] for name in ("export", "onnxruntime", "caffe2")
@@ -257,24 +284,18 @@ def main(repeat: int) -> int:
         for i in range(repeat)
     )
     time_ratio = paired[len(paired) // 2]
-    memory_ratio = (info.get("max_rss_mb") or 0) / export["rss_mb"]
+    memory_ratio = (info.get("max_rss_mb") or 0) / _best(runs["export"])["rss_mb"]
     print(f"\nsmoke / bare sum (wall time):          {time_ratio:.2f}×  (goal ≤ 1.2×; median of the rounds' "
           f"{', '.join(f'{r:.2f}' for r in paired)}; best against best: {best_smoke['seconds'] / bare_sum:.2f}×)")
     print(f"smoke / bare processes (CPU seconds):  {best_smoke['cpu'] / bare_cpu:.2f}×"
           f"  ({best_smoke['cpu']:.1f} s vs {bare_cpu:.1f} s, imports and builds included on both sides)")
     print(f"smoke child / bare export (peak RSS):  {memory_ratio:.2f}×  (goal ≤ 1.5×)")
-    if caffe2:
-        c2_ratio = (info.get("children_max_rss_mb") or 0) / caffe2["worker_rss_mb"]
+    if runs["caffe2"]:
+        c2_ratio = (info.get("children_max_rss_mb") or 0) / _best(runs["caffe2"])["worker_rss_mb"]
         print(f"smoke's Caffe2 worker / bare's (RSS):  {c2_ratio:.2f}×")
-
-    wanted = ["export", "onnx_check", "onnxruntime"] + (["caffe2"] if caffe2 else [])
-    stages = {s.name: s for s in outcome.stages}
-    ok = all(stages[n].status == "passed" for n in wanted)
-    ok = ok and all(stages[n].max_abs_diff < 1e-5 for n in ("onnxruntime", "caffe2") if n in wanted)
-    ok = ok and (not caffe2 or {"init_net.pb", "predict_net.pb"} <= set(files))
+    ok = _all_pass(best_smoke, bool(runs["caffe2"]))
     print(f"\nResNeXt-101 passes everywhere with max diff < 1e-5 and its nets written: {'yes' if ok else 'NO'}")
     return 0 if ok and time_ratio <= 1.2 and memory_ratio <= 1.5 else 1
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

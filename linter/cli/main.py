@@ -106,103 +106,123 @@ def _explain(code: str, console: Console) -> None:
     console.print(rule.markdown(), markup=False, highlight=False, soft_wrap=True)  # code blocks: never re-wrapped
 
 
+# the long option declarations of `check`, one alias each, so its signature reads at a glance
+_StaticOnlyOption = Annotated[
+    bool, typer.Option("--static-only", help="Only read source: no torch, no user code run (the pre-commit path).")
+]
+_UnsafeFixesOption = Annotated[
+    bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")
+]
+_OpsetOption = Annotated[
+    int | None, typer.Option(help="ONNX opset of the ONNX targets (default: 9 for caffe2, 17 for onnx).")
+]
+_OutputFormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif, github or html.")
+]
+_FailOnOption = Annotated[
+    FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")
+]
+_ModelOption = Annotated[
+    list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")
+]
+_ModelArgsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-args", help="JSON keyword arguments for the model constructor, e.g. '{\"num_classes\": 1}'."
+    ),
+]
+_InputShapeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input-shape",
+        help="Input shape(s) for tracing and export, e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
+    ),
+]
+_InputsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--inputs",
+        help="module:make_inputs or file.py:make_inputs: returns the example inputs (a tensor, a tuple, "
+        "or a dict of keyword inputs; called with the model if it takes an argument). Wins over --input-shape.",
+    ),
+]
+_DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="Input dtype for tracing and export: float32, float64, float16, bfloat16, int64 or int32."
+    ),
+]
+_NoWeightFreeOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-weight-free",
+        help="Load weights as the model code says; by default a missing weights file or a download is skipped "
+        "(noted) and the model keeps its own initialisation.",
+    ),
+]
+_ArtifactsOption = Annotated[
+    Path | None,
+    typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/)."),
+]
+_InstallOption = Annotated[
+    str | None,
+    typer.Option("--install", metavar="TARGET",
+                 help="Install TARGET's runtime (caffe2: Debian bullseye's torch 1.7.1) and exit; idempotent."),
+]
+_InstallCaffe2Option = Annotated[
+    bool, typer.Option("--install-caffe2", help="Same as --install caffe2.")
+]
+_DoctorOption = Annotated[
+    bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")
+]
+_ForceExcludeOption = Annotated[
+    bool,
+    typer.Option(
+        "--force-exclude",
+        help="Apply exclude patterns to paths named on the command line too (pre-commit names every staged file).",
+    ),
+]
+_NoPathsOkOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-paths-ok", hidden=True, help="No path given is success, not a usage error (pre-commit hooks)."
+    ),
+]
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def check(
     paths: Annotated[list[Path] | None, typer.Argument(help="Model source files or folders.")] = None,
-    static_only: Annotated[
-        bool, typer.Option("--static-only", help="Only read source: no torch, no user code run (the pre-commit path).")
-    ] = False,
+    static_only: _StaticOnlyOption = False,
     fix: Annotated[bool, typer.Option("--fix", help="Apply the fixes that provably keep weights and outputs.")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Print what --fix would change; write nothing.")] = False,
-    unsafe_fixes: Annotated[
-        bool, typer.Option("--unsafe-fixes", help="Also apply fixes exact only for the configured input shape(s).")
-    ] = False,
+    unsafe_fixes: _UnsafeFixesOption = False,
     target: Annotated[list[str] | None, typer.Option(help=_TARGET_HELP)] = None,
-    opset: Annotated[
-        int | None, typer.Option(help="ONNX opset of the ONNX targets (default: 9 for caffe2, 17 for onnx).")
-    ] = None,
+    opset: _OpsetOption = None,
     exporter: Annotated[Exporter | None, typer.Option(help="torch.onnx exporter for the onnx target.")] = None,
-    output_format: Annotated[
-        OutputFormat | None, typer.Option("--format", help="rich (terminal), text, json, sarif, github or html.")
-    ] = None,
-    fail_on: Annotated[
-        FailOn | None, typer.Option("--fail-on", help="Lowest severity that makes the exit code 1.")
-    ] = None,
+    output_format: _OutputFormatOption = None,
+    fail_on: _FailOnOption = None,
     select: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to check (e.g. MC2,MC301).")] = None,
     ignore: Annotated[list[str] | None, typer.Option(help="Codes or prefixes to skip.")] = None,
-    model: Annotated[
-        list[str] | None, typer.Option("--model", help="Model spec file.py:Name or package.module:Name (repeatable).")
-    ] = None,
-    model_args: Annotated[
-        str | None,
-        typer.Option(
-            "--model-args", help="JSON keyword arguments for the model constructor, e.g. '{\"num_classes\": 1}'."
-        ),
-    ] = None,
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            "--input-shape",
-            help="Input shape(s) for tracing and export, e.g. 1,3,224,224; several inputs: 1,3,224,224;1,1,224,224.",
-        ),
-    ] = None,
-    inputs: Annotated[
-        str | None,
-        typer.Option(
-            "--inputs",
-            help="module:make_inputs or file.py:make_inputs: returns the example inputs (a tensor, a tuple, "
-            "or a dict of keyword inputs; called with the model if it takes an argument). Wins over --input-shape.",
-        ),
-    ] = None,
-    dtype: Annotated[
-        str,
-        typer.Option(
-            "--dtype", help="Input dtype for tracing and export: float32, float64, float16, bfloat16, int64 or int32."
-        ),
-    ] = "float32",
+    model: _ModelOption = None,
+    model_args: _ModelArgsOption = None,
+    input_shape: _InputShapeOption = None,
+    inputs: _InputsOption = None,
+    dtype: _DtypeOption = "float32",
     timeout: Annotated[float | None, typer.Option(help="Seconds each child process (trace, smoke) may take.")] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the export-and-run smoke test.")] = False,
-    no_weight_free: Annotated[
-        bool,
-        typer.Option(
-            "--no-weight-free",
-            help="Load weights as the model code says; by default a missing weights file or a download is skipped "
-            "(noted) and the model keeps its own initialisation.",
-        ),
-    ] = False,
-    artifacts: Annotated[
-        Path | None,
-        typer.Option(help="Where to write model.onnx, init_net.pb, predict_net.pb (default .modelcheck/<model>/)."),
-    ] = None,
+    no_weight_free: _NoWeightFreeOption = False,
+    artifacts: _ArtifactsOption = None,
     atol: Annotated[float | None, typer.Option(help="Absolute floor of the runtime-vs-PyTorch tolerance.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Tolerance relative to each output's max |value|.")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and exit.")] = False,
     explain: Annotated[str | None, typer.Option("--explain", help="Explain one rule code and exit.")] = None,
-    install: Annotated[
-        str | None,
-        typer.Option("--install", metavar="TARGET",
-                     help="Install TARGET's runtime (caffe2: Debian bullseye's torch 1.7.1) and exit; idempotent."),
-    ] = None,
-    install_caffe2: Annotated[
-        bool, typer.Option("--install-caffe2", help="Same as --install caffe2.")
-    ] = False,
-    doctor: Annotated[
-        bool, typer.Option("--doctor", help="Show each runtime, its version and whether it works, and exit.")
-    ] = False,
+    install: _InstallOption = None,
+    install_caffe2: _InstallCaffe2Option = False,
+    doctor: _DoctorOption = False,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
-    force_exclude: Annotated[
-        bool,
-        typer.Option(
-            "--force-exclude",
-            help="Apply exclude patterns to paths named on the command line too (pre-commit names every staged file).",
-        ),
-    ] = False,
-    no_paths_ok: Annotated[
-        bool,
-        typer.Option(
-            "--no-paths-ok", hidden=True, help="No path given is success, not a usage error (pre-commit hooks)."
-        ),
-    ] = False,
+    force_exclude: _ForceExcludeOption = False,
+    no_paths_ok: _NoPathsOkOption = False,
 ) -> None:
     """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
     console = Console()
