@@ -24,7 +24,7 @@ from static_helpers import expected, found
 MODELCHECK = [sys.executable, "-m", "modelcheck"]
 FIXTURES = Path(__file__).parent / "fixtures" / "targets"
 CLEAN = FIXTURES / "coreml_clean.py"
-FRACTIONAL = FIXTURES / "coreml_fractional_bilinear.py"
+FRACTIONAL = FIXTURES / "fractional_bilinear.py"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -22,11 +22,12 @@ from conftest import require_target
 from modelcheck.targets import PROFILES, STAGES, TARGET_NAMES, TargetError, get_profile, make_target, make_targets
 from modelcheck.targets.executorch import DELEGATION, PTE, delegation_note
 from static_helpers import expected, found
+from target_helpers import assert_doctor_runs_the_one_conv_model, assert_install_is_idempotent
 
 MODELCHECK = [sys.executable, "-m", "modelcheck"]
 FIXTURES = Path(__file__).parent / "fixtures" / "targets"
 CLEAN = FIXTURES / "executorch_clean.py"
-FRACTIONAL = FIXTURES / "executorch_fractional.py"
+FRACTIONAL = FIXTURES / "fractional_bilinear.py"
 SHAPE = "1,3,17,17"
 
 
@@ -210,33 +211,13 @@ def test_evidence_xnnpack_resizes_by_the_size_ratio_and_leaves_some_ops_to_porta
 @pytest.mark.slow
 def test_the_doctor_runs_the_one_conv_model_in_the_environment(tmp_path: Path) -> None:
     require_target("executorch")
-    import numpy as np
-    import torch
-
-    run = get_profile("executorch").doctor(tmp_path / "conv.onnx", {}, 600.0)
-    assert run.outputs is not None, run.detail
-    assert run.version == "1.4.1" and "torch 2.13.0" in run.detail
-    torch.manual_seed(0)  # the doctor's model and input, built here with the user's torch
-    model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
-    x = torch.randn(1, 3, 8, 8)
-    with torch.no_grad():
-        want = model(x).numpy()
-    assert np.abs(np.asarray(run.outputs[0]) - want).max() < 1e-4
+    assert_doctor_runs_the_one_conv_model("executorch", "1.4.1", tmp_path)
 
 
 @pytest.mark.slow
 def test_install_is_idempotent(tmp_path: Path) -> None:
-    """With the environment complete, ``--install executorch`` installs nothing and keeps its stamp."""
     require_target("executorch")
-    from modelcheck.runtimes.envs import STAMP, env_dir
-
-    stamp = env_dir(get_profile("executorch")) / STAMP
-    before = stamp.stat().st_mtime_ns
-    result = _cli("--install", "executorch", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "ExecuTorch" in result.stdout + result.stderr and "1.4.1" in result.stdout + result.stderr
-    assert "pip install" not in result.stdout + result.stderr
-    assert stamp.stat().st_mtime_ns == before
+    assert_install_is_idempotent("executorch", "ExecuTorch (XNNPACK) runtime ready: 1.4.1", tmp_path)
 
 
 @pytest.mark.slow

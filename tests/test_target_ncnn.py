@@ -22,6 +22,7 @@ from modelcheck.rules.pooling import drops_somewhere, rounds_up_somewhere
 from modelcheck.targets import PROFILES, STAGES, TARGET_NAMES, TargetError, get_profile, make_target, make_targets
 from modelcheck.targets.ncnn import PARAM, TORCHSCRIPT, WEIGHTS, _last_error, output_shapes
 from static_helpers import expected, findings_in, found
+from target_helpers import assert_doctor_runs_the_one_conv_model, assert_install_is_idempotent
 
 MODELCHECK = [sys.executable, "-m", "modelcheck"]
 FIXTURES = Path(__file__).parent / "fixtures" / "targets"
@@ -295,33 +296,11 @@ def test_evidence_ncnn_counts_the_added_window_whole_and_keeps_a_dropped_one(tmp
 
 @pytest.mark.slow
 def test_the_doctor_runs_the_one_conv_model_in_the_environment(tmp_path: Path) -> None:
-    """The ncnn row of ``modelcheck --doctor``: the profile's doctor, the same check."""
     require_target("ncnn")
-    import numpy as np
-    import torch
-
-    run = get_profile("ncnn").doctor(tmp_path / "conv.onnx", {}, 600.0)
-    assert run.outputs is not None, run.detail
-    assert run.version == "1.0.20261020" and "torch 2.13.0" in run.detail
-    torch.manual_seed(0)  # the doctor's model and input, built here with the user's torch
-    model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
-    x = torch.randn(1, 3, 8, 8)
-    with torch.no_grad():
-        want = model(x).numpy()
-    assert np.asarray(run.outputs[0]).shape == want.shape
-    assert np.abs(np.asarray(run.outputs[0]) - want).max() < 1e-4
+    assert_doctor_runs_the_one_conv_model("ncnn", "1.0.20261020", tmp_path)
 
 
 @pytest.mark.slow
 def test_install_is_idempotent(tmp_path: Path) -> None:
-    """With the environment complete, ``--install ncnn`` installs nothing and keeps its stamp."""
     require_target("ncnn")
-    from modelcheck.runtimes.envs import STAMP, env_dir
-
-    stamp = env_dir(get_profile("ncnn")) / STAMP
-    before = stamp.stat().st_mtime_ns
-    result = _cli("--install", "ncnn", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "ncnn runtime ready: 1.0.20261020" in result.stdout + result.stderr
-    assert "pip install" not in result.stdout + result.stderr
-    assert stamp.stat().st_mtime_ns == before
+    assert_install_is_idempotent("ncnn", "ncnn runtime ready: 1.0.20261020", tmp_path)
