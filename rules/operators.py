@@ -82,7 +82,7 @@ def _fails_somewhere(probe: optable.ProbeInfo) -> bool:
     return any(verdict in FAILING for verdict in TABLE.row(probe.key))
 
 
-def _stands_for(probe: optable.ProbeInfo, api: str) -> bool:
+def stands_for(probe: optable.ProbeInfo, api: str) -> bool:
     """Can ``probe`` be the variant a call of ``api`` is matched to? Only if it is the API's plainest
     probe or records a fact a call can agree with: ``integer arithmetic (x.long() * 3 // 2)`` lists
     ``Tensor.__mul__``, but says nothing that would tell a float multiplication from it."""
@@ -92,7 +92,7 @@ def _stands_for(probe: optable.ProbeInfo, api: str) -> bool:
 
 #: every API with a probe that fails in some measured cell and can stand for its calls
 APIS: frozenset[str] = frozenset(
-    api for probe in PROBES.values() if _fails_somewhere(probe) for api in probe.apis if _stands_for(probe, api)
+    api for probe in PROBES.values() if _fails_somewhere(probe) for api in probe.apis if stands_for(probe, api)
 )
 
 

@@ -261,11 +261,11 @@ def test_a_required_non_tensor_argument_comes_from_forward_kwargs(tmp_path: Path
     import onnx
     from modelcheck.smoke.run import run_smoke
     from modelcheck.targets import make_target
-    from modelcheck.trace.run import _Paths, inspect_spec
+    from modelcheck.trace.run import SourcePaths, inspect_spec
 
     spec = parse_spec(f"{FIXTURES}/modes.py:RequiredMode", input_shape=(1, 3, 16, 16))
     spec.forward_kwargs = {"mode": "test"}
-    model, _ = inspect_spec(spec, 60.0, _Paths({}))
+    model, _ = inspect_spec(spec, 60.0, SourcePaths({}))
     assert (model.status, model.graph["constants"]) == ("ok", {"mode": "'test'"}), model.detail
     outcome = run_smoke(spec, make_target("onnx", 17, None), Config(), [], tmp_path)
     stages = {stage.name: stage for stage in outcome.stages}
@@ -276,7 +276,7 @@ def test_a_required_non_tensor_argument_comes_from_forward_kwargs(tmp_path: Path
     assert _graph_inputs(tmp_path / "onnx" / "model.onnx") == ["input"]
 
     spec.forward_kwargs = {}
-    model, _ = inspect_spec(spec, 60.0, _Paths({}))
+    model, _ = inspect_spec(spec, 60.0, SourcePaths({}))
     assert (model.status, model.stage, model.needs_inputs) == ("failed", "forward", [])
     assert "RequiredMode.forward needs a value for mode" in model.detail
 

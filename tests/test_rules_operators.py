@@ -127,7 +127,7 @@ def test_a_variant_that_passes_is_never_flagged_and_one_that_fails_always_is():
     never matched to them, so it is not asked about that API."""
     checked = 0
     for probe in ops.PROBES.values():
-        for api in {api for api in set(probe.apis) & ops.APIS if ops._stands_for(probe, api)}:
+        for api in {api for api in set(probe.apis) & ops.APIS if ops.stands_for(probe, api)}:
             for (name, opset), verdict in zip(optable.CELLS, ops.TABLE.row(probe.key), strict=True):
                 got = ops.outcome(_own_facts(probe, api), name, opset)
                 checked += 1
@@ -144,7 +144,7 @@ def test_an_operator_that_passes_everywhere_is_not_even_looked_up():
     everywhere = {api for probe in ops.TABLE.probes.values() if set(ops.TABLE.row(probe.key)) <= {"ok", "not_run"}
                   for api in probe.apis}
     failing = {api for probe in ops.TABLE.probes.values() if set(ops.TABLE.row(probe.key)) & ops.FAILING
-               for api in probe.apis if ops._stands_for(probe, api)}  # permute in ``...view(n, -1, c)``: the view's
+               for api in probe.apis if ops.stands_for(probe, api)}  # permute in ``...view(n, -1, c)``: the view's
     assert {"torch.cat", "torch.nn.ReLU", "torch.Tensor.permute", "torch.matmul"} <= everywhere - failing
     assert not (everywhere - failing) & ops.APIS
 

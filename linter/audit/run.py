@@ -968,7 +968,7 @@ def _inspect_model(row: AuditRow, spec: Any, target: Target, config: Config, scr
     files: the row's parameters, pickle, notes, findings and status."""
     from modelcheck.trace.job import REACHED_ENV, read_reached
     from modelcheck.trace.run import (
-        _Paths,
+        SourcePaths,
         check_more_files,
         dedupe,
         findings_from_constructs,
@@ -977,7 +977,7 @@ def _inspect_model(row: AuditRow, spec: Any, target: Target, config: Config, scr
         model_files,
     )
 
-    paths = _Paths({})
+    paths = SourcePaths({})
     os.environ[REACHED_ENV] = str(scratch / "reached.json")  # the inspect job says which code ran
     model, constructs = inspect_spec(spec, config.timeout, paths)
     reached_file = os.environ.pop(REACHED_ENV)

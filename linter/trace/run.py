@@ -75,7 +75,7 @@ class Observation:
         return self.end_line != self.line or self.end_column is None or location.column < self.end_column
 
 
-class _Paths:
+class SourcePaths:
     """Maps the absolute files the child reports to the paths the user sees (as given, or relative)."""
 
     def __init__(self, sources: dict[str, str]) -> None:
@@ -119,7 +119,7 @@ def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
     progress("looking for models" if not (options.model_specs or options.config.models) else "reading model specs")
     specs, notes = resolve_specs(options, static)
     result.specs, result.notes = specs, notes
-    paths = _Paths(static.sources)
+    paths = SourcePaths(static.sources)
     dynamic: list[Finding] = []
     observed: list[Observation] = []
     for spec in specs:
@@ -255,7 +255,7 @@ def resolve_specs(options: Any, static: StaticResult) -> tuple[list[ModelSpec], 
     return specs, notes
 
 
-def inspect_spec(spec: ModelSpec, timeout: float, paths: _Paths) -> tuple[ModelResult, list[dict[str, Any]]]:
+def inspect_spec(spec: ModelSpec, timeout: float, paths: SourcePaths) -> tuple[ModelResult, list[dict[str, Any]]]:
     """Run the inspect job for one spec; every way it can end becomes a ModelResult."""
     with tempfile.TemporaryDirectory(prefix="modelcheck-inspect-") as tmp:
         progress, crash_log = Path(tmp) / "progress.json", Path(tmp) / "stack.txt"
@@ -268,7 +268,7 @@ def inspect_spec(spec: ModelSpec, timeout: float, paths: _Paths) -> tuple[ModelR
 
 
 def model_result(
-    spec: ModelSpec, outcome: ChildOutcome, partial: dict[str, Any] | None, paths: _Paths, stack: str = "",
+    spec: ModelSpec, outcome: ChildOutcome, partial: dict[str, Any] | None, paths: SourcePaths, stack: str = "",
 ) -> tuple[ModelResult, list[dict[str, Any]]]:
     """A ModelResult (status, stage, detail, pickle) and the constructs learned before any failure."""
     value = outcome.value if outcome.ok else (partial or {})
@@ -305,7 +305,7 @@ def _dumped_stack(text: str) -> list[str]:
     return [line.strip() for line in main.splitlines() if line.strip().startswith("File ")]
 
 
-def _innermost_user_frame(frames: list[str], paths: _Paths) -> str | None:
+def _innermost_user_frame(frames: list[str], paths: SourcePaths) -> str | None:
     """``file.py:33 in forward`` for the innermost frame outside torch and modelcheck."""
     own = (*own_code_dirs(), str(Path(sysconfig.get_paths()["stdlib"]).resolve()))
     torch_dir = f"{os.sep}site-packages{os.sep}torch{os.sep}"
@@ -320,7 +320,7 @@ def _innermost_user_frame(frames: list[str], paths: _Paths) -> str | None:
     return None
 
 
-def _site(location: dict[str, Any] | None, paths: _Paths) -> dict[str, Any] | None:
+def _site(location: dict[str, Any] | None, paths: SourcePaths) -> dict[str, Any] | None:
     if not location:
         return None
     return {**location, "path": paths.show(location["path"])}
@@ -330,7 +330,7 @@ def _describe_site(site: dict[str, Any] | None) -> str | None:
     return f"{site['path']}:{site['line']}" if site else None
 
 
-def _pickle_json(probe: dict[str, Any], paths: _Paths) -> dict[str, Any]:
+def _pickle_json(probe: dict[str, Any], paths: SourcePaths) -> dict[str, Any]:
     failures = []
     for failure in probe.get("failures", []):
         site = _site(failure.get("location"), paths)
@@ -352,13 +352,13 @@ def _pickle_json(probe: dict[str, Any], paths: _Paths) -> dict[str, Any]:
     return data
 
 
-def _graph_json(graph: dict[str, Any], paths: _Paths) -> dict[str, Any]:
+def _graph_json(graph: dict[str, Any], paths: SourcePaths) -> dict[str, Any]:
     ops = [{**op, "location": _site(op.get("location"), paths)} for op in graph.get("ops", [])]
     return {**graph, "ops": ops}
 
 
 def findings_from_constructs(
-    constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: Any, config: Any, paths: _Paths
+    constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: Any, config: Any, paths: SourcePaths
 ) -> list[Finding]:
     """The rules' verdicts on live facts, located at the user's source lines."""
     findings = []
