@@ -224,7 +224,7 @@ def check(
     force_exclude: _ForceExcludeOption = False,
     no_paths_ok: _NoPathsOkOption = False,
 ) -> None:
-    """Check PyTorch model source for what breaks on the way to ONNX and Caffe2."""
+    """Check PyTorch model source for what breaks on the way to a runtime (ONNX, Caffe2, ExecuTorch, LiteRT, ncnn)."""
     console = Console()
     _run_info_command(version=version, list_rules=list_rules, explain=explain,
                       install=_install_target(install, install_caffe2), doctor=doctor, console=console)
