@@ -32,6 +32,7 @@ from modelcheck.fixers.base import (
     Names,
     code_of,
     module_name_usable,
+    replace_with,
 )
 from modelcheck.rules import adaptive_pooling
 from modelcheck.static.source import SourceFile, bind_arguments
@@ -79,10 +80,10 @@ def _dims(api: str) -> str:
 
 def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.AdaptivePoolFacts, line: int,
               names: Names) -> Decision:
-    api = source.resolves_to(call.func, tuple(adaptive_pooling.APIS))
-    if api is None:
-        return Decline("MC601", line, "called through an alias or functools.partial; rewrite it by hand")
-    bound, opaque = bind_arguments(call, adaptive_pooling.APIS[api])
+    bound_call = bind_call(source, call, "MC601", line)
+    if isinstance(bound_call, Decline):
+        return bound_call
+    api, bound, opaque = bound_call
     if opaque:
         return Decline("MC601", line, "the call passes *args or **kwargs, so its arguments are not known")
     if api.startswith("torch.nn.functional."):
@@ -97,15 +98,23 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.Adapti
         name = names.fresh("_GlobalAvgPool", key=HELPER_KEY)
         helpers, imports = (Helper(HELPER_KEY, name, HELPER.format(name=name)),), ("torch",)
         text = f"{name}({int(api[-2])})"
-    new = cst.parse_expression(text)
-
-    def rewrite(node: cst.CSTNode) -> cst.CSTNode:
-        return new.with_changes(lpar=getattr(node, "lpar", ()), rpar=getattr(node, "rpar", ()))
 
     summary = f"{code_of(call).strip()} -> {text}: ReduceMean, which Caffe2 runs"
     return Edit("MC601", line, summary, Applicability.SAFE, Exactness.NUMERIC,
                 reason="the same mean for every input size, summed in another order",
-                rewrites=((id(call), rewrite),), helpers=helpers, imports=imports, anchors=(call,))
+                rewrites=((id(call), replace_with(cst.parse_expression(text))),),
+                helpers=helpers, imports=imports, anchors=(call,))
+
+
+def bind_call(source: SourceFile, call: cst.Call, code: str, line: int
+              ) -> tuple[str, dict[str, cst.BaseExpression], bool] | Decline:
+    """The adaptive pooling API ``call`` resolves to, its arguments by name and whether ``*args`` or
+    ``**kwargs`` hide some; a Decline when it is called through another name."""
+    api = source.resolves_to(call.func, tuple(adaptive_pooling.APIS))
+    if api is None:
+        return Decline(code, line, "called through an alias or functools.partial; rewrite it by hand")
+    bound, opaque = bind_arguments(call, adaptive_pooling.APIS[api])
+    return api, bound, opaque
 
 
 def operand(expr: cst.BaseExpression) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import libcst as cst
 from modelcheck.findings import Finding
-from modelcheck.fixers.adaptive_pooling import operand
+from modelcheck.fixers.adaptive_pooling import bind_call, operand
 from modelcheck.fixers.base import (
     Applicability,
     Decision,
@@ -37,9 +37,10 @@ from modelcheck.fixers.base import (
     Names,
     code_of,
     module_name_usable,
+    replace_with,
 )
 from modelcheck.rules import adaptive_pooling
-from modelcheck.static.source import SourceFile, bind_arguments
+from modelcheck.static.source import SourceFile
 
 CODES = ("MC602",)
 #: verification order: each fixer's edits are checked as one group, in this order
@@ -87,10 +88,10 @@ def plan(source: SourceFile, findings: Sequence[Finding], context: FixContext, n
 
 def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.AdaptivePoolFacts, line: int,
               names: Names) -> Decision:
-    api = source.resolves_to(call.func, tuple(adaptive_pooling.APIS))
-    if api is None:
-        return Decline("MC602", line, "called through an alias or functools.partial; rewrite it by hand")
-    bound, opaque = bind_arguments(call, adaptive_pooling.APIS[api])
+    bound_call = bind_call(source, call, "MC602", line)
+    if isinstance(bound_call, Decline):
+        return bound_call
+    api, bound, opaque = bound_call
     if opaque or "output_size" not in bound:
         return Decline("MC602", line, "the output size is not an argument modelcheck can see")
     if not module_name_usable(source, "torch"):
@@ -103,13 +104,10 @@ def _plan_one(source: SourceFile, call: cst.Call, facts: adaptive_pooling.Adapti
         text = f"{layer}({operand(bound['input'])})"
     else:
         text = layer
-    new = cst.parse_expression(text)
-
-    def rewrite(node: cst.CSTNode) -> cst.CSTNode:
-        return new.with_changes(lpar=getattr(node, "lpar", ()), rpar=getattr(node, "rpar", ()))
 
     summary = f"{code_of(call).strip()} -> {text}: PyTorch's windows as Slice + Reduce + Concat"
     return Edit("MC602", line, summary, Applicability.UNSAFE, Exactness.NUMERIC,
                 reason="the export holds the windows of the traced input size only",
-                rewrites=((id(call), rewrite),), helpers=(Helper(HELPER_KEY, name, HELPER.format(name=name)),),
+                rewrites=((id(call), replace_with(cst.parse_expression(text))),),
+                helpers=(Helper(HELPER_KEY, name, HELPER.format(name=name)),),
                 imports=("torch",), anchors=(call,))

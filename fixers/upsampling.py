@@ -57,6 +57,7 @@ from modelcheck.fixers.base import (
     Names,
     code_of,
     module_name_usable,
+    replace_with,
 )
 from modelcheck.rules import upsampling
 from modelcheck.static.source import UNKNOWN, SourceFile, bind_arguments
@@ -258,8 +259,7 @@ def _rewrite(upsample: _Upsample, name: str) -> Callable[[cst.CSTNode], cst.CSTN
 
     def rewrite(node: cst.CSTNode) -> cst.CSTNode:
         text = f"{module_code}({_input_of(node) or input_code})" if upsample.functional else module_code
-        new = cst.parse_expression(text)
-        return new.with_changes(lpar=getattr(node, "lpar", ()), rpar=getattr(node, "rpar", ()))
+        return replace_with(cst.parse_expression(text))(node)
 
     return rewrite
 
