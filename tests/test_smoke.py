@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,12 @@ def test_predicted_by_uses_only_findings_about_this_model(tmp_path: Path) -> Non
     # two models in one file: the line tracing saw in this model, not another model's earlier line
     traced = Finding("MC201", "bilinear", Severity.ERROR, Location(mine, 40), evidence="both", model="net.py:Net")
     assert _with_prediction(stage, None, None, "net.py:Net", [mine], [here, traced]).location == traced.location
+    # ...and a static finding of another code elsewhere in the file does not join what tracing saw
+    elsewhere = Finding("MC503", "nearest", Severity.ERROR, Location(mine, 60))
+    both = _with_prediction(replace(stage, name="litert"), None, None, "net.py:Net", [mine],
+                            [elsewhere, Finding("MC207", "bilinear", Severity.WARNING, Location(mine, 40),
+                                                evidence="both", model="net.py:Net")], target="litert")
+    assert both.predicted_by == ("MC207",) and both.location.line == 40
     passed = StageResult("net.py:Net", "caffe2", "passed")
     assert _with_prediction(passed, None, None, "net.py:Net", [mine], [here]).predicted_by == ()
 

@@ -244,8 +244,10 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
             if not target or not f.targets or target in f.targets]
     codes = codes_predicting(stage.name, stage.status, target)  # each rule's own ``predicts``
     predicting = [f for f in mine if f.code in codes and f.severity.rank >= codes[f.code].rank]
-    # prefer what tracing saw in this very model over a static finding elsewhere in its files (another
-    # model's), then, "/up/Resize" being the node of module "up", the finding about that module
+    # what tracing saw in this very model wins over static findings elsewhere in its files (another
+    # model's: a class in the same file this model never runs); then, "/up/Resize" being the node of
+    # module "up", the finding about that module
+    predicting = [f for f in predicting if f.model == model_name] or predicting
     scope = ".".join(node.strip("/").split("/")[:-1]) if node else ""
     predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope,
                                    not (op and op in f.message)))
