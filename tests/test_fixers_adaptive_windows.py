@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,11 @@ def test_fixed_model_exports_keeps_its_outputs_and_runs_in_caffe2(tmp_path: Path
     fixed = json.loads(_modelcheck(tmp_path, *spec, "--fix", "--unsafe-fixes").stdout)
     records = [r for r in fixed["fixes"] if r["code"] == "MC602"]
     assert len(records) == 2 and all(r["status"] == "applied" for r in records), records
+    # the windows of 33×33 are baked in: measured at a second size, reported as a note (chosen), not a stage
+    assert "second_size" not in {s["name"] for s in fixed["stages"]}
+    (bound,) = [n for n in fixed["notes"] if "holds for the traced input size only" in n]
+    assert "kept 2 fix(es)" in bound and "MC602 at head.py:" in bound, bound
+    assert re.search(r"at a second size it (failed|mismatch): .*1×3×50×50", bound), bound
     text = (tmp_path / "head.py").read_text()
     assert "self.pool = _AdaptivePoolWindows(5, 'avg', 2)" in text
     assert "_AdaptivePoolWindows((3, 4), 'max', 2)(y)" in text and text.count("class _AdaptivePoolWindows") == 1

@@ -230,6 +230,11 @@ def test_fixed_upsampler_passes_caffe2_where_the_original_fails(tmp_path):
     assert [f["status"] for f in report["fixes"]] == ["applied"] and report["fixes"][0]["verified"]
     assert stages["caffe2"]["status"] == "passed" and stages["caffe2"]["max_abs_diff"] <= 1e-5
     assert stages["onnxruntime"]["status"] == "passed" and stages["onnxruntime"]["max_abs_diff"] <= 1e-5
+    # the kept unsafe fix holds PyTorch's weights for 17×13: measured at a second size, said in a note
+    assert "second_size" not in stages
+    assert any("holds for the traced input size only" in note and "MC202 at net.py:" in note
+               and "at a second size it" in note and "at a second size it passed" not in note
+               for note in report["notes"]), report["notes"]
     fixed = net.read_text()
     again = _run(tmp_path, "--fix", "--unsafe-fixes", "--no-smoke")
     assert net.read_text() == fixed and not again["fixes"]

@@ -527,6 +527,18 @@ class VerifyingModel:
                 if key in keep and os.path.realpath(plan.path) in self.files]
 
 
+def size_bound(edits: Edits, keys: Collection[int]) -> str:
+    """Why the unsafe edits among ``keys`` tie the fixed model's export to the traced input size, or ''."""
+    unsafe = sorted({(Path(edits[key][0].path).name, edits[key][1].line, edits[key][1].code) for key in keys
+                     if edits[key][1].applicability is Applicability.UNSAFE})
+    if not unsafe:
+        return ""
+    where = ", ".join(f"{code} at {name}:{line}" for name, line, code in unsafe[:3])
+    more = f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else ""
+    return (f"the fixed export holds for the traced input size only: --unsafe-fixes kept {len(unsafe)} "
+            f"fix(es) that bake that size in ({where}{more})")
+
+
 # ----- judging a fixed model's smoke test ------------------------------------------------------------
 
 #: how a bad stage reads in a note: "caffe2 fails on Pow"
@@ -849,7 +861,7 @@ class Verification:
             return original[0]
 
         while True:
-            stages = self._placed(model, self._smoke_stages(model.spec, edits), edits)
+            stages = self._placed(model, self._smoke_stages(model.spec, edits, size_bound(edits, kept & mine)), edits)
             blamed = blame([seen for seen in stages if seen.stage.bad], groups, before) if groups else {}
             if not blamed:
                 break
@@ -867,9 +879,10 @@ class Verification:
         model = next((m for m in self.report.models if m.spec == spec.text), None)
         return model.stages if model is not None else []
 
-    def _smoke_stages(self, spec: ModelSpec, edits: Edits) -> list[SeenStage]:
+    def _smoke_stages(self, spec: ModelSpec, edits: Edits, bound: str = "") -> list[SeenStage]:
         """Run the smoke test on the files as they are, into the run's report (replacing the notes an
-        earlier run of this model left); its stages, each predicted only by findings still in the code."""
+        earlier run of this model left); its stages, each predicted only by findings still in the code.
+        ``bound``: why the kept fixes tie the export to the traced size (measured at a second size)."""
         from modelcheck.smoke.run import smoke_step
 
         for note in self.smoke_notes.pop(spec.text, []):
@@ -878,7 +891,7 @@ class Verification:
         saved, start = self.report.findings, len(self.report.notes)
         self.report.findings = self._remaining(edits)  # predicted_by: only findings still in the code explain
         try:
-            smoke_step(self.options, self.report, [spec])
+            smoke_step(self.options, self.report, [spec], {spec.text: bound} if bound else None)
         finally:
             self.report.findings = saved
         self.smoke_notes[spec.text] = self.report.notes[start:]

@@ -21,6 +21,7 @@ from modelcheck.config import Config
 from modelcheck.findings import Finding, Location, ModelResult, Report, StageResult
 from modelcheck.models.specs import ModelSpec
 from modelcheck.rules import FAMILIES, SIZE_DEPENDENT_CODES, codes_predicting
+from modelcheck.smoke.second_size import STAGE as SECOND_SIZE
 from modelcheck.targets import ARTIFACTS, Target, TargetSet
 from modelcheck.text import read_json, write_json
 
@@ -66,13 +67,19 @@ def run_smoke(
     artifacts: Path,
     progress: Callable[[str], None] | None = None,
     runtime_home: Path | None = None,
+    size_bound: str = "",
 ) -> SmokeOutcome:
     """Smoke-test one model for one target in a child job (in the target's own environment when it
-    has one), its files in ``artifacts/<target>/``; every way the job can end becomes stage results."""
+    has one), its files in ``artifacts/<target>/``; every way the job can end becomes stage results.
+
+    ``size_bound`` says why the export holds for the traced input size only where no finding says so
+    (the unsafe fixes ``--fix`` kept): the second size is measured then too, and reported as a note,
+    not a stage, since the user chose that export."""
     from modelcheck.runtimes.envs import EnvMissing, job_python
 
     artifacts = _target_folder(artifacts, target)
     name = spec.text
+    requested = _size_dependent(spec, target, findings)
     try:
         python = job_python(target.profile, runtime_home)
     except EnvMissing as exc:
@@ -88,13 +95,14 @@ def run_smoke(
         "artifacts": str(artifacts),
         "budget": config.timeout,
         "runtime_home": str(runtime_home) if runtime_home else None,
-        "second_size": _size_dependent(spec, target, findings),
+        "second_size": requested or bool(size_bound),
     }
     result, ops = _run_child(payload, python, config.timeout, target, progress)
     result.stages = [replace(_with_prediction(stage, *ops.get(stage.name, (None, None)), name, result.source_files,
                                               findings, target.name), target=target.name)
                      for stage in result.stages]
-    result.notes = [
+    chosen = [] if requested else _chosen_size_notes(result, size_bound)
+    result.notes = chosen + [
         f"{name} → {target.name}: the {stage.name} stage {stage.status} and no finding predicted it: a gap in "
         "modelcheck's rules (please report it with the model)"
         for stage in result.stages if stage.bad and not stage.predicted_by
@@ -112,6 +120,14 @@ def _size_dependent(spec: ModelSpec, target: Target, findings: Iterable[Finding]
         if f.model == spec.text or (f.model is None and own and str(Path(f.location.path).resolve()) == own):
             return True
     return False
+
+
+def _chosen_size_notes(result: SmokeOutcome, size_bound: str) -> list[str]:
+    """Take the second-size stage a size-bound export chose out of ``result``'s stages, as notes."""
+    measured = [stage for stage in result.stages if size_bound and stage.name == SECOND_SIZE]
+    result.stages = [stage for stage in result.stages if stage not in measured]
+    return [f"{stage.model} → {stage.target}: {size_bound}; at a second size it {stage.status}: {stage.detail}"
+            for stage in measured]
 
 
 def _target_folder(artifacts: Path, target: Target) -> Path:
@@ -152,11 +168,12 @@ def _run_child(payload: dict[str, Any], python: Path | None, timeout: float, tar
     return SmokeOutcome(_after_death(name, partial, outcome, target), artifacts), ops
 
 
-def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
+def smoke_step(options: Any, report: Report, specs: list[ModelSpec], size_bound: dict[str, str] | None = None) -> None:
     """The pipeline's smoke step: each spec's stages, for every target, onto its ModelResult in ``report``.
 
     ``options`` is a ``pipeline.Options`` (its target or targets, config, artifacts and progress
-    callback). A model the dynamic pass could not import, build or run forward on, or that crashed
+    callback); ``size_bound`` maps a spec to why its export is bound to the traced size
+    (:func:`run_smoke`). A model the dynamic pass could not import, build or run forward on, or that crashed
     or hung there, is not run again (the export runs that very forward): its stages are skipped
     with that reason, not reported as an unpredicted export failure.
     """
@@ -180,7 +197,8 @@ def smoke_step(options: Any, report: Report, specs: list[ModelSpec]) -> None:
             continue
         model.stages = []
         for target in targets:
-            outcome = run_smoke(spec, target, options.config, report.findings, folder, progress)
+            outcome = run_smoke(spec, target, options.config, report.findings, folder, progress,
+                                size_bound=(size_bound or {}).get(spec.text, ""))
             model.stages += outcome.stages
             report.notes.extend(outcome.notes)
             if model.parameters is None:
