@@ -88,6 +88,11 @@ class Rule:
         """Does this construct (described by ``facts``) have the problem?"""
         raise NotImplementedError
 
+    def cleared_by(self, facts: Any) -> bool:
+        """Do facts only a traced call knows (its input's size) show the construct harmless here, however
+        certain the source looked? Tracing then drops the static finding too (``trace.run.refute``)."""
+        return False
+
     @classmethod
     def doc(cls) -> dict[str, str]:
         """The docstring's sections by heading (:data:`DOC_SECTIONS`, in order), each as markdown.

@@ -468,10 +468,10 @@ def outcome(facts: OperatorFacts, name: str, opset: int) -> Outcome | None:
     best = found[0][1]
     if len(found) < len(mine) and not best.facts and not set(best.soft) - {"input_rank"}:
         return None
-    if _special_case(best, facts, mine):
+    if _special_case(best, facts, mine) or _scalar_call(facts, found):
         return None
     cell = TABLE.cell(best.key, name, opset)
-    if cell is None or not cell.exact or cell.verdict not in FAILING:
+    if cell is None or not cell.exact or cell.verdict not in FAILING or at_the_boundary(cell):
         return None
     every_variant_fails = all(_fails(p, name, opset) for _, p in found)
     certain = facts.certain_api and (not facts.undecided or every_variant_fails)
@@ -488,6 +488,26 @@ def _special_case(probe: optable.ProbeInfo, facts: OperatorFacts, probes: Sequen
     return any(value is UNKNOWN and key in probe.facts and len({repr(optable.plain(p.facts.get(key)))
                                                                   for p in probes}) < 2
                for key, value in facts.facts)
+
+
+def _scalar_call(facts: OperatorFacts, found: Sequence[tuple[int, optable.ProbeInfo]]) -> bool:
+    """A traced call on 0-dim tensors (``c // self.heads`` with ``c`` from ``x.shape``: shape
+    arithmetic, which static-shape converters fold away) where every candidate probe was measured on
+    tensors of some rank: the probes say nothing about it, so no claim (a held-out attention block
+    drew false MC501/MC503 at litert and ncnn, which both ran it right)."""
+    return facts.known.get("input_rank") == 0 and all(probe.soft.get("input_rank", 0) > 0 for _, probe in found)
+
+
+#: a mismatch in the number of outputs: the probe's boundary (an input used only for its shape came
+#: back as an output), not what the operator computes
+_BOUNDARY = re.compile(r"^\d+ output\(s\), PyTorch has \d+")
+
+
+def at_the_boundary(cell: optable.Cell) -> bool:
+    """Did the cell fail at the probe's inputs and outputs rather than in the operator? No evidence
+    then (``F.interpolate(size=y.shape[-2:])`` at ncnn: 2 outputs where PyTorch has 1, while a
+    held-out decoder with the same call inside ran right)."""
+    return cell.verdict == "mismatch" and bool(_BOUNDARY.match(cell.error))
 
 
 def _arguments_agree(probe: optable.ProbeInfo, known: Mapping[str, Any]) -> bool:

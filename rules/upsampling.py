@@ -134,8 +134,11 @@ class LinearUpsampleBeforeOpset11(Rule):
     def verdict(self, target: Target) -> Severity | None:
         return _below_11(target, Severity.ERROR)
 
+    def cleared_by(self, facts: UpsampleFacts) -> bool:
+        return _one_pixel(facts.input_size)
+
     def match(self, facts: UpsampleFacts) -> Match | None:
-        if facts.linear is False or facts.align_corners is True:
+        if facts.linear is False or facts.align_corners is True or self.cleared_by(facts):
             return None
         certain = facts.linear is True and facts.align_corners is not UNKNOWN
         if certain:
@@ -242,8 +245,11 @@ class ShapeSizedUpsample(Rule):
             return None
         return Severity.ERROR if target.name == "caffe2" else Severity.WARNING
 
+    def cleared_by(self, facts: UpsampleFacts) -> bool:
+        return _one_pixel(facts.input_size)
+
     def match(self, facts: UpsampleFacts) -> Match | None:
-        if facts.size_from_shape is False:
+        if facts.size_from_shape is False or self.cleared_by(facts):
             return None
         if facts.linear is False:
             return Match(
@@ -265,6 +271,12 @@ class ShapeSizedUpsample(Rule):
             "PyTorch (measured max diff 0.80 in ONNX Runtime, 1.48 in Caffe2)",
             certain=False,
         )
+
+
+def _one_pixel(size: Any) -> bool:
+    """Was the traced input one pixel (1×1)? Every mode then repeats it, and so does ONNX Upsample at
+    any opset: the image-pooling branch of an ASPP (measured exact, tests/test_evidence.py)."""
+    return isinstance(size, tuple) and bool(size) and all(length == 1 for length in size)
 
 
 def _maybe(facts: UpsampleFacts) -> str:

@@ -202,3 +202,59 @@ def test_the_runtimes_confirm_a_rule_only_where_it_fires(workdir: Path) -> None:
         fired = {f.code for f in findings}
         for stage in stages:
             assert set(stage.predicted_by) <= fired
+
+
+# ----- the image-pooling branch of an ASPP: bilinear from a 1×1 map -------------------------------
+
+IMAGE_POOL = '''\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ImagePool(nn.Module):
+    def __init__(self, size=1):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d(size)
+        self.proj = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        pooled = self.proj(self.pool(y))
+        return y + F.interpolate(pooled, size=y.shape[2:], mode="bilinear", align_corners=False)
+'''
+IMAGE_POOL_LINE = 16
+
+
+@pytest.mark.caffe2
+@pytest.mark.parametrize("size", [1, 2])
+def test_bilinear_from_one_pixel_is_exact_and_tracing_clears_the_finding(size: int, tmp_path: Path) -> None:
+    """From a 1×1 map (ASPP image pooling) every mode repeats the pixel: ONNX Runtime and Caffe2 match
+    at opset 9, and the static MC201/MC203, sure from source alone, are dropped by tracing with a
+    note. The control, from 2×2, is the mismatch MC201 predicts at the same line."""
+    import json
+    import subprocess
+    import sys
+
+    require_caffe2()
+    (tmp_path / "aspp.py").write_text(IMAGE_POOL)
+    static = {f.code for f in check_source("aspp.py", IMAGE_POOL, make_target("caffe2"), Config())
+              if f.location.line == IMAGE_POOL_LINE and f.severity is Severity.ERROR}
+    assert static == {"MC201", "MC203"}
+    done = subprocess.run([sys.executable, "-m", "modelcheck", "aspp.py", "--model", "aspp.py:ImagePool",
+                           "--model-args", json.dumps({"size": size}), "--input-shape", "1,3,32,32",
+                           "--format", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    report = json.loads(done.stdout)
+    stages = {s["name"]: s for s in report["stages"]}
+    at_line = {f["code"] for f in report["findings"] if f["line"] == IMAGE_POOL_LINE}
+    if size == 1:
+        assert {name: s["status"] for name, s in stages.items()} == {
+            "export": "passed", "onnx_check": "passed", "onnxruntime": "passed", "caffe2": "passed"}, stages
+        assert stages["onnxruntime"]["max_abs_diff"] < 1e-5 and stages["caffe2"]["max_abs_diff"] < 1e-5
+        assert not at_line and done.returncode == 0, report["findings"]
+        assert sum("refuted by tracing" in note for note in report["notes"]) == 2, report["notes"]
+    else:
+        assert stages["onnxruntime"]["status"] == stages["caffe2"]["status"] == "mismatch", stages
+        assert "MC201" in stages["caffe2"]["predicted_by"] and stages["caffe2"]["location"]["line"] == IMAGE_POOL_LINE
+        assert {"MC201", "MC203"} <= at_line and done.returncode == 1

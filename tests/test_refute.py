@@ -8,6 +8,7 @@ process. Expected lines come from markers in the fixture text, never from modelc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,20 @@ def test_refute_needs_an_uncertain_finding_a_covering_sighting_of_its_family_and
     assert [f.location.line for f in kept] == [4, 5, 6, 7, 8]
     assert notes == ["MC201 at m.py:3 refuted by tracing: Upsample(mode='nearest', align_corners=None) in model "
                      "m.py:Net; Upsample(mode='nearest', align_corners=None) in model m.py:Other"]
+
+
+def test_a_certain_finding_is_dropped_only_when_every_sighting_clears_its_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Rule.cleared_by``: facts only tracing knows (a 1×1 input) settle even what the source was sure of."""
+    monkeypatch.chdir(tmp_path)
+    findings = [_static("MC201", 3, 10, certain=True), _static("MC201", 4, 10, certain=True)]
+    one_pixel = replace(_seen("upsampling", 3, 10, 40, set()), cleared=frozenset({"MC201", "MC203"}))
+    observed = [one_pixel, replace(one_pixel, line=4, end_line=4),
+                replace(_seen("upsampling", 4, 10, 40, {"MC201"}), model="m.py:Other")]
+    kept, notes = refute(findings, observed)
+    assert [f.location.line for f in kept] == [4]  # another model calls it on a larger map
+    assert len(notes) == 1 and notes[0].startswith("MC201 at m.py:3 refuted by tracing")
 
 
 # ----- static: a hook registered on a subscripted or called expression ------------------------------

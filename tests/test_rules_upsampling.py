@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from modelcheck.rules import upsampling
+from modelcheck.static.source import UNKNOWN
 from static_helpers import FIXTURES, expected, findings, findings_in, found
 
 FLAGGED = FIXTURES / "upsampling_flagged.py"
@@ -109,3 +111,17 @@ def test_a_class_whose_name_fixes_the_mode_is_named_without_a_mode_argument():
     hits = findings_in("import torch.nn as nn\nup = nn.UpsamplingBilinear2d(scale_factor=2)\n")
     mc202 = next(f for f in hits if f.code == "MC202")
     assert mc202.message.startswith("UpsamplingBilinear2d with align_corners=True")
+
+
+def test_a_traced_one_pixel_input_clears_the_linear_upsampling_rules():
+    """From a 1×1 map every mode repeats the one pixel, and so does ONNX Upsample: the image-pooling
+    branch of an ASPP (``F.interpolate(pooled, size=x.shape[2:], mode="bilinear")``) is exact at
+    opset 9 (re-measured in tests/test_evidence.py). Source alone cannot know the size: only a
+    traced call clears MC201/MC203, and only for a 1×1 input."""
+    rules = {rule.code: rule for rule in upsampling.RULES}
+    pooled = upsampling.UpsampleFacts(api="torch.nn.functional.interpolate", mode="bilinear", align_corners=False,
+                                      size_from_shape=True, size=(33, 33), input_size=(1, 1))
+    for code in ("MC201", "MC203"):
+        assert rules[code].cleared_by(pooled) and rules[code].match(pooled) is None
+        for other in (replace(pooled, input_size=(2, 2)), replace(pooled, input_size=UNKNOWN)):
+            assert not rules[code].cleared_by(other) and rules[code].match(other) is not None

@@ -67,6 +67,8 @@ class Observation:
     model: str
     facts: str  # the live values, for the note: "Upsample(mode='nearest')"
     fires: frozenset[str]
+    #: codes whose rule the live facts clear however certain the source looked (``Rule.cleared_by``)
+    cleared: frozenset[str] = frozenset()
 
     def covers(self, location: Location) -> bool:
         """Is ``location`` (a static finding's start) inside this construct's span?"""
@@ -400,6 +402,7 @@ def observations(constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: 
             family=family.name, path=_resolve(site["path"]), line=site["line"], column=site.get("column", 1),
             end_line=site.get("end_line"), end_column=site.get("end_column"), model=spec.text,
             facts=family.describe(facts), fires=fires,
+            cleared=frozenset(rule.code for rule in family.rules if rule.cleared_by(facts)),
         ))
     return seen
 
@@ -415,15 +418,18 @@ def refute(static: list[Finding], observed: list[Observation]) -> tuple[list[Fin
 
     A static finding that is not ``certain`` is refuted when at least one traced model built or
     called a construct of its rule family spanning its location, and none of those sightings fires
-    its code (``mode=self.mode`` was ``'nearest'`` in every model). A construct never seen (that
-    model not traced, a branch forward never took) leaves the finding as it is: no evidence either way.
+    its code (``mode=self.mode`` was ``'nearest'`` in every model). A certain one only when every
+    sighting clears its code (``Rule.cleared_by``: a bilinear upsample of a 1×1 map). A construct
+    never seen (that model not traced, a branch forward never took) leaves the finding as it is: no
+    evidence either way.
     """
     kept: list[Finding] = []
     notes: list[str] = []
     for finding in static:
         family = FAMILY_OF_CODE.get(finding.code)
         seen = [o for o in observed if o.family == family.name and o.covers(finding.location)] if family else []
-        if finding.certain or not seen or any(finding.code in o.fires for o in seen):
+        cleared = bool(seen) and all(finding.code in o.cleared for o in seen)
+        if not cleared and (finding.certain or not seen or any(finding.code in o.fires for o in seen)):
             kept.append(finding)
             continue
         loc = finding.location
