@@ -93,9 +93,10 @@ def _below_11(target: Target, severity: Severity) -> Severity | None:
 
 class LinearUpsampleBeforeOpset11(Rule):
     """## What it does
-    Checks for linear, bilinear, bicubic or trilinear upsampling (`F.interpolate`,
-    `nn.Upsample`, the deprecated `F.upsample`) with `align_corners=False` when the target's
-    opset is below 11.
+    Checks for linear, bilinear or trilinear upsampling (`F.interpolate`, `nn.Upsample`, the
+    deprecated `F.upsample`) with `align_corners=False` when the target's opset is below 11
+    (bicubic does not export at all there: MC206). A traced call from a 1×1 map is exact in
+    every mode, so tracing clears it.
 
     ## Why is this bad?
     Before opset 11 ONNX has only `Upsample`, whose linear mode maps coordinates differently
@@ -121,7 +122,7 @@ class LinearUpsampleBeforeOpset11(Rule):
     predicts = (("onnxruntime", "mismatch", Severity.WARNING), ("caffe2", "mismatch", Severity.WARNING),
                 ("ort_mobile", "mismatch", Severity.WARNING))
     name = "linear-upsample-before-opset-11"
-    summary = "linear/bilinear/bicubic upsampling before opset 11 exports but computes something else"
+    summary = "linear/bilinear/trilinear upsampling before opset 11 exports but computes something else"
     bad_example = (
         "import torch.nn.functional as F\n"
         "def up(x):\n    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n"
@@ -138,8 +139,8 @@ class LinearUpsampleBeforeOpset11(Rule):
         return _one_pixel(facts.input_size)
 
     def match(self, facts: UpsampleFacts) -> Match | None:
-        if facts.linear is False or facts.align_corners is True or self.cleared_by(facts):
-            return None
+        if facts.linear is False or facts.align_corners is True or facts.mode == "bicubic" or self.cleared_by(facts):
+            return None  # bicubic does not export at all before opset 11: MC206
         certain = facts.linear is True and facts.align_corners is not UNKNOWN
         if certain:
             return Match(
@@ -249,8 +250,8 @@ class ShapeSizedUpsample(Rule):
         return _one_pixel(facts.input_size)
 
     def match(self, facts: UpsampleFacts) -> Match | None:
-        if facts.size_from_shape is False or self.cleared_by(facts):
-            return None
+        if facts.size_from_shape is False or facts.mode == "bicubic" or self.cleared_by(facts):
+            return None  # bicubic does not export at all before opset 11: MC206
         if facts.linear is False:
             return Match(
                 f"{facts.what} to a size {_maybe(facts)}computed from a tensor's shape exports "
@@ -281,6 +282,47 @@ def _one_pixel(size: Any) -> bool:
 
 def _maybe(facts: UpsampleFacts) -> str:
     return "" if facts.size_from_shape is True else "that may be "
+
+
+class BicubicBeforeOpset11(Rule):
+    """## What it does
+    Checks for bicubic upsampling (`F.interpolate(..., mode="bicubic")`, `nn.Upsample`) when the
+    target's opset is below 11.
+
+    ## Why is this bad?
+    ONNX has no cubic resize before opset 11 (`Upsample` knows nearest and linear only), so
+    `torch.onnx` refuses the export: "Exporting the operator 'aten::upsample_bicubic2d' to ONNX
+    opset version 9 is not supported". From opset 11 it exports as `Resize` (cubic) and ONNX
+    Runtime matches PyTorch to 2.4e-07 (measured, docs/evidence.md); Caffe2 has no `Resize` at
+    all (MC204).
+
+    ## Fix safety
+    There is no automatic fix. For `--target onnx`, export at opset 11 or later. For Caffe2,
+    bilinear upsampling (which `--fix` makes exact at opset 9, MC201) computes something else
+    than bicubic: a retraining matter.
+    """
+
+    code = "MC206"
+    predicts = (("export", "failed", Severity.WARNING),)
+    name = "bicubic-before-opset-11"
+    summary = "bicubic upsampling cannot be exported before opset 11"
+    bad_example = (
+        "import torch.nn.functional as F\n"
+        "def up(x):\n    return F.interpolate(x, scale_factor=2, mode='bicubic', align_corners=False)\n"
+    )
+    good_example = (
+        "import torch.nn.functional as F\n"
+        "def up(x):\n    return F.interpolate(x, scale_factor=2, mode='nearest')\n"
+    )
+
+    def verdict(self, target: Target) -> Severity | None:
+        return _below_11(target, Severity.ERROR)
+
+    def match(self, facts: UpsampleFacts) -> Match | None:
+        if facts.mode != "bicubic" or facts.align_corners is True:  # align_corners=True: MC202 says it
+            return None
+        return Match(f"{facts.what} cannot be exported before opset 11 (torch.onnx: \"Exporting the operator "
+                     "'aten::upsample_bicubic2d' to ONNX opset version 9 is not supported\")")
 
 
 class ResizeInCaffe2(Rule):
@@ -464,6 +506,7 @@ RULES: tuple[Rule, ...] = (
     ShapeSizedUpsample(),
     ResizeInCaffe2(),
     DeprecatedUpsample(),
+    BicubicBeforeOpset11(),
     BilinearFractionalScale(),
 )
 

@@ -54,6 +54,7 @@ CONSTRUCTS = {
     "align_corners": (PLAIN_POOL, 'F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)'),
     "shape_sized": (PLAIN_POOL, 'F.interpolate(y, size=x.size()[2:], mode="bilinear")'),
     "shape_sized_nearest": (PLAIN_POOL, 'F.interpolate(y, size=x.size()[2:], mode="nearest")'),
+    "bicubic": (PLAIN_POOL, 'F.interpolate(y, scale_factor=2, mode="bicubic", align_corners=False)'),
 }
 
 # What the runtimes do (docs/evidence.md): export, ONNX Runtime, Caffe2. "shape" is a silent wrong
@@ -73,10 +74,13 @@ RUNTIMES = {
     ("shape_sized", 11): ("passed", "passed", "convert"),
     ("shape_sized_nearest", 9): ("passed", "passed", "passed"),
     ("shape_sized_nearest", 11): ("passed", "passed", "convert"),
+    ("bicubic", 9): ("failed", "skipped", "skipped"),
+    ("bicubic", 11): ("passed", "passed", "convert"),
 }
 # The rule that explains each breakage (by the stage that shows it).
 EXPLAINED_BY = {
     ("align_corners", "export"): "MC202",
+    ("bicubic", "export"): "MC206",
     ("bilinear", "onnxruntime"): "MC201",
     ("bilinear", "caffe2"): "MC201",
     ("shape_sized", "onnxruntime"): "MC203",
@@ -87,7 +91,11 @@ EXPLAINED_BY = {
     ("align_corners", "caffe2@11"): "MC204",
     ("shape_sized", "caffe2@11"): "MC204",
     ("shape_sized_nearest", "caffe2@11"): "MC204",
+    ("bicubic", "caffe2@11"): "MC204",
 }
+# what the exporter says where it refuses
+EXPORT_ERRORS = {"align_corners": "align_corners == True",
+                 "bicubic": "'aten::upsample_bicubic2d' to ONNX opset version 9"}
 CASES = sorted(RUNTIMES)
 _RUNS: dict[tuple[str, int], tuple[Path, list[StageResult], list[Finding]]] = {}
 
@@ -149,8 +157,8 @@ def test_exporter_and_onnxruntime(construct: str, opset: int, workdir: Path) -> 
         assert _stage(stages, "onnx_check").status == "passed"
     else:
         stage = _stage(stages, "export")
-        assert "align_corners == True" in stage.detail
-        assert stage.predicted_by == ("MC202",)
+        assert EXPORT_ERRORS[construct] in stage.detail
+        assert stage.predicted_by == (EXPLAINED_BY[(construct, "export")],)
         assert stage.location is not None and stage.location.line == UP_LINE  # the user's source line
 
 
