@@ -375,6 +375,8 @@ DERIVE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "exponent": lambda v: _exponent(v.get("exponent", UNKNOWN)),
     "largest": lambda v: v.get("largest", UNKNOWN),
     "even": _even,
+    "negative_dim": lambda v: v["dim"] < 0 if isinstance(v.get("dim"), int) and not isinstance(v["dim"], bool)
+    else UNKNOWN,
     "bounds": _bounds,
     **{key: (lambda v, key=key: v.get(key, UNKNOWN))
        for key in ("ceil_mode", "count_include_pad", "divisor_override", "return_indices", "align_corners")},

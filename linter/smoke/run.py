@@ -266,6 +266,9 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
     # model's: a class in the same file this model never runs); then, "/up/Resize" being the node of
     # module "up", the finding about that module
     predicting = [f for f in predicting if f.model == model_name] or predicting
+    if op and stage.name in _EXPORTS:  # an exporter names the construct it refused: only findings about it
+        about = _codes_about(op)
+        predicting = [f for f in predicting if not about or f.code in about]
     scope = ".".join(node.strip("/").split("/")[:-1]) if node else ""
     predicting.sort(key=lambda f: (f.model != model_name, not scope or f.module_path != scope,
                                    not (op and op in f.message)))
@@ -278,6 +281,10 @@ def _with_prediction(stage: StageResult, op: str | None, node: str | None, model
         detail = f"{detail} (at {location.path}:{location.line})"
     return replace(stage, predicted_by=tuple(sorted({f.code for f in predicting})), location=location,
                    detail=detail)
+
+
+#: the stages whose failure is an exporter refusing one construct it names (with free sizes, for the second)
+_EXPORTS = frozenset({"export", SECOND_SIZE})
 
 
 def _codes_about(op: str) -> frozenset[str]:

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from modelcheck.smoke.stages import Outcome, StageContext, comparison, shape_text
+from modelcheck.smoke.stages import Outcome, StageContext, comparison, failing_op, shape_text
 from modelcheck.text import one_line
 
 STAGE = "second_size"
@@ -50,7 +50,7 @@ def run(ctx: StageContext, model: Any, inputs: Any, options: dict[str, Any]) -> 
         _export_dynamic(model, inputs, names, path, ctx.target, options)
     except Exception as exc:  # the exporter refuses free sizes: the export is tied to the traced one
         return ctx.outcome(STAGE, "failed", time.monotonic() - t0,
-                           f"export with free spatial sizes failed: {one_line(exc)}")
+                           f"export with free spatial sizes failed: {one_line(exc)}", op=failing_op(str(exc)))
     from modelcheck.targets.onnx import session_run
 
     feeds = {name: t.detach().cpu().numpy() for name, t in zip(names, second.tensors, strict=True)}
