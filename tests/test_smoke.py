@@ -287,6 +287,13 @@ def test_predicted_by_uses_only_findings_about_this_model(tmp_path: Path) -> Non
                             [elsewhere, Finding("MC207", "bilinear", Severity.WARNING, Location(mine, 40),
                                                 evidence="both", model="net.py:Net")], target="litert")
     assert both.predicted_by == ("MC207",) and both.location.line == 40
+    # an exporter names the construct it refused: a finding about another construct does not predict it
+    corners = Finding("MC202", "align_corners", Severity.ERROR, Location(mine, 30))
+    refused = StageResult("net.py:Net", "export", "failed", detail="Unsupported: ONNX export of operator "
+                          "adaptive_avg_pool2d, input size not accessible")
+    assert _with_prediction(refused, "adaptive_avg_pool2d", None, "net.py:Net", [mine], [corners]).predicted_by == ()
+    assert _with_prediction(refused, "upsample_bilinear2d", None, "net.py:Net", [mine],
+                            [corners]).predicted_by == ("MC202",)
     passed = StageResult("net.py:Net", "caffe2", "passed")
     assert _with_prediction(passed, None, None, "net.py:Net", [mine], [here]).predicted_by == ()
 
