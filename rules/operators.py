@@ -495,9 +495,13 @@ def _special_case(probe: optable.ProbeInfo, facts: OperatorFacts, probes: Sequen
 def _scalar_call(facts: OperatorFacts, found: Sequence[tuple[int, optable.ProbeInfo]]) -> bool:
     """A traced call on 0-dim tensors (``c // self.heads`` with ``c`` from ``x.shape``: shape
     arithmetic, which static-shape converters fold away) where every candidate probe was measured on
-    tensors of some rank: the probes say nothing about it, so no claim (a held-out attention block
-    drew false MC501/MC503 at litert and ncnn, which both ran it right)."""
-    return facts.known.get("input_rank") == 0 and all(probe.soft.get("input_rank", 0) > 0 for _, probe in found)
+    tensors of some rank and the best agrees with no fact of the call: the probes say nothing about
+    it, so no claim (a held-out attention block drew false MC501/MC503 at litert and ncnn, which both
+    ran it right). ``torch.linspace(-1, 1, h)`` with a traced ``h`` is no such call: its probe was
+    measured on exactly that (``dynamic``)."""
+    best = found[0][1]
+    return (facts.known.get("input_rank") == 0 and all(probe.soft.get("input_rank", 0) > 0 for _, probe in found)
+            and not any(key in best.facts for key in facts.known))
 
 
 #: a mismatch in the number of outputs: the probe's boundary (an input used only for its shape came

@@ -241,3 +241,28 @@ def test_a_probe_that_crashes_its_job_is_recorded_and_the_rest_measured(tmp_path
         assert verdict_of(crashed) == "job_crashed" and "SIGABRT" in crashed["job_crash"]
         assert "during trace" in crashed["job_crash"]
     assert verdict_of(measured.cells[("nn.ReLU()", "onnx", 9)]) == "ok"
+
+
+@pytest.mark.slow
+def test_merge_measures_some_probes_into_a_table_and_keeps_every_other_cell(tmp_path: Path) -> None:
+    """``--only TEXT --merge``: those probes' cells are measured again (here at onnx only) and every
+    other cell and probe of the table stays as it was, in catalogue order."""
+    out = tmp_path / "table.json"
+    raw = _raw()
+    key = "Tensor.clamp_max(0.5)"
+    changed = json.loads(json.dumps(raw))
+    probe = next(p for p in changed["probes"] if p["key"] == key)
+    probe["cells"]["onnx/17"] = {**probe["cells"]["onnx/17"], "max_abs_diff": 123.0}  # a stale cell to redo
+    changed["probes"] = [p for p in changed["probes"] if p["key"] != "Tensor.clamp_min(0.0)"]  # a new probe
+    out.write_text(json.dumps(changed), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "modelcheck.ops", "--only", "Tensor.clamp_m", "--merge",
+                           "--targets", "onnx", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = json.loads(out.read_text(encoding="utf-8"))
+    assert [p["key"] for p in merged["probes"]] == [p["key"] for p in raw["probes"]]
+    by_key = {p["key"]: p for p in merged["probes"]}
+    assert by_key[key]["cells"]["onnx/17"]["max_abs_diff"] < 1e-5  # measured again
+    assert set(by_key["Tensor.clamp_min(0.0)"]["cells"]) == {"onnx/9", "onnx/11", "onnx/17"}  # new: what was measured
+    for earlier in raw["probes"]:
+        if not earlier["key"].startswith("Tensor.clamp_m"):
+            assert by_key[earlier["key"]]["cells"] == earlier["cells"], earlier["key"]

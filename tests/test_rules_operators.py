@@ -237,6 +237,8 @@ def test_no_claim_where_the_probes_do_not_reach():
     assert codes(on_tensors, "litert") == {"MC501"} and codes(on_tensors, "ncnn") == {"MC503"}
     on_sizes = ops.call_facts("torch.Tensor.__floordiv__", (torch.tensor(16), 2), {}, True)
     assert dict(on_sizes.facts)["input_rank"] == 0 and not codes(on_sizes, "litert") | codes(on_sizes, "ncnn")
+    traced_steps = ops.call_facts("torch.linspace", (-1.0, 1.0, torch.tensor(16)), {}, True)  # a fact decides
+    assert dict(traced_steps.facts)["dynamic"] is True and codes(traced_steps, "coreml") == {"MC501"}
     key = "F.interpolate(size=y.shape[-2:], mode='nearest')"
     assert ops.TABLE.cell(key, "ncnn", 0).error.startswith("2 output(s), PyTorch has 1")
     sized = ops.call_facts("torch.nn.functional.interpolate", (x,),

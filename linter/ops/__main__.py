@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     """Regenerate the table (the shipped one unless ``--out``), print a summary, refresh the README."""
     parser = argparse.ArgumentParser(prog="python -m modelcheck.ops", description=__doc__)
     parser.add_argument("--out", type=Path, help=f"where to write the table (default: {TABLE_PATH})")
-    parser.add_argument("--only", help="measure only the probes whose key contains this text (needs --out)")
+    parser.add_argument("--only", help="measure only the probes whose key contains this text (needs --out or "
+                        "--merge)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: the table keeps every other probe's cells, and new probes join it")
     parser.add_argument("--targets", help="measure only these targets' cells (comma-separated), keeping the "
                         "table's other cells as they are")
     parser.add_argument("--chunk", type=int, default=30, help="probes per child job (default 30)")
@@ -24,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-probes", type=Path,
                         help="a Python file whose probes() returns more probes to measure (needs --out)")
     args = parser.parse_args(argv)
-    if (args.only or args.extra_probes) and args.out is None:
-        parser.error("--only and --extra-probes change what is measured: give --out so the shipped table stays as is")
+    if ((args.only and not args.merge) or args.extra_probes) and args.out is None:
+        parser.error("--only and --extra-probes change what is measured: give --out so the shipped table stays as "
+                     "is, or --merge (--only) to measure those probes into it")
     targets = tuple(split_names([args.targets])) if args.targets else None
     unknown = sorted(set(targets or ()) - {t for t, _ in CELLS})
     if unknown:
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     out = args.out or TABLE_PATH
-    table = generate(out, only=args.only, targets=targets, chunk_probes=args.chunk,
+    table = generate(out, only=args.only, merge=args.merge, targets=targets, chunk_probes=args.chunk,
                      caffe2_timeout=args.caffe2_timeout, extra_probes=args.extra_probes)
     print("\n".join(summary(table)))
     print(f"wrote {out}")

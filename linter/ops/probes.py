@@ -656,10 +656,15 @@ def _arith() -> list[Probe]:
         ew("torch.reciprocal(x)", (*t_("reciprocal"), *m_("reciprocal")), torch.reciprocal, positive=True),
         ew("torch.clamp(min=-1, max=1)", (*t_("clamp", "clip"), *m_("clamp", "clip")), lambda x: x.clamp(-1, 1),
            facts={"bounds": "both"}),
-        ew("torch.clamp(min=0)", (*t_("clamp", "clip", "clamp_min"), *m_("clamp", "clip", "clamp_min")),
+        ew("torch.clamp(min=0)", (*t_("clamp", "clip"), *m_("clamp", "clip")),
            lambda x: x.clamp(min=0), facts={"bounds": "min"}),
-        ew("torch.clamp(max=0.5)", (*t_("clamp", "clip", "clamp_max"), *m_("clamp", "clip", "clamp_max")),
+        ew("torch.clamp(max=0.5)", (*t_("clamp", "clip"), *m_("clamp", "clip")),
            lambda x: x.clamp(max=0.5), facts={"bounds": "max"}),
+        # aten::clamp_min/clamp_max are ops of their own (pnnx writes them as an expression ncnn lacks)
+        ew("Tensor.clamp_min(0.0)", (*t_("clamp_min"), *m_("clamp_min")), lambda x: x.clamp_min(0.0),
+           facts={"bounds": "min"}),
+        ew("Tensor.clamp_max(0.5)", (*t_("clamp_max"), *m_("clamp_max")), lambda x: x.clamp_max(0.5),
+           facts={"bounds": "max"}),
         ew("torch.clamp(min=tensor, max=tensor)", (*t_("clamp", "clip"), *m_("clamp", "clip")),
            lambda x, lo: x.clamp(lo, lo + 1), shapes=(X, (1, 4, 1, 1)), facts={"bounds": "tensor"}),
     ]
@@ -794,6 +799,8 @@ def _creation() -> list[Probe]:
            lambda x: x + torch.stack(torch.meshgrid(torch.arange(x.shape[2]), torch.arange(x.shape[3]), indexing="ij"))
            .sum(0), facts={"dynamic": True}),
         cr("torch.linspace(0, 1, 12)", t_("linspace"), lambda x: x * torch.linspace(0, 1, 12)),
+        cr("torch.linspace(-1, 1, x.shape[-1]) [traced steps]", t_("linspace"),
+           lambda x: x * torch.linspace(-1, 1, x.shape[-1]), facts={"dynamic": True}),
         cr("F.one_hot(x.argmax(1), 4)", f_("one_hot"), lambda x: F.one_hot(x.argmax(1), 4)),
         cr("torch.tensor([...]) constant", t_("tensor"),
            lambda x: x * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)),

@@ -302,22 +302,25 @@ def dumps(table: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def generate(out: Path, *, only: str | None = None, targets: tuple[str, ...] | None = None,
+def generate(out: Path, *, only: str | None = None, merge: bool = False, targets: tuple[str, ...] | None = None,
              chunk_probes: int = 30, caffe2_timeout: float = 60.0, extra_probes: Path | None = None,
              progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every probe (or those whose key contains ``only``) at every cell (or only the cells of
-    ``targets``, keeping the other cells of the table already at ``out``) and write the table to ``out``."""
+    ``targets``) and write the table to ``out``. With ``targets`` or ``merge`` the table already at
+    ``out`` keeps every cell not measured again (``merge``: new probes join it in catalogue order)."""
     started = time.monotonic()
     progress("listing the probes and the exporter's symbolic registry …")
     listing = list_probes(extra_probes)
-    if only:
-        listing["probes"] = [p for p in listing["probes"] if only in p["key"]]
+    chosen = [p for p in listing["probes"] if not only or only in p["key"]]
+    if not merge:
+        listing["probes"] = chosen
     cells = tuple(c for c in CELLS if targets is None or c[0] in targets)
-    work = [(p["key"], target, opset) for p in listing["probes"] for target, opset in cells]
-    progress(f"measuring {len(listing['probes'])} probes × {len(cells)} (target, opset) = {len(work)} cells …")
+    work = [(p["key"], target, opset) for p in chosen for target, opset in cells]
+    progress(f"measuring {len(chosen)} probes × {len(cells)} (target, opset) = {len(work)} cells …")
     measured = measure(work, chunk_probes=chunk_probes, caffe2_timeout=caffe2_timeout, extra_probes=extra_probes,
                        progress=progress)
-    earlier = _keep_earlier(out, measured, cells) if targets is not None else None
+    keep = targets is not None or merge
+    earlier = _keep_earlier(out, measured, cells, {p["key"] for p in chosen}) if keep else None
     table = assemble(listing, measured, time.monotonic() - started)
     if earlier is not None:
         table["versions"] = {**earlier.get("versions", {}), **table["versions"]}
@@ -330,9 +333,11 @@ def generate(out: Path, *, only: str | None = None, targets: tuple[str, ...] | N
     return table
 
 
-def _keep_earlier(out: Path, measured: Measured, cells: tuple[tuple[str, int], ...]) -> dict[str, Any] | None:
-    """The table at ``out`` (None if there is none): its cells outside ``cells`` and its probes' traced
-    ops go into ``measured`` so a run over some targets leaves the others as they were measured."""
+def _keep_earlier(out: Path, measured: Measured, cells: tuple[tuple[str, int], ...],
+                  redone_probes: set[str]) -> dict[str, Any] | None:
+    """The table at ``out`` (None if there is none): every cell of it not measured again (a probe of
+    ``redone_probes`` at one of ``cells``) and its probes' traced ops go into ``measured``, so a run
+    over some targets or some probes leaves the rest as it was measured."""
     if not out.exists():
         return None
     earlier = json.loads(out.read_text(encoding="utf-8"))
@@ -342,6 +347,6 @@ def _keep_earlier(out: Path, measured: Measured, cells: tuple[tuple[str, int], .
             measured.probes[probe["key"]] = {"aten_ops": probe.get("aten_ops", []), "outputs": probe.get("outputs", [])}
         for target, opset in CELLS:
             name = cell_name(target, opset)
-            if name in probe.get("cells", {}) and name not in redone:
+            if name in probe.get("cells", {}) and not (probe["key"] in redone_probes and name in redone):
                 measured.cells.setdefault((probe["key"], target, opset), dict(probe["cells"][name]))
     return earlier
