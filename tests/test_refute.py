@@ -109,6 +109,30 @@ def test_a_branch_forward_never_takes_keeps_its_static_finding(bilinear: tuple[i
     assert side["message"].startswith("F.interpolate(mode unknown) may interpolate linearly")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("used", [False, True])
+def test_a_layer_forward_never_calls_is_not_in_the_export(used: bool) -> None:
+    """Caffe2 cannot run LayerNorm (MC502, measured), but a LayerNorm built and never called is not
+    exported: tracing drops the static finding with a note. Called, it stays, confirmed by tracing."""
+    fixture = FIXTURES / "unused_layer.py"
+    (line,) = [i for i, text in enumerate(fixture.read_text().splitlines(), 1) if text.endswith("# marker: ln")]
+    static = check_source("unused_layer.py", fixture.read_text(), make_target("caffe2"), Config())
+    assert [(f.code, f.location.line) for f in static] == [("MC502", line)]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(FIXTURES)
+        result = CliRunner().invoke(app, ["unused_layer.py", "--model", "unused_layer.py:Block", "--model-args",
+                                          json.dumps({"used": used}), "--input-shape", "1,3,32,32", "--no-smoke",
+                                          "--format", "json"])
+    report = json.loads(result.stdout)
+    found = [(f["code"], f["evidence"]) for f in report["findings"] if f["line"] == line]
+    refuted = [n for n in report["notes"] if "refuted by tracing" in n]
+    if used:
+        assert found == [("MC502", "both")] and not refuted
+    else:
+        assert found == [] and refuted == [f"MC502 at unused_layer.py:{line} refuted by tracing: nn.LayerNorm, built "
+                                           "but never called by forward in model unused_layer.py:Block"]
+
+
 # ----- refute() on plain data: what counts as the same construct ----------------------------------
 
 def _static(code: str, line: int, column: int, certain: bool = False) -> Finding:

@@ -321,6 +321,14 @@ def walk_modules(model: Any, sites: ConstructionSites) -> ModuleWalk:
     return walk
 
 
+def mark_unrun_layers(constructs: list[dict[str, Any]], ran: set[str]) -> None:
+    """``ran: False`` on each walked layer forward never called: built, but not part of what is
+    exported (a ``self.ln`` left unused), so its facts say nothing about this model's export."""
+    for construct in constructs:
+        if construct.get("origin") == "module" and construct.get("module_path") not in ran:
+            construct["ran"] = False
+
+
 # ----- pickle probe -------------------------------------------------------------------------------
 
 def probe_pickle(model: Any, sites: ConstructionSites) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -786,6 +794,9 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
     recorder = _make_recorder(walk, tracing=True)
+    ran: set[str] = set()  # the modules forward called, by path (a direct .forward() shows in called_modules)
+    hooks = [module.register_forward_pre_hook(lambda _module, _args, path=path or ROOT_PATH: ran.add(path))
+             for path, module in model.named_modules()]
     graph: dict[str, Any] = {"method": "torch.jit.trace", "ok": True, "input_shapes": example.shapes()}
     if example.constants:
         graph["constants"] = {name: repr(value)[:80] for name, value in example.constants.items()}
@@ -801,11 +812,14 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
             recorder = _make_recorder(walk, tracing=False)
             with recorder:
                 example.call(model)  # an exception here is the forward's own failure
+    for hook in hooks:
+        hook.remove()
     log = recorder.log
     graph["seconds"] = round(time.monotonic() - started, 3)
     graph["torch_calls"] = log.calls
     graph["ops"] = [{k: v for k, v in op.items() if k != "listed"} for op in log.ops.values() if op["listed"]]
     graph["modules_called"] = sorted(log.called_modules)
+    graph["modules_run"] = sorted(ran | log.called_modules)
     if log.errors:
         graph["capture_errors"] = log.errors[:5]
     graph["constructs"] = log.constructs
@@ -960,6 +974,7 @@ class _Inspection:
             graph = capture_graph(model, inputs, self.walk)
             result["constructs"].extend(graph.pop("constructs"))
             result["graph"] = graph
+            mark_unrun_layers(result["constructs"], set(graph["modules_run"]))
 
 
 def _building_notes() -> tuple[list[str], list[str]]:

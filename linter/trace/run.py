@@ -365,6 +365,8 @@ def findings_from_constructs(
     """The rules' verdicts on live facts, located at the user's source lines."""
     findings = []
     for construct in constructs:
+        if construct.get("ran") is False:  # a layer forward never called: not in the export
+            continue
         family, facts = _decoded(construct)
         site = _site(construct.get("location"), paths)
         if site is None:  # nothing on the stack was the user's: point at the spec itself
@@ -397,12 +399,14 @@ def observations(constructs: Iterable[dict[str, Any]], spec: ModelSpec, target: 
         if not site:
             continue
         family, facts = _decoded(construct)
-        fires = frozenset(rule.code for rule, _, _ in matches_for(family.rules, facts, target))
+        unrun = construct.get("ran") is False  # built, never called by forward: nothing of it is exported
+        fires = frozenset(() if unrun else (rule.code for rule, _, _ in matches_for(family.rules, facts, target)))
+        cleared = family.codes if unrun else frozenset(rule.code for rule in family.rules if rule.cleared_by(facts))
         seen.append(Observation(
             family=family.name, path=_resolve(site["path"]), line=site["line"], column=site.get("column", 1),
             end_line=site.get("end_line"), end_column=site.get("end_column"), model=spec.text,
-            facts=family.describe(facts), fires=fires,
-            cleared=frozenset(rule.code for rule in family.rules if rule.cleared_by(facts)),
+            facts=family.describe(facts) + (", built but never called by forward" if unrun else ""), fires=fires,
+            cleared=cleared,
         ))
     return seen
 
