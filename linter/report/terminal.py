@@ -138,7 +138,7 @@ def render_text(report: Report) -> str:
             out.append(f"    {under[0]}")
             out.append(f"    {under[1]}")
     for model in report.models:
-        out.append(f"model {model.spec}: {model.status}" + (f" ({model.detail})" if model.detail else ""))
+        out.append(f"model {model.spec}: {_status_text(model)}" + (f" ({model.detail})" if model.detail else ""))
         if model.pickle is not None:
             out.append(f"  pickle: {'ok' if model.pickle.get('ok') else 'FAILS'}")
             for failure in model.pickle.get("failures", []):
@@ -150,6 +150,12 @@ def render_text(report: Report) -> str:
         out += [f"{spec} @ {target}: {cell}" for spec, cells in matrix(report) for target, cell in cells.items()]
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
+
+
+def _status_text(model: ModelResult) -> str:
+    """What the dynamic pass's status means: "ok" is only that the model was built and traced (its
+    pickle probe and stages follow, and may fail)."""
+    return "built and traced" if model.status == "ok" else model.status
 
 
 def _stage_line(stage: StageResult) -> str:
@@ -259,7 +265,7 @@ def _render_matrix(report: Report, console: Console) -> None:
 
 def _render_model(model: ModelResult, console: Console, many: bool = False) -> None:
     console.print()
-    title = f"model {model.spec}: {model.status}"
+    title = f"model {model.spec}: {_status_text(model)}"
     if model.parameters is not None:
         title += f", {model.parameters:,} parameters"
     console.print(Text(title, style="bold"))
