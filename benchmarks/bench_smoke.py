@@ -191,8 +191,9 @@ def smoke(folder: Path) -> dict:
     spec = parse_spec(SPEC, input_shape=SHAPE)
     t0, cpu0 = time.perf_counter(), _cpu_children()
     outcome = run_smoke(spec, make_target("caffe2"), Config(timeout=900), [], folder)
-    files = {name: (folder / name).stat().st_size for name in ("model.onnx", "init_net.pb", "predict_net.pb")
-             if (folder / name).exists()}
+    where = outcome.artifacts  # the target's own folder, folder/caffe2
+    files = {name: (where / name).stat().st_size for name in ("model.onnx", "init_net.pb", "predict_net.pb")
+             if (where / name).exists()}
     return {"seconds": time.perf_counter() - t0, "cpu": _cpu_children() - cpu0, "outcome": outcome,
             "files": files}
 
