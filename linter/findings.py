@@ -247,6 +247,8 @@ class Report:
     fixes: list[FixRecord] = field(default_factory=list)  # one record per fix (modelcheck.fix.records)
     diff: str = ""  # --diff: the unified diff --fix would write
     targets: list[str] = field(default_factory=list)  # every target of the run, primary first (else [target])
+    #: static findings tracing dropped (trace.run.refute); not reported, but --fix's re-check keeps them dropped
+    refuted: list[Finding] = field(default_factory=list)
 
     @property
     def stages(self) -> list[StageResult]:

@@ -61,6 +61,7 @@ def run(options: Options) -> Report:
         report.findings = dynamic.findings  # static and dynamic, merged (evidence static/dynamic/both)
         report.models.extend(dynamic.models)
         report.notes.extend(dynamic.notes)
+        report.refuted = dynamic.refuted
         if dynamic.also.sources:  # project files the models are built from, checked (and fixed) too
             sources = {**static.sources, **dynamic.also.sources}
             report.files_checked += dynamic.also.files_checked

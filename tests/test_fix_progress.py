@@ -286,3 +286,30 @@ def test_a_fix_whose_stage_is_still_bad_with_nothing_else_named_is_rolled_back(t
     assert (fix["code"], fix["status"]) == ("MC201", "rolled_back")
     assert fix["reason"].startswith("smoke test of the fixed model: a stage it was meant to repair is still bad: "
                                     "caffe2 mismatch: output 0: shape"), fix["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.caffe2
+def test_what_tracing_cleared_stays_cleared_after_the_fix_rewrote_its_line(tmp_path: Path) -> None:
+    """The ASPP image-pooling line is rewritten by other fixes (MC205's rename, MC601's mean), and the
+    re-check of the fixed file must not bring back the MC201/MC203 tracing cleared there (R3Net's
+    --fix run ended with those two errors and exit 1). The decoder's unsafe fix holds the traced size:
+    measured at a second size, said in a note."""
+    require_caffe2()
+    shutil.copy(FIXTURES / "aspp.py", tmp_path / "aspp.py")
+    lines = (FIXTURES / "aspp.py").read_text().splitlines()
+    image = next(i for i, text in enumerate(lines, 1) if text.endswith("# marker: image"))
+    done = subprocess.run([str(MODELCHECK), "aspp.py", "--model", "aspp.py:ASPPHead", "--input-shape", "1,3,32,32",
+                           "--format", "json", "--fix", "--unsafe-fixes"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    report = json.loads(done.stdout)
+    assert {(f["code"], f["line"]) for f in report["fixes"] if f["status"] == "applied"} >= {
+        ("MC205", image), ("MC601", image), ("MC201", image + 2)}, report["fixes"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    assert {s["name"]: s["status"] for s in report["stages"]} == {
+        "export": "passed", "onnx_check": "passed", "onnxruntime": "passed", "caffe2": "passed"}, report["stages"]
+    assert any("holds for the traced input size only" in note and "at a second size it" in note
+               for note in report["notes"]), report["notes"]
+    assert done.returncode == 0
+    fixed = (tmp_path / "aspp.py").read_text()
+    assert "F.interpolate(self.image(" in fixed and ".mean((-2, -1), keepdim=True)" in fixed

@@ -435,18 +435,21 @@ def _recheck(report: Report, plans: Sequence[FilePlan], recheck: Recheck) -> Non
     for plan in fixed.values():
         done = {(edit.code, edit.line) for edit in plan.chosen} | {
             (code, edit.line) for edit in plan.chosen for code in edit.also}
-        kept.extend(findings_now(report.findings, plan, plan.fixed, recheck, done))
+        kept.extend(findings_now(report.findings, plan, plan.fixed, recheck, done, report.refuted))
     kept.sort(key=lambda f: (f.location.path, f.location.line, f.location.column, f.code))
     report.findings = kept
 
 
 def findings_now(findings: Sequence[Finding], plan: FilePlan, text: str, recheck: Recheck,
-                 done: Collection[tuple[str, int]] = ()) -> list[Finding]:
-    """The findings of ``plan``'s file with ``text`` in it: a fresh static check, plus the dynamic
-    sightings of ``findings`` there that no edit in ``done`` (code, line) fixed, at their new line."""
-    fresh = recheck(plan.path, text)
-    out = list(fresh)
+                 done: Collection[tuple[str, int]] = (), refuted: Sequence[Finding] = ()) -> list[Finding]:
+    """The findings of ``plan``'s file with ``text`` in it: a fresh static check (less what tracing
+    refuted before the fix, on the same line, rewritten or not), plus the dynamic sightings of
+    ``findings`` there that no edit in ``done`` (code, line) fixed, at their new line."""
     moved = _line_map(plan.text, text)
+    rewritten = _line_map(plan.text, text, rewritten=True)
+    dropped = {(f.code, rewritten.get(f.location.line)) for f in refuted if f.location.path == plan.path}
+    fresh = [f for f in recheck(plan.path, text) if (f.code, f.location.line) not in dropped]
+    out = list(fresh)
     seen = {(f.code, f.location.line) for f in fresh}
     for finding in findings:
         loc = finding.location
@@ -462,13 +465,14 @@ def findings_now(findings: Sequence[Finding], plan: FilePlan, text: str, recheck
     return out
 
 
-def _line_map(before: str, after: str) -> dict[int, int]:
-    """Old line → new line, for the lines a fix did not touch (1-based)."""
+def _line_map(before: str, after: str, rewritten: bool = False) -> dict[int, int]:
+    """Old line → new line, for the lines a fix did not touch (1-based); ``rewritten``: also each
+    line of a run of lines rewritten one for one (``F.upsample(...)`` → ``F.interpolate(...)``)."""
     mapping: dict[int, int] = {}
     matcher = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False)
-    for block in matcher.get_matching_blocks():
-        for offset in range(block.size):
-            mapping[block.a + offset + 1] = block.b + offset + 1
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal" or (rewritten and tag == "replace" and i2 - i1 == j2 - j1):
+            mapping.update((i1 + k + 1, j1 + k + 1) for k in range(i2 - i1))
     return mapping
 
 
@@ -912,7 +916,7 @@ class Verification:
         remaining = [f for f in self.report.findings if f.location.path not in plans]
         for plan in plans.values():
             text, _ = _read_text(plan.path)
-            remaining.extend(findings_now(self.report.findings, plan, text, self.recheck))
+            remaining.extend(findings_now(self.report.findings, plan, text, self.recheck, refuted=self.report.refuted))
         return remaining
 
     def _seen(self, stages: Sequence[StageResult]) -> list[SeenStage]:

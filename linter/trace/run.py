@@ -49,6 +49,8 @@ class DynamicResult:
     #: the static pass over project files the models are built from that were not checked yet
     #: (``also_checked``): their findings are merged into ``findings``, their text is here for --fix
     also: StaticResult = field(default_factory=StaticResult)
+    #: the static findings tracing dropped (``refute``): --fix's re-check of a rewritten file drops them too
+    refuted: list[Finding] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,11 @@ def run_dynamic(options: Any, static: StaticResult) -> DynamicResult:
     result.also = check_more_files(files, static.sources, options.target, options.config,
                                    roots=project_roots(static.sources, options.config))
     result.notes.extend(result.also.notes)
-    kept, refuted = refute([*static.findings, *result.also.findings], observed)
+    everything = [*static.findings, *result.also.findings]
+    kept, refuted = refute(everything, observed)
     result.notes.extend(refuted)
+    still = {id(f) for f in kept}
+    result.refuted = [f for f in everything if id(f) not in still]
     result.findings = merge(kept, dynamic)
     return result
 
