@@ -782,6 +782,20 @@ def _enclosing_module_path(frame: Any, paths: dict[int, str]) -> str:
     return ROOT_PATH
 
 
+@contextlib.contextmanager
+def _modules_run(model: Any) -> Iterator[set[str]]:
+    """The paths of the modules called while the block runs (forward pre-hooks, removed after; a
+    direct ``.forward()`` call shows in ``CallLog.called_modules`` instead)."""
+    ran: set[str] = set()
+    hooks = [module.register_forward_pre_hook(lambda _module, _args, path=path or ROOT_PATH: ran.add(path))
+             for path, module in model.named_modules()]
+    try:
+        yield ran
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     """Run forward once under torch.jit.trace with the recorder; fall back to a plain forward.
 
@@ -794,14 +808,11 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
     if not isinstance(example, ExampleInputs):
         example = ExampleInputs((example,))
     recorder = _make_recorder(walk, tracing=True)
-    ran: set[str] = set()  # the modules forward called, by path (a direct .forward() shows in called_modules)
-    hooks = [module.register_forward_pre_hook(lambda _module, _args, path=path or ROOT_PATH: ran.add(path))
-             for path, module in model.named_modules()]
     graph: dict[str, Any] = {"method": "torch.jit.trace", "ok": True, "input_shapes": example.shapes()}
     if example.constants:
         graph["constants"] = {name: repr(value)[:80] for name, value in example.constants.items()}
     started = time.monotonic()
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _modules_run(model) as ran:
         warnings.simplefilter("ignore")
         try:
             with recorder, example.bound(model) as tensors:
@@ -812,8 +823,6 @@ def capture_graph(model: Any, example: Any, walk: ModuleWalk) -> dict[str, Any]:
             recorder = _make_recorder(walk, tracing=False)
             with recorder:
                 example.call(model)  # an exception here is the forward's own failure
-    for hook in hooks:
-        hook.remove()
     log = recorder.log
     graph["seconds"] = round(time.monotonic() - started, 3)
     graph["torch_calls"] = log.calls
