@@ -72,7 +72,11 @@ def test_every_linear_mode_upsample_is_found_at_its_line(timm_models, report):
         if name in ("interpolate", "Upsample") and isinstance(mode, ast.Constant) and mode.value in LINEAR:
             expected.add((path.name, node.lineno))
     assert len(expected) >= 15
-    assert expected <= _at(report, "MC201") | _at(report, "MC202")
+    assert expected <= _at(report, "MC201") | _at(report, "MC202") | _at(report, "MC206")  # MC206: bicubic
+    bicubic = {(path.name, node.lineno) for path, node, name, keywords in _calls(timm_models)
+               if name in ("interpolate", "Upsample") and isinstance(keywords.get("mode"), ast.Constant)
+               and keywords["mode"].value == "bicubic"}
+    assert bicubic and bicubic <= _at(report, "MC206") and not bicubic & _at(report, "MC201")
 
 
 def test_nearest_and_scale_factor_upsampling_is_never_an_error(timm_models, report):
