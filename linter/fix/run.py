@@ -446,8 +446,9 @@ def findings_now(findings: Sequence[Finding], plan: FilePlan, text: str, recheck
     refuted before the fix, on the same line, rewritten or not), plus the dynamic sightings of
     ``findings`` there that no edit in ``done`` (code, line) fixed, at their new line."""
     moved = _line_map(plan.text, text)
-    rewritten = _line_map(plan.text, text, rewritten=True)
-    dropped = {(f.code, rewritten.get(f.location.line)) for f in refuted if f.location.path == plan.path}
+    mine = [f for f in refuted if f.location.path == plan.path]
+    rewritten = _line_map(plan.text, text, rewritten=True) if mine else {}
+    dropped = {(f.code, rewritten.get(f.location.line)) for f in mine}
     fresh = [f for f in recheck(plan.path, text) if (f.code, f.location.line) not in dropped]
     out = list(fresh)
     seen = {(f.code, f.location.line) for f in fresh}
